@@ -1,0 +1,4 @@
+//! Sans-io Kafka wire protocol for Vltava: frame bounds, request headers, record batch v2
+//! validation and header rewriting, and error codes. No sockets, no files, no panics on input.
+
+pub mod batch;
