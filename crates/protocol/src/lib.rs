@@ -2,3 +2,7 @@
 //! validation and header rewriting, and error codes. No sockets, no files, no panics on input.
 
 pub mod batch;
+pub mod bounds;
+pub mod frame;
+
+pub use kafka_protocol;
