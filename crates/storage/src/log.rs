@@ -1,0 +1,834 @@
+//! One partition's log: an ordered list of segments, the last of which takes appends.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
+
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::fileio::{self, DataFile};
+use crate::producer::ProducerStateManager;
+use crate::segment::{self, LoadMode, Segment};
+
+/// Name of the file holding the topic id, as in Kafka.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Outcome of [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record (for a duplicate: the original offset).
+    pub first_offset: u64,
+    /// Offset given to the last record.
+    pub last_offset: u64,
+    /// Wall-clock time of the append; -1 for a duplicate, which was not appended. The broker
+    /// reports it only for topics with `message.timestamp.type=LogAppendTime`.
+    pub log_append_time_ms: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: u64,
+    /// True if the request was a retry of batches already in the log; nothing was written.
+    pub duplicate: bool,
+}
+
+/// Whole batches returned by [`Log::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSlice {
+    /// Concatenated batches as stored; empty if nothing is readable.
+    pub bytes: Bytes,
+    /// Base offset of the first batch, which may be below the offset asked for when that
+    /// offset is inside a batch; `None` if `bytes` is empty.
+    pub first_offset: Option<u64>,
+    /// Offset after the last returned batch (the offset asked for if nothing was returned).
+    pub next_offset: u64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: u64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: u64,
+}
+
+/// Descriptors and targets of a flush that runs without the log's lock (see
+/// [`Log::flush_handle`]).
+#[derive(Debug)]
+pub struct FlushHandle {
+    files: Vec<DataFile>,
+    dir: Option<PathBuf>,
+    segment_seqs: Vec<(u64, u64)>,
+    dir_seq: u64,
+    upto: u64,
+    generation: u64,
+}
+
+impl FlushHandle {
+    /// The recovery point this flush establishes once completed.
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// fsyncs everything the handle covers. Takes no lock: appends may go on meanwhile.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        for f in &self.files {
+            f.sync()?;
+        }
+        if let Some(dir) = &self.dir {
+            fileio::sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A partition log on disk (Kafka's layout). All mutation goes through `&mut self`; the broker
+/// serialises access with a mutex per partition.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment.
+    segments: Vec<Segment>,
+    log_start_offset: u64,
+    recovery_point: u64,
+    producers: ProducerStateManager,
+    topic_id: Option<String>,
+    last_flush_ms: i64,
+    /// Latest time passed in by a caller, for flush bookkeeping in `flush`.
+    clock_ms: i64,
+    /// Directory entries changed (segments created or removed) since the last directory fsync.
+    dir_seq: u64,
+    dir_synced_seq: u64,
+    /// Bumped by truncation, which invalidates outstanding flush handles.
+    generation: u64,
+    deleted: bool,
+    offline: Option<String>,
+}
+
+impl Log {
+    /// Opens (creating if missing) the partition log in `dir`. Segments from the one holding
+    /// `recovery_point` on are CRC-checked batch by batch; the log ends at the first invalid
+    /// batch, and everything after it is removed. Earlier segments keep their index files if
+    /// they check out. Producer state is rebuilt from the batch headers of the whole log.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: u64,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        Log::open_with_log_start(dir, config, recovery_point, None, now_ms)
+    }
+
+    /// [`Log::open`] with a log start offset from a checkpoint (after DeleteRecords it can lie
+    /// inside the first segment).
+    pub fn open_with_log_start(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: u64,
+        log_start_offset: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        fileio::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        let mut dir_changed = false;
+        for entry in fileio::list_dir(dir)? {
+            if entry.is_dir {
+                continue;
+            }
+            let name = entry.name.as_str();
+            if [".deleted", ".tmp", ".swap", ".cleaned"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
+                // Leftovers of an interrupted delete, atomic write or compaction.
+                fileio::remove_file(&entry.path)?;
+                dir_changed = true;
+            } else if let Some(base) = segment::parse_segment_name(name, "log") {
+                bases.push(base);
+            } else if let Some(base) = segment::parse_segment_name(name, "index")
+                .or_else(|| segment::parse_segment_name(name, "timeindex"))
+            {
+                index_files.push((base, entry.path));
+            }
+        }
+        bases.sort_unstable();
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                fileio::remove_file(&path)?;
+                dir_changed = true;
+            }
+        }
+
+        let first_to_recover = bases
+            .partition_point(|&b| b <= recovery_point)
+            .saturating_sub(1);
+        let mut producers = ProducerStateManager::new();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let interval = config.index_interval_bytes;
+        for (i, &base) in bases.iter().enumerate() {
+            // Segments roll at the log end, so each starts where the previous one ends.
+            let misplaced = segments
+                .last()
+                .is_some_and(|prev| base != prev.next_offset());
+            let mut end_here = misplaced;
+            if !misplaced {
+                let mode = if i >= first_to_recover {
+                    LoadMode::Recover
+                } else {
+                    LoadMode::Trust
+                };
+                let loaded = Segment::load(dir, base, mode, interval, now_ms, &mut |h| {
+                    producers.replay(h)
+                })?;
+                if let Some(why) = &loaded.truncated {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        segment = base,
+                        valid_bytes = loaded.segment.size(),
+                        "log truncated during recovery: {why}"
+                    );
+                    end_here = true;
+                } else if loaded.rebuilt_indexes && mode == LoadMode::Trust {
+                    tracing::warn!(dir = %dir.display(), segment = base, "rebuilt invalid index files");
+                }
+                segments.push(loaded.segment);
+            } else {
+                tracing::warn!(dir = %dir.display(), segment = base, "segment does not start where its predecessor ends");
+            }
+            if end_here {
+                let from = if misplaced { i } else { i + 1 };
+                for &later in &bases[from..] {
+                    for ext in ["log", "index", "timeindex"] {
+                        fileio::remove_file(&segment::segment_file(dir, later, ext))?;
+                    }
+                    dir_changed = true;
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, log_start_offset.unwrap_or(0))?);
+            dir_changed = true;
+        }
+
+        let topic_id = match fileio::read_optional(&dir.join(PARTITION_METADATA_FILE))? {
+            Some(bytes) => {
+                let parsed = parse_partition_metadata(&bytes);
+                if parsed.is_none() {
+                    tracing::warn!(dir = %dir.display(), "ignoring unreadable {PARTITION_METADATA_FILE}");
+                }
+                parsed
+            }
+            None => None,
+        };
+
+        let first_base = segments.first().map_or(0, Segment::base_offset);
+        let log_end = segments.last().map_or(0, Segment::next_offset);
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: log_start_offset.unwrap_or(0).max(first_base).min(log_end),
+            recovery_point: recovery_point.min(log_end),
+            producers,
+            topic_id,
+            last_flush_ms: now_ms,
+            clock_ms: now_ms,
+            dir_seq: u64::from(dir_changed),
+            dir_synced_seq: 0,
+            generation: 0,
+            deleted: false,
+            offline: None,
+        };
+        // Recovered data was CRC-checked, so making it durable lets the recovery point move to
+        // the log end and the next start skip it.
+        log.flush()?;
+        Ok(log)
+    }
+
+    /// Partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the settings (topic config change); they apply from the next operation.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// First offset still readable.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> u64 {
+        self.segments.last().map_or(0, Segment::next_offset)
+    }
+
+    /// Every offset below this is durable on disk.
+    pub fn recovery_point(&self) -> u64 {
+        self.recovery_point
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.segments.iter().map(Segment::base_offset).collect()
+    }
+
+    /// Idempotent producer state.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
+    }
+
+    /// Topic id from `partition.metadata`, if set.
+    pub fn topic_id(&self) -> Option<&str> {
+        self.topic_id.as_deref()
+    }
+
+    /// Stores the topic id in `partition.metadata` (Kafka's format), atomically.
+    pub fn set_topic_id(&mut self, topic_id: &str) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if topic_id.contains('\n') {
+            return Err(StorageError::InvalidRecord(format!(
+                "topic id {topic_id:?} contains a newline"
+            )));
+        }
+        let text = format!("version: 0\ntopic_id: {topic_id}\n");
+        fileio::atomic_write(&self.dir.join(PARTITION_METADATA_FILE), text.as_bytes())?;
+        self.topic_id = Some(topic_id.to_owned());
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.deleted {
+            return Err(StorageError::LogDeleted(self.dir.clone()));
+        }
+        if let Some(reason) = &self.offline {
+            return Err(StorageError::Offline {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn active(&mut self) -> Result<&mut Segment, StorageError> {
+        let dir = &self.dir;
+        self.segments
+            .last_mut()
+            .ok_or_else(|| StorageError::Corrupt(format!("{} has no segment", dir.display())))
+    }
+
+    /// Appends batches that the broker already validated (CRC, record count, producer fields).
+    ///
+    /// All batches are checked first (size limits, producer id / epoch / sequence), and only
+    /// then written, together, in one write; if any check fails nothing is written. Offsets
+    /// are assigned from the log end offset by rewriting `baseOffset` and
+    /// `partitionLeaderEpoch` only, which lie outside the CRC. A request containing a retried
+    /// batch (same producer, epoch and sequences as one of its last five) is answered with that
+    /// batch's original offsets and `duplicate: true`.
+    pub fn append<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.check_writable()?;
+        self.clock_ms = self.clock_ms.max(now_ms);
+        if batches.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        }
+        let segment_limit = self.config.effective_segment_bytes();
+        let mut total_bytes = 0u64;
+        let mut record_offsets = 0u64;
+        for (h, bytes) in batches {
+            let len = bytes.as_ref().len();
+            if len < HEADER_LEN || h.total_len() != len || h.last_offset_delta < 0 || h.magic != 2 {
+                return Err(StorageError::InvalidRecord(format!(
+                    "batch of {len} bytes does not match its header"
+                )));
+            }
+            let size = len as u64;
+            if size > self.config.max_message_bytes {
+                return Err(StorageError::MessageTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            if size > segment_limit {
+                return Err(StorageError::BatchLargerThanSegment {
+                    size,
+                    segment_bytes: segment_limit,
+                });
+            }
+            total_bytes += size;
+            record_offsets += h.last_offset_delta as u64 + 1;
+        }
+        let first_offset = self.log_end_offset();
+        let last_offset = first_offset + record_offsets - 1;
+        if record_offsets > i32::MAX as u64 || last_offset > i64::MAX as u64 {
+            return Err(StorageError::InvalidRecord(format!(
+                "{record_offsets} offsets from {first_offset} do not fit the log"
+            )));
+        }
+        let pending = match self
+            .producers
+            .check(batches.iter().map(|(h, _)| h), first_offset)?
+        {
+            Ok(pending) => pending,
+            Err(dup) => {
+                return Ok(AppendInfo {
+                    first_offset: dup.first_offset,
+                    last_offset: dup.last_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset,
+                    duplicate: true,
+                });
+            }
+        };
+        self.maybe_roll(total_bytes, last_offset, now_ms)?;
+        let interval = self.config.index_interval_bytes;
+        if let Err(failure) =
+            self.active()?
+                .append(batches, first_offset, leader_epoch, interval, now_ms)
+        {
+            if !failure.undone {
+                self.offline = Some(format!(
+                    "append failed and could not be undone: {}",
+                    failure.error
+                ));
+            }
+            return Err(failure.error.into());
+        }
+        self.producers.commit(pending);
+        self.maybe_flush(now_ms)?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time_ms: now_ms,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Rolls before an append of `incoming_bytes` ending at `last_offset` if the active
+    /// segment is full, older than `segment.ms`, or could not index `last_offset` (relative
+    /// offsets are 32-bit). Returns whether it rolled.
+    fn maybe_roll(
+        &mut self,
+        incoming_bytes: u64,
+        last_offset: u64,
+        now_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let limit = self.config.effective_segment_bytes();
+        let segment_ms = self.config.segment_ms;
+        let active = self.active()?;
+        let full = active.size() > 0 && active.size() + incoming_bytes > limit;
+        let old = active.size() > 0
+            && active
+                .rolling_ms()
+                .is_some_and(|t| now_ms.saturating_sub(t) > segment_ms);
+        let overflow = last_offset.saturating_sub(active.base_offset()) > i32::MAX as u64;
+        if full || old || overflow {
+            self.roll()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Starts a new active segment at the log end offset (no-op if the active one is empty).
+    pub fn roll(&mut self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let next = self.log_end_offset();
+        let active = self.active()?;
+        if active.is_empty() {
+            return Ok(());
+        }
+        active.on_roll();
+        let segment = Segment::create(&self.dir, next)?;
+        self.segments.push(segment);
+        self.dir_seq += 1;
+        Ok(())
+    }
+
+    /// Index of the segment that would hold `offset`: the last with base offset `<= offset`.
+    fn segment_index(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, at most `max_bytes`
+    /// (unless `min_one_batch` and the first batch alone is larger: then exactly that batch),
+    /// never a batch whose base offset is `>= max_offset` (the high watermark). May span
+    /// segments. Offsets outside `[log_start, log_end]` are out of range; `log_end` reads empty.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+        min_one_batch: bool,
+    ) -> Result<ReadSlice, StorageError> {
+        let log_end = self.log_end_offset();
+        let mut slice = ReadSlice {
+            bytes: Bytes::new(),
+            first_offset: None,
+            next_offset: offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: log_end,
+        };
+        if offset < self.log_start_offset || offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        let upper = max_offset.min(log_end);
+        if offset >= upper {
+            return Ok(slice);
+        }
+        let mut out = Vec::new();
+        let mut budget = max_bytes;
+        let mut idx = self.segment_index(offset);
+        let mut target = offset;
+        while let Some(seg) = self.segments.get(idx) {
+            idx += 1;
+            let Some((pos, first)) = seg.find_batch(target)? else {
+                if let Some(next) = self.segments.get(idx) {
+                    target = next.base_offset();
+                }
+                continue;
+            };
+            if first.base_offset as u64 >= upper {
+                break;
+            }
+            let first_len = first.total_len();
+            let available = usize::try_from(seg.size() - pos).unwrap_or(usize::MAX);
+            let allowed = if out.is_empty() && min_one_batch {
+                budget.max(first_len)
+            } else {
+                budget
+            };
+            let want = allowed.min(available);
+            if want < first_len {
+                break;
+            }
+            let old = out.len();
+            seg.read_into(pos, want, &mut out)?;
+            // The window may end inside a batch or pass the high watermark: keep whole
+            // batches below it.
+            let mut end = old;
+            let mut hit_upper = false;
+            while out.len() - end >= HEADER_LEN {
+                let h = parse_header(&out[end..]).map_err(|e| {
+                    StorageError::Corrupt(format!(
+                        "{} segment {} position {}: {e}",
+                        self.dir.display(),
+                        seg.base_offset(),
+                        pos + (end - old) as u64
+                    ))
+                })?;
+                if h.total_len() > out.len() - end {
+                    break;
+                }
+                if h.base_offset as u64 >= upper {
+                    hit_upper = true;
+                    break;
+                }
+                slice.first_offset.get_or_insert(h.base_offset as u64);
+                slice.next_offset = h.last_offset() as u64 + 1;
+                end += h.total_len();
+            }
+            out.truncate(end);
+            budget = budget.saturating_sub(end - old);
+            let consumed_segment = pos + (end - old) as u64 == seg.size();
+            if hit_upper || !consumed_segment || budget == 0 {
+                break;
+            }
+            if let Some(next) = self.segments.get(idx) {
+                target = next.base_offset();
+            }
+        }
+        slice.bytes = Bytes::from(out);
+        Ok(slice)
+    }
+
+    /// Offset and timestamp of the first batch (at or after the log start) whose max timestamp
+    /// is `>= timestamp`, for ListOffsets by time. Batch granularity: the offset is the batch's
+    /// base offset (or the log start if the batch straddles it) and the timestamp is the batch's
+    /// max timestamp; the records inside are not inspected.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, StorageError> {
+        let start = self.segment_index(self.log_start_offset);
+        for seg in &self.segments[start..] {
+            if seg.max_timestamp().is_none_or(|(max, _)| max < timestamp) {
+                continue;
+            }
+            if let Some(h) = seg.find_by_timestamp(timestamp, self.log_start_offset)? {
+                let offset = (h.base_offset as u64).max(self.log_start_offset);
+                return Ok(Some((offset, h.max_timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Largest timestamp in the log and the last offset of the first batch carrying it
+    /// (ListOffsets MAX_TIMESTAMP); `None` for an empty log.
+    pub fn max_timestamp(&self) -> Option<(i64, u64)> {
+        let mut best: Option<(i64, u64)> = None;
+        for seg in &self.segments {
+            if seg.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if let Some((ts, off)) = seg.max_timestamp()
+                && best.is_none_or(|(b, _)| ts > b)
+            {
+                best = Some((ts, off.max(self.log_start_offset)));
+            }
+        }
+        best
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (which must not exceed the log
+    /// end) and deletes the segments entirely below it; the active segment stays. Returns the
+    /// new log start offset.
+    pub fn delete_records_before(&mut self, offset: u64) -> Result<u64, StorageError> {
+        self.check_writable()?;
+        let log_end = self.log_end_offset();
+        if offset > log_end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.delete_oldest_while(|_, _| false)?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Applies `retention.ms` (by each segment's largest timestamp) and `retention.bytes`,
+    /// deleting whole segments from the oldest on, never the active one; also deletes segments
+    /// entirely below the log start offset and forgets expired producers. Returns how many
+    /// segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        self.check_writable()?;
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let retention_ms = self.config.retention_ms;
+        let retention_bytes = self.config.retention_bytes;
+        let deleted = self.delete_oldest_while(|seg, size_after| {
+            let expired = retention_ms >= 0
+                && seg
+                    .max_timestamp()
+                    .is_none_or(|(ts, _)| now_ms.saturating_sub(ts) > retention_ms);
+            let too_big = retention_bytes >= 0 && size_after >= retention_bytes as u64;
+            expired || too_big
+        })?;
+        self.producers
+            .remove_expired(now_ms, self.config.producer_id_expiration_ms);
+        Ok(deleted)
+    }
+
+    /// Deletes the oldest non-active segment while it lies entirely below the log start offset
+    /// or `doomed(segment, log size without it)` holds; then moves the log start offset to the
+    /// first remaining segment if it was below.
+    fn delete_oldest_while(
+        &mut self,
+        doomed: impl Fn(&Segment, u64) -> bool,
+    ) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        let mut size = self.size_bytes();
+        while self.segments.len() > 1 {
+            let below_start = self.segments[1].base_offset() <= self.log_start_offset;
+            let oldest = &self.segments[0];
+            let size_after = size - oldest.size();
+            if !(below_start || doomed(oldest, size_after)) {
+                break;
+            }
+            let oldest = self.segments.remove(0);
+            size = size_after;
+            tracing::debug!(dir = %self.dir.display(), segment = oldest.base_offset(), "deleting segment");
+            self.dir_seq += 1;
+            oldest.delete()?;
+            deleted += 1;
+        }
+        let first_base = self.segments.first().map_or(0, Segment::base_offset);
+        self.log_start_offset = self.log_start_offset.max(first_base);
+        Ok(deleted)
+    }
+
+    /// Removes every record at or after `offset` (a follower diverging from its leader). A batch
+    /// containing `offset` is removed whole, so afterwards the log end is `<= offset`. Below
+    /// the first segment, the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        self.generation += 1;
+        let first_base = self.segments.first().map_or(0, Segment::base_offset);
+        if offset <= first_base {
+            for seg in self.segments.drain(..) {
+                seg.delete()?;
+            }
+            self.segments.push(Segment::create(&self.dir, offset)?);
+            self.log_start_offset = offset;
+            self.dir_seq += 1;
+        } else {
+            while self.segments.len() > 1
+                && self
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.base_offset() >= offset)
+            {
+                if let Some(seg) = self.segments.pop() {
+                    seg.delete()?;
+                    self.dir_seq += 1;
+                }
+            }
+            let interval = self.config.index_interval_bytes;
+            self.active()?.truncate_to(offset, interval)?;
+        }
+        let log_end = self.log_end_offset();
+        self.log_start_offset = self.log_start_offset.min(log_end);
+        self.recovery_point = self.recovery_point.min(log_end);
+        self.rebuild_producer_state()
+    }
+
+    /// Rebuilds producer state from the headers of every batch in the log.
+    fn rebuild_producer_state(&mut self) -> Result<(), StorageError> {
+        self.producers.clear();
+        for seg in &self.segments {
+            seg.for_each_header(|h| self.producers.replay(h))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes if `flush.messages` offsets are unflushed or the last flush is older than
+    /// `flush.ms`. The broker's scheduler calls this periodically; `append` calls it too.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, StorageError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let unflushed = self.log_end_offset() - self.recovery_point;
+        let due = unflushed >= self.config.flush_interval_messages
+            || (unflushed > 0
+                && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms);
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// fsyncs every changed segment, its indexes and the directory, then moves the recovery
+    /// point to the log end. Returns the new recovery point.
+    pub fn flush(&mut self) -> Result<u64, StorageError> {
+        self.check_writable()?;
+        for seg in &mut self.segments {
+            seg.sync()?;
+        }
+        if self.dir_seq != self.dir_synced_seq {
+            fileio::sync_dir(&self.dir)?;
+            self.dir_synced_seq = self.dir_seq;
+        }
+        self.recovery_point = self.log_end_offset();
+        self.last_flush_ms = self.clock_ms;
+        Ok(self.recovery_point)
+    }
+
+    /// Prepares a flush whose fsyncs run outside the lock: take the handle under the lock, call
+    /// [`FlushHandle::sync`] without it, then [`Log::complete_flush`] under it again. One such
+    /// flush covers every append made before the handle was taken (group commit).
+    pub fn flush_handle(&mut self) -> Result<FlushHandle, StorageError> {
+        self.check_writable()?;
+        let mut files = Vec::new();
+        let mut segment_seqs = Vec::new();
+        for seg in &mut self.segments {
+            if seg.needs_sync() {
+                let (f, seq) = seg.prepare_sync()?;
+                files.extend(f);
+                segment_seqs.push((seg.base_offset(), seq));
+            }
+        }
+        Ok(FlushHandle {
+            files,
+            dir: (self.dir_seq != self.dir_synced_seq).then(|| self.dir.clone()),
+            segment_seqs,
+            dir_seq: self.dir_seq,
+            upto: self.log_end_offset(),
+            generation: self.generation,
+        })
+    }
+
+    /// Records a synced [`FlushHandle`]; returns the recovery point. Ignored if the log was
+    /// truncated since the handle was taken.
+    pub fn complete_flush(&mut self, handle: FlushHandle) -> u64 {
+        if handle.generation != self.generation {
+            return self.recovery_point;
+        }
+        for (base, seq) in handle.segment_seqs {
+            if let Ok(i) = self
+                .segments
+                .binary_search_by_key(&base, Segment::base_offset)
+            {
+                self.segments[i].mark_synced(seq);
+            }
+        }
+        self.dir_synced_seq = self.dir_synced_seq.max(handle.dir_seq);
+        self.recovery_point = self
+            .recovery_point
+            .max(handle.upto.min(self.log_end_offset()));
+        self.recovery_point
+    }
+
+    /// Flushes and closes the log.
+    pub fn close(mut self) -> Result<(), StorageError> {
+        if self.deleted {
+            return Ok(());
+        }
+        self.flush().map(|_| ())
+    }
+
+    /// Deletes the partition directory and everything in it.
+    pub fn delete(mut self) -> Result<(), StorageError> {
+        self.deleted = true;
+        fileio::remove_dir_all(&self.dir)?;
+        Ok(())
+    }
+
+    /// Marks the log deleted so that later writes through shared handles fail; the caller
+    /// removes the directory.
+    pub(crate) fn mark_deleted(&mut self) {
+        self.deleted = true;
+    }
+}
+
+/// Topic id from Kafka's `partition.metadata` text (`version: 0` / `topic_id: ...`).
+fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut version_ok = false;
+    let mut topic_id = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("version:") {
+            version_ok = v.trim() == "0";
+        } else if let Some(id) = line.strip_prefix("topic_id:") {
+            topic_id = Some(id.trim().to_owned()).filter(|id| !id.is_empty());
+        }
+    }
+    topic_id.filter(|_| version_ok)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,493 @@
+//! All partition logs of one data directory, and the broker-wide checkpoint files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint;
+use crate::config::LogConfig;
+use crate::error::StorageError;
+use crate::fileio;
+use crate::log::Log;
+
+/// Broker-wide file of per-partition recovery points.
+pub const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// Broker-wide file of per-partition log start offsets.
+pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+const LOCK_FILE: &str = ".lock";
+const DELETE_SUFFIX: &str = "-delete";
+
+/// A topic name and partition number; names the directory `<topic>-<partition>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// Builds a topic partition (not validated; see [`TopicPartition::validate`]).
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// Checks Kafka's topic name rules (1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`) and a
+    /// non-negative partition, which also keeps the directory name inside the data directory.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let t = &self.topic;
+        let legal = !t.is_empty()
+            && t.len() <= 249
+            && t != "."
+            && t != ".."
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !legal || self.partition < 0 {
+            return Err(StorageError::InvalidTopicPartition(self.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Directory name, `<topic>-<partition>`.
+    pub fn dir_name(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parses a partition directory name. Topic names may contain `-`, so the partition is
+    /// what follows the last one.
+    pub fn parse_dir_name(name: &str) -> Option<TopicPartition> {
+        let (topic, partition) = name.rsplit_once('-')?;
+        if !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let tp = TopicPartition::new(topic, partition.parse().ok()?);
+        tp.validate().ok()?;
+        Some(tp)
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// Locks a log even if a previous holder panicked: `Log` has no panicking paths by design, and
+/// should one appear, the files are still recovered at the next open, so carrying on beats
+/// turning one bug into a panic on every later request for the partition.
+fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type LogMap = BTreeMap<TopicPartition, Arc<Mutex<Log>>>;
+
+/// Owns the partition logs of a data directory. Each log sits behind its own mutex so that
+/// the broker locks one partition at a time; the map lock is held only to look logs up.
+#[derive(Debug)]
+pub struct LogManager {
+    data_dir: PathBuf,
+    default_config: LogConfig,
+    logs: RwLock<LogMap>,
+    /// Serialises checkpoint writers, which share temporary file names.
+    checkpointing: Mutex<()>,
+    /// Held for the manager's lifetime: one process per data directory.
+    _dir_lock: fileio::FileLock,
+}
+
+impl LogManager {
+    /// Opens the data directory (creating it if missing): takes its lock, finishes
+    /// interrupted topic deletions, and opens every `<topic>-<partition>` directory with the
+    /// recovery point and log start offset from the checkpoint files (a missing or corrupt
+    /// checkpoint means full recovery). Logs get `default_config` until `set_config`.
+    pub fn open(
+        data_dir: &Path,
+        default_config: LogConfig,
+        now_ms: i64,
+    ) -> Result<LogManager, StorageError> {
+        fileio::create_dir_all(data_dir)?;
+        let dir_lock = fileio::try_lock_file(&data_dir.join(LOCK_FILE))?
+            .ok_or_else(|| StorageError::DataDirLocked(data_dir.to_path_buf()))?;
+        let recovery_points = checkpoint::read(&data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
+        let log_starts = checkpoint::read(&data_dir.join(LOG_START_CHECKPOINT_FILE))?;
+        let mut logs = LogMap::new();
+        for entry in fileio::list_dir(data_dir)? {
+            if !entry.is_dir {
+                continue;
+            }
+            if entry.name.ends_with(DELETE_SUFFIX) {
+                fileio::remove_dir_all(&entry.path)?;
+                continue;
+            }
+            let Some(tp) = TopicPartition::parse_dir_name(&entry.name) else {
+                continue;
+            };
+            let log = Log::open_with_log_start(
+                &entry.path,
+                default_config.clone(),
+                recovery_points.get(&tp).copied().unwrap_or(0),
+                log_starts.get(&tp).copied(),
+                now_ms,
+            )?;
+            logs.insert(tp, Arc::new(Mutex::new(log)));
+        }
+        let manager = LogManager {
+            data_dir: data_dir.to_path_buf(),
+            default_config,
+            logs: RwLock::new(logs),
+            checkpointing: Mutex::new(()),
+            _dir_lock: dir_lock,
+        };
+        // Recovery moved recovery points forward; record that so a crash soon after does not
+        // scan everything again.
+        manager.checkpoint()?;
+        Ok(manager)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Config that logs found at open were given.
+    pub fn default_config(&self) -> &LogConfig {
+        &self.default_config
+    }
+
+    fn map(&self) -> std::sync::RwLockReadGuard<'_, LogMap> {
+        self.logs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn map_mut(&self) -> std::sync::RwLockWriteGuard<'_, LogMap> {
+        self.logs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The log of `topic`/`partition`, if it exists.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Mutex<Log>>> {
+        self.map()
+            .get(&TopicPartition::new(topic, partition))
+            .cloned()
+    }
+
+    /// Every log, ordered by topic and partition.
+    pub fn logs(&self) -> Vec<(TopicPartition, Arc<Mutex<Log>>)> {
+        self.map()
+            .iter()
+            .map(|(tp, log)| (tp.clone(), Arc::clone(log)))
+            .collect()
+    }
+
+    /// Every topic partition with a log.
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// Creates the log of `topic`/`partition` with `config`, or returns the existing one
+    /// unchanged.
+    pub fn create_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Arc<Mutex<Log>>, StorageError> {
+        let tp = TopicPartition::new(topic, partition);
+        tp.validate()?;
+        let mut map = self.map_mut();
+        if let Some(log) = map.get(&tp) {
+            return Ok(Arc::clone(log));
+        }
+        // A new log's clock only starts its flush.ms timer, so wall time is good enough.
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let log = Log::open(&self.data_dir.join(tp.dir_name()), config, 0, now_ms)?;
+        fileio::sync_dir(&self.data_dir)?;
+        let log = Arc::new(Mutex::new(log));
+        map.insert(tp, Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// Deletes the log of `tp`; returns false if there was none. Handles to it still held
+    /// elsewhere fail on further writes.
+    pub fn delete_log(&self, tp: &TopicPartition) -> Result<bool, StorageError> {
+        let Some(log) = self.map_mut().remove(tp) else {
+            return Ok(false);
+        };
+        self.remove_log_dir(tp, &log)?;
+        Ok(true)
+    }
+
+    /// Deletes every partition of `topic`; returns how many.
+    pub fn delete_topic(&self, topic: &str) -> Result<usize, StorageError> {
+        let doomed: Vec<_> = {
+            let mut map = self.map_mut();
+            let keys: Vec<_> = map.keys().filter(|tp| tp.topic == topic).cloned().collect();
+            keys.into_iter()
+                .filter_map(|tp| map.remove(&tp).map(|log| (tp, log)))
+                .collect()
+        };
+        for (tp, log) in &doomed {
+            self.remove_log_dir(tp, log)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Renames the directory to `<topic>-<partition>.<uuid>-delete` first, so that a crash
+    /// mid-removal leaves a name the next start deletes instead of a half-deleted log.
+    fn remove_log_dir(&self, tp: &TopicPartition, log: &Mutex<Log>) -> Result<(), StorageError> {
+        let doomed = {
+            let mut log = lock_log(log);
+            log.mark_deleted();
+            let doomed = self.data_dir.join(format!(
+                "{}.{}{DELETE_SUFFIX}",
+                tp.dir_name(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            fileio::rename(log.dir(), &doomed)?;
+            doomed
+        };
+        fileio::sync_dir(&self.data_dir)?;
+        fileio::remove_dir_all(&doomed)?;
+        Ok(())
+    }
+
+    /// Writes both checkpoint files (recovery points and log start offsets) atomically.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let _one_writer = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut recovery_points = Vec::new();
+        let mut log_starts = Vec::new();
+        for (tp, log) in self.logs() {
+            let log = lock_log(&log);
+            recovery_points.push((tp.clone(), log.recovery_point()));
+            log_starts.push((tp, log.log_start_offset()));
+        }
+        checkpoint::write(
+            &self.data_dir.join(RECOVERY_CHECKPOINT_FILE),
+            &recovery_points,
+        )?;
+        checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT_FILE), &log_starts)?;
+        Ok(())
+    }
+
+    /// Applies retention to every log, one lock at a time; returns segments deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        for (_, log) in self.logs() {
+            deleted += lock_log(&log).apply_retention(now_ms)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Runs every log's time- and count-based flush policy, one lock at a time.
+    pub fn maybe_flush_all(&self, now_ms: i64) -> Result<(), StorageError> {
+        for (_, log) in self.logs() {
+            lock_log(&log).maybe_flush(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every log and writes the checkpoints (clean shutdown).
+    pub fn close(self) -> Result<(), StorageError> {
+        for (_, log) in self.logs() {
+            lock_log(&log).flush()?;
+        }
+        self.checkpoint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::testutil::{Spec, one};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 600,
+            retention_ms: -1,
+            ..LogConfig::default()
+        }
+    }
+
+    fn append(log: &Arc<Mutex<Log>>, n: usize) -> Result<(), StorageError> {
+        let mut log = lock_log(log);
+        for _ in 0..n {
+            log.append(&one(Spec::plain(2, 80)), 0, NOW)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dir_names() {
+        let tp = TopicPartition::parse_dir_name("my-topic.v1-12");
+        assert_eq!(tp, Some(TopicPartition::new("my-topic.v1", 12)));
+        for bad in [
+            "nodash",
+            "t-",
+            "-3",
+            "t-+1",
+            "t-1x",
+            "t-0.abc-delete",
+            "a/b-0",
+            "..-0",
+        ] {
+            assert_eq!(TopicPartition::parse_dir_name(bad), None, "{bad}");
+        }
+        assert_eq!(
+            TopicPartition::parse_dir_name("t--1"),
+            Some(TopicPartition::new("t-", 1))
+        );
+        assert_eq!(TopicPartition::new("t", 3).dir_name(), "t-3");
+        assert!(TopicPartition::new("x".repeat(250), 0).validate().is_err());
+        assert!(TopicPartition::new("ok", -1).validate().is_err());
+    }
+
+    #[test]
+    fn checkpoints_carry_recovery_points_and_log_starts() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        {
+            let m = LogManager::open(dir.path(), config(), NOW)?;
+            let a = m.create_log("orders-eu", 0, config())?;
+            let b = m.create_log("orders-eu", 1, config())?;
+            assert!(Arc::ptr_eq(&a, &m.create_log("orders-eu", 0, config())?));
+            append(&a, 6)?;
+            append(&b, 2)?;
+            lock_log(&a).flush()?;
+            lock_log(&a).delete_records_before(5)?;
+            m.checkpoint()?;
+            let text = fs::read_to_string(dir.path().join(RECOVERY_CHECKPOINT_FILE))?;
+            assert_eq!(text, "0\n2\norders-eu 0 12\norders-eu 1 0\n");
+            let text = fs::read_to_string(dir.path().join(LOG_START_CHECKPOINT_FILE))?;
+            assert_eq!(text, "0\n2\norders-eu 0 5\norders-eu 1 0\n");
+        }
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        assert_eq!(
+            m.partitions(),
+            vec![
+                TopicPartition::new("orders-eu", 0),
+                TopicPartition::new("orders-eu", 1)
+            ]
+        );
+        let a = m.get("orders-eu", 0);
+        let a = a.ok_or_else(|| StorageError::Corrupt("log missing".into()))?;
+        let a = lock_log(&a);
+        assert_eq!((a.log_start_offset(), a.log_end_offset()), (5, 12));
+        let b = m.get("orders-eu", 1);
+        assert_eq!(b.map(|b| lock_log(&b).log_end_offset()), Some(4));
+        // Opening recovered everything and checkpointed the new recovery points.
+        let text = fs::read_to_string(dir.path().join(RECOVERY_CHECKPOINT_FILE))?;
+        assert_eq!(text, "0\n2\norders-eu 0 12\norders-eu 1 4\n");
+        Ok(())
+    }
+
+    #[test]
+    fn corrupt_checkpoints_do_not_prevent_start() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        {
+            let m = LogManager::open(dir.path(), config(), NOW)?;
+            append(&m.create_log("t", 0, config())?, 3)?;
+            m.close()?;
+        }
+        fs::write(dir.path().join(RECOVERY_CHECKPOINT_FILE), b"0\n7\nt 0")?;
+        fs::write(dir.path().join(LOG_START_CHECKPOINT_FILE), [0xFFu8; 9])?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        let log = m.get("t", 0);
+        assert_eq!(log.map(|l| lock_log(&l).log_end_offset()), Some(6));
+        Ok(())
+    }
+
+    #[test]
+    fn delete_topic_removes_directories() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        let held = m.create_log("doomed-topic", 0, config())?;
+        m.create_log("doomed-topic", 1, config())?;
+        m.create_log("doomed", 0, config())?;
+        append(&held, 2)?;
+        assert_eq!(m.delete_topic("doomed-topic")?, 2);
+        assert!(!dir.path().join("doomed-topic-0").exists());
+        assert!(!dir.path().join("doomed-topic-1").exists());
+        assert!(
+            dir.path().join("doomed-0").exists(),
+            "a prefix of the name is another topic"
+        );
+        assert!(matches!(append(&held, 1), Err(StorageError::LogDeleted(_))));
+        assert_eq!(m.partitions(), vec![TopicPartition::new("doomed", 0)]);
+        assert!(m.delete_log(&TopicPartition::new("doomed", 0))?);
+        assert!(!m.delete_log(&TopicPartition::new("doomed", 0))?);
+        m.checkpoint()?;
+        let text = fs::read_to_string(dir.path().join(RECOVERY_CHECKPOINT_FILE))?;
+        assert_eq!(text, "0\n0\n");
+        Ok(())
+    }
+
+    #[test]
+    fn interrupted_deletes_finish_and_strays_are_ignored() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let leftover = dir
+            .path()
+            .join("t-0.0123456789abcdef0123456789abcdef-delete");
+        fs::create_dir_all(&leftover)?;
+        fs::write(leftover.join("00000000000000000000.log"), b"junk")?;
+        fs::create_dir_all(dir.path().join("not a partition"))?;
+        fs::write(dir.path().join("meta.properties"), b"node.id=1\n")?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        assert!(!leftover.exists());
+        assert!(m.partitions().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn one_process_per_data_dir() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        assert!(matches!(
+            LogManager::open(dir.path(), config(), NOW),
+            Err(StorageError::DataDirLocked(_))
+        ));
+        drop(m);
+        LogManager::open(dir.path(), config(), NOW)?;
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_names_are_refused() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        for bad in ["", ".", "..", "../escape", "a b"] {
+            assert!(matches!(
+                m.create_log(bad, 0, config()),
+                Err(StorageError::InvalidTopicPartition(_))
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn retention_and_flush_across_logs() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        let mut c = config();
+        c.retention_bytes = 0;
+        c.flush_interval_ms = 10;
+        let a = m.create_log("a", 0, c.clone())?;
+        let b = m.create_log("b", 0, c)?;
+        append(&a, 6)?;
+        append(&b, 6)?;
+        let segments = lock_log(&a).segment_count() + lock_log(&b).segment_count();
+        assert_eq!(m.apply_retention(NOW)?, segments - 2);
+        m.maybe_flush_all(i64::MAX / 2)?;
+        assert_eq!(lock_log(&a).recovery_point(), 12);
+        Ok(())
+    }
+}

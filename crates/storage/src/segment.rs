@@ -1,0 +1,789 @@
+//! One segment: a `.log` file of whole batches starting at `base_offset`, plus its indexes.
+
+use std::io::{self, IoSlice};
+use std::path::{Path, PathBuf};
+
+use vltava_protocol::batch::{
+    BatchHeader, HEADER_LEN, LOG_OVERHEAD, parse_header, peek_total_len, set_base_offset_and_epoch,
+    verify,
+};
+
+use crate::error::StorageError;
+use crate::fileio::{self, DataFile};
+use crate::index::{self, Index, OffsetEntry, TimeEntry};
+
+/// Marks "no timestamp seen", below every real timestamp.
+pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// Bytes of a batch that `append` rewrites: baseOffset, batchLength, partitionLeaderEpoch.
+/// They precede the CRC-covered region, so the rest of the batch is written as received.
+const REWRITTEN_PREFIX: usize = LOG_OVERHEAD + 4;
+
+/// Read size when scanning with CRC checks: large, sequential reads.
+const VERIFY_CHUNK: usize = 1 << 20;
+/// Read size when only headers are needed.
+const HEADER_CHUNK: usize = 64 << 10;
+/// Read size when walking from an index entry to a target: about one index interval.
+const LOOKUP_CHUNK: usize = 8 << 10;
+
+/// `<dir>/<20-digit base offset>.<ext>`, Kafka's file naming.
+pub(crate) fn segment_file(dir: &Path, base_offset: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// Base offset named by a segment file name with extension `ext`, if it is one.
+pub(crate) fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Offsets are i64 on the wire; a larger base could never hold a batch.
+    stem.parse().ok().filter(|&b: &u64| b <= i64::MAX as u64)
+}
+
+/// A read window over a file, refilled when a request falls outside it.
+struct Window {
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// `need` bytes at `pos`; the caller guarantees `pos + need <= file_len`.
+    fn get(
+        &mut self,
+        file: &DataFile,
+        pos: u64,
+        need: usize,
+        file_len: u64,
+        chunk: usize,
+    ) -> io::Result<&[u8]> {
+        let end = self.start + self.buf.len() as u64;
+        if pos < self.start || pos + need as u64 > end {
+            let len = (need.max(chunk) as u64).min(file_len - pos) as usize;
+            self.buf.resize(len, 0);
+            file.read_exact_at(&mut self.buf, pos)?;
+            self.start = pos;
+        }
+        let off = (pos - self.start) as usize;
+        Ok(&self.buf[off..off + need])
+    }
+}
+
+/// How far a scan found valid batches.
+struct ScanReport {
+    valid_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    stop: Option<String>,
+}
+
+/// Walks the batches of a segment file from position 0. Stops at the first thing that cannot be
+/// a valid continuation of the log: a torn or impossible length, a bad header, a bad CRC when
+/// `check_crc`, or a base offset other than the next expected one. Never reads past `file_len`,
+/// so a corrupt length cannot cause a large allocation.
+///
+/// Offsets must be contiguous because the base offset lies outside the CRC: a flipped bit
+/// there would otherwise pass every check and serve records at wrong offsets. Nothing in this
+/// crate creates gaps today; log compaction, when it comes, must relax this to "increasing".
+fn scan(
+    file: &DataFile,
+    file_len: u64,
+    base_offset: u64,
+    check_crc: bool,
+    on_batch: &mut dyn FnMut(u64, &BatchHeader),
+) -> io::Result<ScanReport> {
+    let chunk = if check_crc {
+        VERIFY_CHUNK
+    } else {
+        HEADER_CHUNK
+    };
+    let mut win = Window::new();
+    let mut pos = 0u64;
+    let mut expected = base_offset;
+    let stop = |pos: u64, why: String| {
+        Ok(ScanReport {
+            valid_bytes: pos,
+            stop: Some(why),
+        })
+    };
+    loop {
+        let remaining = file_len - pos;
+        if remaining == 0 {
+            return Ok(ScanReport {
+                valid_bytes: pos,
+                stop: None,
+            });
+        }
+        if pos > u64::from(u32::MAX) {
+            return stop(pos, "segment exceeds 4 GiB".into());
+        }
+        if remaining < LOG_OVERHEAD as u64 {
+            return stop(pos, format!("torn batch: {remaining} trailing bytes"));
+        }
+        let head = win.get(file, pos, LOG_OVERHEAD, file_len, chunk)?;
+        let total = match peek_total_len(head) {
+            Some(Ok(total)) => total,
+            Some(Err(e)) => return stop(pos, e.to_string()),
+            None => return stop(pos, "torn batch length".into()),
+        };
+        if total as u64 > remaining {
+            return stop(
+                pos,
+                format!("torn batch: needs {total} bytes, {remaining} remain"),
+            );
+        }
+        let need = if check_crc { total } else { HEADER_LEN };
+        let bytes = win.get(file, pos, need, file_len, chunk)?;
+        let parsed = if check_crc {
+            verify(bytes)
+        } else {
+            parse_header(bytes)
+        };
+        let h = match parsed {
+            Ok(h) => h,
+            Err(e) => return stop(pos, e.to_string()),
+        };
+        let in_order = h.base_offset >= 0
+            && h.last_offset_delta >= 0
+            && h.base_offset
+                .checked_add(i64::from(h.last_offset_delta))
+                .is_some()
+            && h.base_offset as u64 == expected;
+        if !in_order {
+            return stop(
+                pos,
+                format!(
+                    "batch at offset {}+{} where {expected} was expected",
+                    h.base_offset, h.last_offset_delta,
+                ),
+            );
+        }
+        let last = h.last_offset() as u64;
+        if last - base_offset > i32::MAX as u64 {
+            return stop(
+                pos,
+                format!("offset {last} too far from base {base_offset}"),
+            );
+        }
+        on_batch(pos, &h);
+        expected = last + 1;
+        pos += total as u64;
+    }
+}
+
+/// What a segment tracks about its batches to maintain the sparse indexes.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    max_timestamp: i64,
+    /// Last offset of the first batch that reached `max_timestamp`.
+    offset_of_max_timestamp: u64,
+    bytes_since_index: u64,
+}
+
+impl Stats {
+    fn new(base_offset: u64) -> Stats {
+        Stats {
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_index: 0,
+        }
+    }
+
+    /// Accounts for one batch at `pos` and returns the index entries due for it. As in Kafka,
+    /// an entry is due once more than `interval` bytes were appended since the last one, so the
+    /// first batch of a segment never gets one (lookups before the first entry start at 0).
+    fn observe(
+        &mut self,
+        base_offset: u64,
+        pos: u64,
+        h: &BatchHeader,
+        last_offset: u64,
+        interval: u64,
+        last_time_entry: Option<i64>,
+    ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = last_offset;
+        }
+        let mut due = (None, None);
+        if self.bytes_since_index > interval {
+            due.0 = Some(OffsetEntry {
+                rel_offset: (last_offset - base_offset) as u32,
+                position: pos as u32,
+            });
+            due.1 = self.time_entry(base_offset, last_time_entry);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_len() as u64;
+        due
+    }
+
+    /// A time entry for the current maximum, if it is above the last entry's timestamp.
+    fn time_entry(&self, base_offset: u64, last_time_entry: Option<i64>) -> Option<TimeEntry> {
+        let above = last_time_entry.is_none_or(|t| self.max_timestamp > t);
+        (self.max_timestamp != NO_TIMESTAMP && above).then(|| TimeEntry {
+            timestamp: self.max_timestamp,
+            rel_offset: (self.offset_of_max_timestamp - base_offset) as u32,
+        })
+    }
+}
+
+/// Checks index files loaded from disk against the batches a scan finds: every offset entry must
+/// point at a batch start whose base offset is at most the entry's offset, and every time entry
+/// must name the batch where the running maximum timestamp first reached the entry's value.
+/// Those are exactly the properties lookups rely on.
+struct IndexChecker<'a> {
+    base_offset: u64,
+    offsets: &'a [OffsetEntry],
+    times: &'a [TimeEntry],
+    next_offset_entry: usize,
+    next_time_entry: usize,
+    running_max: i64,
+    ok: bool,
+}
+
+impl<'a> IndexChecker<'a> {
+    fn new(base_offset: u64, offsets: &'a [OffsetEntry], times: &'a [TimeEntry]) -> Self {
+        IndexChecker {
+            base_offset,
+            offsets,
+            times,
+            next_offset_entry: 0,
+            next_time_entry: 0,
+            running_max: NO_TIMESTAMP,
+            ok: true,
+        }
+    }
+
+    fn on_batch(&mut self, pos: u64, h: &BatchHeader) {
+        let batch_base = h.base_offset as u64;
+        let last = h.last_offset() as u64;
+        while let Some(e) = self.offsets.get(self.next_offset_entry) {
+            if u64::from(e.position) > pos {
+                break;
+            }
+            if u64::from(e.position) < pos
+                || self.base_offset + u64::from(e.rel_offset) < batch_base
+            {
+                self.ok = false;
+            }
+            self.next_offset_entry += 1;
+        }
+        let new_max = self.running_max.max(h.max_timestamp);
+        while let Some(e) = self.times.get(self.next_time_entry) {
+            if self.base_offset + u64::from(e.rel_offset) > last {
+                break;
+            }
+            if !(self.running_max < e.timestamp && e.timestamp == new_max) {
+                self.ok = false;
+            }
+            self.next_time_entry += 1;
+        }
+        self.running_max = new_max;
+    }
+
+    fn passed(&self) -> bool {
+        self.ok
+            && self.next_offset_entry == self.offsets.len()
+            && self.next_time_entry == self.times.len()
+    }
+}
+
+/// Everything a scan of a segment file yields.
+struct Built {
+    report: ScanReport,
+    stats: Stats,
+    next_offset: u64,
+    offset_entries: Vec<OffsetEntry>,
+    time_entries: Vec<TimeEntry>,
+}
+
+fn scan_and_build(
+    log: &DataFile,
+    len: u64,
+    base_offset: u64,
+    check_crc: bool,
+    interval: u64,
+    mut checker: Option<&mut IndexChecker<'_>>,
+    on_batch: &mut dyn FnMut(&BatchHeader),
+) -> io::Result<Built> {
+    let mut stats = Stats::new(base_offset);
+    let mut next_offset = base_offset;
+    let mut offset_entries = Vec::new();
+    let mut time_entries: Vec<TimeEntry> = Vec::new();
+    let report = scan(log, len, base_offset, check_crc, &mut |pos, h| {
+        let last = h.last_offset() as u64;
+        let last_ts = time_entries.last().map(|e| e.timestamp);
+        let (o, t) = stats.observe(base_offset, pos, h, last, interval, last_ts);
+        offset_entries.extend(o);
+        time_entries.extend(t);
+        if let Some(c) = checker.as_deref_mut() {
+            c.on_batch(pos, h);
+        }
+        next_offset = last + 1;
+        on_batch(h);
+    })?;
+    // Like Kafka at roll: the time index ends with the segment's largest timestamp, so a
+    // reloaded segment needs no scan to know it.
+    let last_ts = time_entries.last().map(|e| e.timestamp);
+    time_entries.extend(stats.time_entry(base_offset, last_ts));
+    Ok(Built {
+        report,
+        stats,
+        next_offset,
+        offset_entries,
+        time_entries,
+    })
+}
+
+/// How `Segment::load` treats the segment's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoadMode {
+    /// At or after the recovery point: verify every CRC and rebuild the indexes.
+    Recover,
+    /// Flushed data: read headers only and keep the index files if they check out.
+    Trust,
+}
+
+/// Result of loading one segment.
+pub(crate) struct Loaded {
+    pub(crate) segment: Segment,
+    /// Why the valid data ended before the end of the file (the file was truncated there).
+    pub(crate) truncated: Option<String>,
+    /// True if the index files were rewritten.
+    pub(crate) rebuilt_indexes: bool,
+}
+
+/// One segment of a partition log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: u64,
+    dir: PathBuf,
+    log: DataFile,
+    offset_index: Index<OffsetEntry>,
+    time_index: Index<TimeEntry>,
+    size: u64,
+    next_offset: u64,
+    stats: Stats,
+    /// When the first batch was appended (or the segment was loaded non-empty): drives
+    /// `segment.ms` rolling.
+    rolling_ms: Option<i64>,
+    /// Bumped by every change; a sync records the value it made durable.
+    change_seq: u64,
+    synced_seq: u64,
+}
+
+impl Segment {
+    /// Creates a new empty segment, replacing any stale files with the same base offset.
+    pub(crate) fn create(dir: &Path, base_offset: u64) -> io::Result<Segment> {
+        let log = DataFile::create_empty(&segment_file(dir, base_offset, "log"))?;
+        let offset_index = Index::create(&segment_file(dir, base_offset, "index"))?;
+        let time_index = Index::create(&segment_file(dir, base_offset, "timeindex"))?;
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log,
+            offset_index,
+            time_index,
+            size: 0,
+            next_offset: base_offset,
+            stats: Stats::new(base_offset),
+            rolling_ms: None,
+            change_seq: 1,
+            synced_seq: 0,
+        })
+    }
+
+    /// Opens an existing segment and scans it (see [`LoadMode`]). Invalid trailing data is
+    /// truncated away. `on_batch` sees every valid batch header in order.
+    pub(crate) fn load(
+        dir: &Path,
+        base_offset: u64,
+        mode: LoadMode,
+        interval: u64,
+        now_ms: i64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<Loaded> {
+        let mut log = DataFile::open(&segment_file(dir, base_offset, "log"))?;
+        let len = log.len()?;
+        // An index never holds more entries than the log has batches, so a longer file is
+        // garbage and is not worth reading into memory.
+        let (oi_file, oi_loaded) =
+            Index::<OffsetEntry>::open(&segment_file(dir, base_offset, "index"), len)?;
+        let (ti_file, ti_loaded) =
+            Index::<TimeEntry>::open(&segment_file(dir, base_offset, "timeindex"), len)?;
+        let check_crc = mode == LoadMode::Recover;
+        let mut checker = match (&oi_loaded, &ti_loaded) {
+            (Some(o), Some(t)) if !check_crc => Some(IndexChecker::new(base_offset, o, t)),
+            _ => None,
+        };
+        let built = scan_and_build(
+            &log,
+            len,
+            base_offset,
+            check_crc,
+            interval,
+            checker.as_mut(),
+            on_batch,
+        )?;
+        let size = built.report.valid_bytes;
+        if built.report.stop.is_some() {
+            log.truncate(size)?;
+        }
+        let max_rel = (built.next_offset.max(base_offset + 1) - 1 - base_offset) as u32;
+        let keep_loaded = built.report.stop.is_none()
+            && checker.as_ref().is_some_and(IndexChecker::passed)
+            && oi_loaded
+                .as_deref()
+                .is_some_and(|e| index::offset_entries_sane(e, size, max_rel))
+            && ti_loaded
+                .as_deref()
+                .is_some_and(|e| index::time_entries_sane(e, max_rel, built.stats.max_timestamp));
+        let (offset_index, time_index) = match (keep_loaded, oi_loaded, ti_loaded) {
+            (true, Some(o), Some(t)) => (
+                Index::from_loaded(oi_file, o),
+                Index::from_loaded(ti_file, t),
+            ),
+            _ => (
+                Index::rebuild(oi_file, built.offset_entries)?,
+                Index::rebuild(ti_file, built.time_entries)?,
+            ),
+        };
+        let segment = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            log,
+            offset_index,
+            time_index,
+            size,
+            next_offset: built.next_offset,
+            stats: built.stats,
+            rolling_ms: (size > 0).then_some(now_ms),
+            change_seq: if keep_loaded { 0 } else { 1 },
+            synced_seq: 0,
+        };
+        Ok(Loaded {
+            segment,
+            truncated: built.report.stop,
+            rebuilt_indexes: !keep_loaded,
+        })
+    }
+
+    /// First offset this segment may hold.
+    pub(crate) fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Bytes of batches in the segment.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Offset following the last batch (the base offset if empty).
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// True if the segment holds no batch.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Largest batch timestamp and the last offset of the batch that first had it.
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, u64)> {
+        (self.stats.max_timestamp != NO_TIMESTAMP)
+            .then_some((self.stats.max_timestamp, self.stats.offset_of_max_timestamp))
+    }
+
+    /// When the segment got its first batch, if it has one.
+    pub(crate) fn rolling_ms(&self) -> Option<i64> {
+        self.rolling_ms
+    }
+
+    /// Writes `batches` (already checked) with offsets from `first_offset`, rewriting only the
+    /// base offset and leader epoch, in one vectored write. On failure the file is cut back to
+    /// its previous size; the error says whether that succeeded.
+    pub(crate) fn append<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        first_offset: u64,
+        leader_epoch: i32,
+        interval: u64,
+        now_ms: i64,
+    ) -> Result<(), AppendFailure> {
+        let mut prefixes = Vec::with_capacity(batches.len());
+        let mut offset = first_offset;
+        for (h, bytes) in batches {
+            let mut p = [0u8; REWRITTEN_PREFIX];
+            p.copy_from_slice(&bytes.as_ref()[..REWRITTEN_PREFIX]);
+            set_base_offset_and_epoch(&mut p, offset as i64, leader_epoch);
+            prefixes.push(p);
+            offset += h.last_offset_delta as u64 + 1;
+        }
+        let mut slices = Vec::with_capacity(batches.len() * 2);
+        for ((_, bytes), p) in batches.iter().zip(&prefixes) {
+            slices.push(IoSlice::new(p));
+            slices.push(IoSlice::new(&bytes.as_ref()[REWRITTEN_PREFIX..]));
+        }
+        self.change_seq += 1;
+        if let Err(error) = self.log.append_all(&mut slices) {
+            let undone = self.log.truncate(self.size).is_ok();
+            return Err(AppendFailure { error, undone });
+        }
+        let mut pos = self.size;
+        let mut offset = first_offset;
+        for (h, _) in batches {
+            let last = offset + h.last_offset_delta as u64;
+            let last_ts = self.time_index.last().map(|e| e.timestamp);
+            let (o, t) = self
+                .stats
+                .observe(self.base_offset, pos, h, last, interval, last_ts);
+            if let Some(o) = o {
+                self.offset_index.push(o);
+            }
+            if let Some(t) = t {
+                self.time_index.push(t);
+            }
+            pos += h.total_len() as u64;
+            offset = last + 1;
+        }
+        self.size = pos;
+        self.next_offset = offset;
+        self.rolling_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Calls `f` on each batch header from position `from` until it returns true; returns that
+    /// batch and its position.
+    fn walk_headers(
+        &self,
+        from: u64,
+        mut f: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let mut win = Window::new();
+        let mut pos = from;
+        while pos < self.size {
+            let remaining = self.size - pos;
+            if remaining < HEADER_LEN as u64 {
+                return Err(self.corrupt(pos, "truncated batch header"));
+            }
+            let bytes = win.get(&self.log, pos, HEADER_LEN, self.size, LOOKUP_CHUNK)?;
+            let h = parse_header(bytes).map_err(|e| self.corrupt(pos, &e.to_string()))?;
+            if h.total_len() as u64 > remaining {
+                return Err(self.corrupt(pos, "batch runs past the segment end"));
+            }
+            if f(&h) {
+                return Ok(Some((pos, h)));
+            }
+            pos += h.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    fn corrupt(&self, pos: u64, what: &str) -> StorageError {
+        StorageError::Corrupt(format!(
+            "{} position {pos}: {what}",
+            segment_file(&self.dir, self.base_offset, "log").display()
+        ))
+    }
+
+    /// Position and header of the first batch whose last offset is `>= target`.
+    pub(crate) fn find_batch(
+        &self,
+        target: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let rel = target
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
+        let start = self
+            .offset_index
+            .lookup(rel)
+            .map_or(0, |e| u64::from(e.position));
+        self.walk_headers(start, |h| h.last_offset() as u64 >= target)
+    }
+
+    /// First batch whose max timestamp is `>= ts`, ignoring batches entirely below `min_offset`.
+    pub(crate) fn find_by_timestamp(
+        &self,
+        ts: i64,
+        min_offset: u64,
+    ) -> Result<Option<BatchHeader>, StorageError> {
+        let from_offset = self
+            .time_index
+            .lookup(ts)
+            .map_or(self.base_offset, |e| {
+                self.base_offset + u64::from(e.rel_offset)
+            })
+            .max(min_offset);
+        let Some((pos, _)) = self.find_batch(from_offset)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .walk_headers(pos, |h| h.max_timestamp >= ts)?
+            .map(|(_, h)| h))
+    }
+
+    /// Calls `f` on every batch header, in order.
+    pub(crate) fn for_each_header(
+        &self,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), StorageError> {
+        self.walk_headers(0, |h| {
+            f(h);
+            false
+        })
+        .map(|_| ())
+    }
+
+    /// Appends bytes `[pos, pos + len)` of the log file to `out`.
+    pub(crate) fn read_into(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        let old = out.len();
+        out.resize(old + len, 0);
+        let res = self.log.read_exact_at(&mut out[old..], pos);
+        if res.is_err() {
+            out.truncate(old);
+        }
+        res
+    }
+
+    /// Removes every batch whose last offset is `>= target`; afterwards `next_offset() <= target`.
+    pub(crate) fn truncate_to(&mut self, target: u64, interval: u64) -> Result<(), StorageError> {
+        let Some((pos, _)) = self.find_batch(target)? else {
+            return Ok(());
+        };
+        self.change_seq += 1;
+        self.log.truncate(pos)?;
+        // Rare (replication divergence), so rebuilding from a header scan is simpler than
+        // unwinding the statistics.
+        let built = scan_and_build(
+            &self.log,
+            pos,
+            self.base_offset,
+            false,
+            interval,
+            None,
+            &mut |_| {},
+        )?;
+        if built.report.stop.is_some() {
+            self.log.truncate(built.report.valid_bytes)?;
+        }
+        self.size = built.report.valid_bytes;
+        self.next_offset = built.next_offset;
+        self.stats = built.stats;
+        self.offset_index.truncate(0)?;
+        self.time_index.truncate(0)?;
+        for e in built.offset_entries {
+            self.offset_index.push(e);
+        }
+        for e in built.time_entries {
+            self.time_index.push(e);
+        }
+        if self.size == 0 {
+            self.rolling_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Called when the segment stops being the active one: its time index gets a final entry
+    /// with the largest timestamp, as Kafka does.
+    pub(crate) fn on_roll(&mut self) {
+        let last_ts = self.time_index.last().map(|e| e.timestamp);
+        if let Some(e) = self.stats.time_entry(self.base_offset, last_ts) {
+            self.time_index.push(e);
+            self.change_seq += 1;
+        }
+    }
+
+    /// True if something changed since the last completed sync.
+    pub(crate) fn needs_sync(&self) -> bool {
+        self.change_seq != self.synced_seq
+    }
+
+    /// Writes pending index entries and returns descriptors to fsync plus the change sequence
+    /// they will cover.
+    pub(crate) fn prepare_sync(&mut self) -> io::Result<(Vec<DataFile>, u64)> {
+        self.offset_index.write_unpersisted()?;
+        self.time_index.write_unpersisted()?;
+        let files = vec![
+            self.log.try_clone()?,
+            self.offset_index.file().try_clone()?,
+            self.time_index.file().try_clone()?,
+        ];
+        Ok((files, self.change_seq))
+    }
+
+    /// Records that everything up to change `seq` is durable.
+    pub(crate) fn mark_synced(&mut self, seq: u64) {
+        self.synced_seq = self.synced_seq.max(seq);
+    }
+
+    /// Makes the segment and its indexes durable.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if !self.needs_sync() {
+            return Ok(());
+        }
+        self.offset_index.write_unpersisted()?;
+        self.time_index.write_unpersisted()?;
+        self.log.sync()?;
+        self.offset_index.file().sync()?;
+        self.time_index.file().sync()?;
+        self.synced_seq = self.change_seq;
+        Ok(())
+    }
+
+    /// Deletes the segment's files.
+    pub(crate) fn delete(self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            fileio::remove_file(&segment_file(&self.dir, self.base_offset, ext))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn offset_index_entries(&self) -> &[OffsetEntry] {
+        self.offset_index.entries()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn time_index_entries(&self) -> &[TimeEntry] {
+        self.time_index.entries()
+    }
+}
+
+/// A failed segment write.
+#[derive(Debug)]
+pub(crate) struct AppendFailure {
+    pub(crate) error: io::Error,
+    /// True if the partial write was removed again.
+    pub(crate) undone: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names() {
+        assert_eq!(parse_segment_name("18446744073709551615.log", "log"), None);
+        assert_eq!(
+            parse_segment_name("00000000000000000042.log", "log"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_segment_name("00000000000000000042.index", "log"),
+            None
+        );
+        assert_eq!(parse_segment_name("42.log", "log"), None);
+        assert_eq!(parse_segment_name("0000000000000000004x.log", "log"), None);
+        assert_eq!(
+            segment_file(Path::new("/d"), 7, "timeindex"),
+            PathBuf::from("/d/00000000000000000007.timeindex")
+        );
+    }
+}
