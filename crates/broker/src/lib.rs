@@ -1,1 +1,171 @@
-//! placeholder
+//! The Vltava broker: binds the listener, opens the partition logs, serves the Kafka protocol,
+//! and runs the background work (retention, checkpoints) until shutdown.
+
+pub mod config;
+pub mod errors;
+pub mod handlers;
+pub mod meta;
+pub mod replica;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::BrokerConfig;
+
+/// Failure to start the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Data directory, lock or node metadata problem.
+    #[error("{0}")]
+    Meta(#[from] meta::MetaError),
+    /// Logs could not be opened.
+    #[error("{0}")]
+    Topic(#[from] replica::TopicError),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The advertised listener is not HOST:PORT.
+    #[error("advertised listener '{0}' is not HOST:PORT")]
+    Advertised(String),
+}
+
+/// A started broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// Address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    background: tokio::task::JoinHandle<()>,
+    rm: Arc<replica::ReplicaManager>,
+}
+
+fn split_host_port(addr: &str) -> Option<(String, i32)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), i32::from(port)))
+}
+
+impl Broker {
+    /// Opens the data directory (recovering every log) and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+        let dir = config.data_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let started = std::time::Instant::now();
+        // Opening the logs takes the data directory lock and runs recovery.
+        let rm = Arc::new(tokio::task::block_in_place(|| {
+            replica::ReplicaManager::open(config.clone())
+        })?);
+        let node = meta::load_or_create_meta(&dir, config.node_id())?;
+        let listener = TcpListener::bind(config.listen())
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen().to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen().to_string(),
+            source,
+        })?;
+        // With port 0 and no explicit advertised listener, advertise the bound port.
+        let advertised = if config.get("advertised.listener").is_some_and(|a| !a.is_empty()) {
+            config.advertised_listener().to_string()
+        } else {
+            local_addr.to_string()
+        };
+        let (host, port) =
+            split_host_port(&advertised).ok_or_else(|| StartError::Advertised(advertised.clone()))?;
+        tracing::info!(
+            topics = rm.all_topics().len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "logs opened"
+        );
+        let ctx = Arc::new(handlers::Ctx {
+            rm: Arc::clone(&rm),
+            meta: node.clone(),
+            host,
+            port,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let server = tokio::spawn(server::serve(listener, ctx, rx.clone()));
+        let background = tokio::spawn(background(Arc::clone(&rm), rx));
+        tracing::info!(
+            listen = %local_addr,
+            advertised = %advertised,
+            node_id = node.node_id,
+            cluster_id = %node.cluster_id,
+            data_dir = %dir.display(),
+            "vltava broker started"
+        );
+        Ok(Broker {
+            local_addr,
+            shutdown,
+            server,
+            background,
+            rm,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, flushes every log and writes the
+    /// checkpoints.
+    pub async fn shutdown(self) -> Result<(), vltava_storage::StorageError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.background.await;
+        let rm = Arc::clone(&self.rm);
+        tokio::task::spawn_blocking(move || rm.shutdown())
+            .await
+            .unwrap_or_else(|e| Err(vltava_storage::StorageError::Io(std::io::Error::other(e))))?;
+        tracing::info!("vltava broker stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn background(rm: Arc<replica::ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
+    let retention = Duration::from_millis(rm.config().retention_check_interval_ms());
+    let checkpoint = Duration::from_millis(rm.config().checkpoint_interval_ms());
+    let mut retention_tick = tokio::time::interval(retention);
+    let mut checkpoint_tick = tokio::time::interval(checkpoint);
+    retention_tick.tick().await;
+    checkpoint_tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = retention_tick.tick() => {
+                let rm = Arc::clone(&rm);
+                let _ = tokio::task::spawn_blocking(move || rm.apply_retention()).await;
+            }
+            _ = checkpoint_tick.tick() => {
+                let rm = Arc::clone(&rm);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || rm.checkpoint()).await {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+        }
+    }
+}

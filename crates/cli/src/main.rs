@@ -1,1 +1,147 @@
-fn main() {}
+//! The `vltava` command line. Today: `vltava serve`, a single-node broker that needs no
+//! configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vltava_broker::{Broker, BrokerConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "vltava", version, about = "Vltava: a Kafka-compatible commit log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data, topics created on first use).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (defaults to the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file of settings under Kafka's names.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Set one setting, e.g. --set num.partitions=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        config.load_toml(path).map_err(|e| e.to_string())?;
+    }
+    config
+        .load_env(std::env::vars())
+        .map_err(|e| format!("environment: {e}"))?;
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE, got '{kv}'"))?;
+        config.set(k, v).map_err(|e| e.to_string())?;
+    }
+    if let Some(l) = &args.listen {
+        config.set("listen", l).map_err(|e| e.to_string())?;
+    }
+    if let Some(a) = &args.advertised_listener {
+        config.set("advertised.listener", a).map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = &args.data_dir {
+        config
+            .set("data.dir", &d.display().to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version go to stdout with success; real usage errors get one line.
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let broker = match Broker::start(config).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        match broker.shutdown().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: shutdown: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the broker still runs; it can be killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,188 @@
+//! The network layer: listener, connection cap, and one task pair per connection.
+//!
+//! A connection's reader decodes frames and handles requests one at a time, in order, as Kafka
+//! does: that is what keeps an idempotent producer's pipelined batches in sequence. Responses go
+//! to a writer task through a bounded channel, so a slow reader of responses exerts
+//! back-pressure instead of growing memory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use vltava_protocol::frame::{self, FrameError};
+
+use crate::errors::UNSUPPORTED_VERSION;
+use crate::handlers::{self, Ctx};
+
+/// Responses queued per connection before the reader waits for the writer.
+const RESPONSE_QUEUE: usize = 16;
+
+/// Accepts connections until `shutdown` flips, then waits for open connections to finish
+/// their in-flight request.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max_conn = ctx.rm.config().max_connections();
+    let permits = Arc::new(Semaphore::new(max_conn));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    tracing::warn!(%peer, max_conn, "connection limit reached, closing new connection");
+                    drop(stream);
+                    continue;
+                };
+                let ctx = Arc::clone(&ctx);
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = connection(stream, peer, ctx, shutdown).await {
+                        tracing::debug!(%peer, error = %e, "connection closed");
+                    }
+                    drop(permit);
+                });
+                // Reap finished connections so the set stays small.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    drop(listener);
+    // In-flight requests finish and their responses are written; bounded by a grace period.
+    let grace = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if grace.await.is_err() {
+        tasks.abort_all();
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let (tx, mut rx) = mpsc::channel::<BytesMut>(RESPONSE_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(buf) = rx.recv().await {
+            wr.write_all(&buf).await?;
+        }
+        wr.shutdown().await
+    });
+    let max_frame = ctx.rm.config().socket_request_max_bytes();
+    let idle_ms = ctx.rm.config().connections_max_idle_ms();
+    let idle = if idle_ms < 0 {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        Duration::from_millis(idle_ms as u64)
+    };
+    let result = async {
+        loop {
+            let mut prefix = [0u8; 4];
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                r = tokio::time::timeout(idle, rd.read_exact(&mut prefix)) => match r {
+                    Err(_) => return Err(ConnError::Idle),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(_)) => {}
+                },
+            }
+            // The bound is checked before the buffer is allocated.
+            let len = frame::check_frame_len(prefix, max_frame)?;
+            let mut buf = BytesMut::zeroed(len);
+            rd.read_exact(&mut buf).await?;
+            if let Some(resp) = process(&ctx, buf.freeze()).await? {
+                if tx.send(resp).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    match writer.await {
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "write failed"),
+        Err(e) => tracing::warn!(%peer, error = %e, "writer task failed"),
+        Ok(Ok(())) => {}
+    }
+    result
+}
+
+/// Handles one frame; `Ok(None)` means no response is due, `Err` closes the connection.
+async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, ConnError> {
+    let raw = match frame::decode_header(frame_bytes) {
+        Ok(r) => r,
+        Err(FrameError::UnknownApiKey { api_key, correlation_id }) => {
+            tracing::debug!(api_key, "unknown api key");
+            return Ok(Some(frame::encode_raw_response(
+                correlation_id,
+                &UNSUPPORTED_VERSION.to_be_bytes(),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let api = raw.api_key;
+    let version = raw.header.request_api_version;
+    let correlation_id = raw.header.correlation_id;
+    let supported = handlers::supported_range(api);
+    let in_range = supported.is_some_and(|(lo, hi)| version >= lo && version <= hi);
+    if !in_range {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in the v0 layout with our list so the client can pick a version.
+            let body = kafka_protocol::messages::ResponseKind::ApiVersions(handlers::api_versions(
+                UNSUPPORTED_VERSION,
+            ));
+            return Ok(Some(frame::encode_response(api, 0, correlation_id, &body)?));
+        }
+        tracing::debug!(?api, version, "unsupported api version");
+        let codec_ok = version >= api.valid_versions().min && version <= api.valid_versions().max;
+        if codec_ok {
+            if let Some(body) = handlers::error_response(api, UNSUPPORTED_VERSION) {
+                return Ok(Some(frame::encode_response(api, version, correlation_id, &body)?));
+            }
+        }
+        // No response schema we can fill: a bare error code after the correlation id, as
+        // for unknown api keys.
+        return Ok(Some(frame::encode_raw_response(
+            correlation_id,
+            &UNSUPPORTED_VERSION.to_be_bytes(),
+        )));
+    }
+    let request = frame::decode_body(api, version, raw.body)?;
+    let Some(body) = handlers::handle(ctx, version, request).await else {
+        return Ok(None);
+    };
+    Ok(Some(frame::encode_response(api, version, correlation_id, &body)?))
+}
