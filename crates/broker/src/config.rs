@@ -52,7 +52,11 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("auto.create.topics.enable", "true", Kind::Bool),
     ("delete.topic.enable", "true", Kind::Bool),
     ("message.max.bytes", "1048588", Kind::Int { min: 0 }),
-    ("socket.request.max.bytes", "104857600", Kind::Int { min: 1024 }),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        Kind::Int { min: 1024 },
+    ),
     ("max.connections", "10000", Kind::Int { min: 1 }),
     ("connections.max.idle.ms", "600000", Kind::Long { min: -1 }),
     ("min.insync.replicas", "1", Kind::Int { min: 1 }),
@@ -62,36 +66,112 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("log.roll.ms", "604800000", Kind::Long { min: 1 }),
     ("log.retention.ms", "604800000", Kind::Long { min: -1 }),
     ("log.retention.bytes", "-1", Kind::Long { min: -1 }),
-    ("log.retention.check.interval.ms", "300000", Kind::Long { min: 1 }),
-    ("log.segment.delete.delay.ms", "60000", Kind::Long { min: 0 }),
+    (
+        "log.retention.check.interval.ms",
+        "300000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        "60000",
+        Kind::Long { min: 0 },
+    ),
     ("log.index.interval.bytes", "4096", Kind::Int { min: 0 }),
     ("log.index.size.max.bytes", "10485760", Kind::Int { min: 4 }),
-    ("log.flush.interval.messages", "9223372036854775807", Kind::Long { min: 1 }),
-    ("log.flush.interval.ms", "9223372036854775807", Kind::Long { min: 0 }),
-    ("log.flush.offset.checkpoint.interval.ms", "60000", Kind::Long { min: 1 }),
-    ("log.message.timestamp.type", "CreateTime", Kind::OneOf(&["CreateTime"])),
+    (
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "log.flush.offset.checkpoint.interval.ms",
+        "60000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "log.message.timestamp.type",
+        "CreateTime",
+        Kind::OneOf(&["CreateTime"]),
+    ),
     ("unclean.leader.election.enable", "false", Kind::Bool),
-    ("log.cleaner.delete.retention.ms", "86400000", Kind::Long { min: 0 }),
+    (
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        Kind::Long { min: 0 },
+    ),
 ];
 
 /// Topic-level settings and the broker setting that supplies each one's default.
 const TOPIC_SETTINGS: &[(&str, &str, Kind)] = &[
-    ("cleanup.policy", "log.cleanup.policy", Kind::OneOf(&["delete"])),
-    ("compression.type", "compression.type", Kind::OneOf(&["producer"])),
-    ("delete.retention.ms", "log.cleaner.delete.retention.ms", Kind::Long { min: 0 }),
-    ("file.delete.delay.ms", "log.segment.delete.delay.ms", Kind::Long { min: 0 }),
-    ("flush.messages", "log.flush.interval.messages", Kind::Long { min: 1 }),
+    (
+        "cleanup.policy",
+        "log.cleanup.policy",
+        Kind::OneOf(&["delete"]),
+    ),
+    (
+        "compression.type",
+        "compression.type",
+        Kind::OneOf(&["producer"]),
+    ),
+    (
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "file.delete.delay.ms",
+        "log.segment.delete.delay.ms",
+        Kind::Long { min: 0 },
+    ),
+    (
+        "flush.messages",
+        "log.flush.interval.messages",
+        Kind::Long { min: 1 },
+    ),
     ("flush.ms", "log.flush.interval.ms", Kind::Long { min: 0 }),
-    ("index.interval.bytes", "log.index.interval.bytes", Kind::Int { min: 0 }),
-    ("max.message.bytes", "message.max.bytes", Kind::Int { min: 0 }),
-    ("message.timestamp.type", "log.message.timestamp.type", Kind::OneOf(&["CreateTime"])),
-    ("min.insync.replicas", "min.insync.replicas", Kind::Int { min: 1 }),
-    ("retention.bytes", "log.retention.bytes", Kind::Long { min: -1 }),
+    (
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        Kind::Int { min: 0 },
+    ),
+    (
+        "max.message.bytes",
+        "message.max.bytes",
+        Kind::Int { min: 0 },
+    ),
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        Kind::OneOf(&["CreateTime"]),
+    ),
+    (
+        "min.insync.replicas",
+        "min.insync.replicas",
+        Kind::Int { min: 1 },
+    ),
+    (
+        "retention.bytes",
+        "log.retention.bytes",
+        Kind::Long { min: -1 },
+    ),
     ("retention.ms", "log.retention.ms", Kind::Long { min: -1 }),
     ("segment.bytes", "log.segment.bytes", Kind::Int { min: 14 }),
-    ("segment.index.bytes", "log.index.size.max.bytes", Kind::Int { min: 4 }),
+    (
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        Kind::Int { min: 4 },
+    ),
     ("segment.ms", "log.roll.ms", Kind::Long { min: 1 }),
-    ("unclean.leader.election.enable", "unclean.leader.election.enable", Kind::Bool),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        Kind::Bool,
+    ),
 ];
 
 fn check(name: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
@@ -173,8 +253,10 @@ impl BrokerConfig {
             .find(|(n, _, _)| *n == name)
             .ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
         check(name, value, *kind)?;
-        self.values.insert(name.to_string(), value.trim().to_string());
-        self.explicit.insert(name.to_string(), value.trim().to_string());
+        self.values
+            .insert(name.to_string(), value.trim().to_string());
+        self.explicit
+            .insert(name.to_string(), value.trim().to_string());
         Ok(())
     }
 
@@ -186,7 +268,9 @@ impl BrokerConfig {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(e.to_string()))?;
         let mut flat = Vec::new();
         flatten("", &toml::Value::Table(table), &mut flat);
         for (k, v) in flat {
@@ -196,7 +280,10 @@ impl BrokerConfig {
     }
 
     /// Applies `VLTAVA_*` variables: `VLTAVA_LOG_SEGMENT_BYTES` sets `log.segment.bytes`.
-    pub fn load_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    pub fn load_env(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
         for (k, v) in vars {
             let Some(rest) = k.strip_prefix("VLTAVA_") else {
                 continue;
@@ -255,7 +342,8 @@ impl BrokerConfig {
     }
     /// `default.replication.factor`.
     pub fn default_replication_factor(&self) -> i16 {
-        self.long("default.replication.factor").clamp(1, i64::from(i16::MAX)) as i16
+        self.long("default.replication.factor")
+            .clamp(1, i64::from(i16::MAX)) as i16
     }
     /// `auto.create.topics.enable`.
     pub fn auto_create_topics(&self) -> bool {
@@ -288,7 +376,11 @@ impl BrokerConfig {
 
     /// Effective value of a topic setting given the topic's overrides, and whether it is an
     /// override.
-    pub fn topic_value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<(String, bool)> {
+    pub fn topic_value(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        name: &str,
+    ) -> Option<(String, bool)> {
         if let Some(v) = overrides.get(name) {
             return Some((v.clone(), true));
         }
@@ -353,17 +445,21 @@ mod tests {
         assert_eq!(c.advertised_listener(), "127.0.0.1:9092");
         c.set("num.partitions", "3").expect("valid");
         assert_eq!(c.num_partitions(), 3);
-        assert!(matches!(c.set("num.partitions", "x"), Err(ConfigError::Invalid { .. })));
-        assert!(matches!(c.set("no.such", "1"), Err(ConfigError::Unknown(_))));
+        assert!(matches!(
+            c.set("num.partitions", "x"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            c.set("no.such", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
     }
 
     #[test]
     fn env_and_toml() {
         let mut c = BrokerConfig::default();
-        c.load_env(
-            [("VLTAVA_LOG_SEGMENT_BYTES".to_string(), "2048".to_string())].into_iter(),
-        )
-        .expect("env");
+        c.load_env([("VLTAVA_LOG_SEGMENT_BYTES".to_string(), "2048".to_string())].into_iter())
+            .expect("env");
         assert_eq!(c.get("log.segment.bytes"), Some("2048"));
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("c.toml");

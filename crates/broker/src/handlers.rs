@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -30,14 +32,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind, ResponseKind,
-    TopicName, AlterConfigsRequest, AlterConfigsResponse, alter_configs_response,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerId,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName, alter_configs_response,
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -101,7 +103,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Option<Respons
     Some(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, version, r)),
-        RequestKind::Produce(r) => return produce(ctx, version, r).await.map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            return produce(ctx, version, r).await.map(ResponseKind::Produce);
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, version, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, version, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, version, r)),
@@ -120,9 +124,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Option<Respons
             ResponseKind::DescribeCluster(describe_cluster(ctx, version, r))
         }
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records(ctx, r)),
-        RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id(ctx, r))
-        }
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(ctx, r)),
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "request type not served");
             return None;
@@ -208,7 +210,12 @@ fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
                 let found = match &name {
                     Some(n) => {
                         if validate_topic_name(n).is_err() {
-                            return topic_error(version, name.clone(), rt.topic_id, INVALID_TOPIC_EXCEPTION);
+                            return topic_error(
+                                version,
+                                name.clone(),
+                                rt.topic_id,
+                                INVALID_TOPIC_EXCEPTION,
+                            );
                         }
                         if allow_auto_create {
                             ctx.rm.auto_create(n)
@@ -290,7 +297,9 @@ fn append_partition(
             return (
                 fail(
                     NOT_ENOUGH_REPLICAS,
-                    Some(format!("in-sync replicas 1 < min.insync.replicas {min_isr}")),
+                    Some(format!(
+                        "in-sync replicas 1 < min.insync.replicas {min_isr}"
+                    )),
                 ),
                 None,
             );
@@ -341,7 +350,11 @@ async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<Produce
         let name = td.name.0.to_string();
         let topic_valid = validate_topic_name(&name).is_ok();
         // Like Kafka, Produce never creates topics; clients learn of them through Metadata.
-        let topic = if topic_valid { ctx.rm.topic(&name) } else { None };
+        let topic = if topic_valid {
+            ctx.rm.topic(&name)
+        } else {
+            None
+        };
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         for pd in td.partition_data {
@@ -440,7 +453,10 @@ async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse {
             for (t, ft) in &resolved {
                 if let Some(t) = t {
                     for fp in &ft.partitions {
-                        if let Some(p) = usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)) {
+                        if let Some(p) = usize::try_from(fp.partition)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                        {
                             p.add_waiter(&notify);
                         }
                     }
@@ -452,7 +468,10 @@ async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse {
             return resp;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(remaining, notify.notified()).await.is_err() {
+        if tokio::time::timeout(remaining, notify.notified())
+            .await
+            .is_err()
+        {
             let (resp, _, _) = fetch_once(version, &resolved, max_bytes);
             return resp;
         }
@@ -480,9 +499,11 @@ fn fetch_once(
             if version >= 4 {
                 pd.aborted_transactions = None;
             }
-            let partition = topic
-                .as_ref()
-                .and_then(|t| usize::try_from(fp.partition).ok().and_then(|i| t.partitions.get(i)));
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
             let Some(partition) = partition else {
                 pd.error_code = if topic.is_none() && version >= 13 {
                     UNKNOWN_TOPIC_ID
@@ -493,7 +514,8 @@ fn fetch_once(
                 tr.partitions.push(pd);
                 continue;
             };
-            let budget = (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            let budget =
+                (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             match partition.read(fp.fetch_offset, budget, total == 0) {
                 Ok((slice, wm)) => {
                     pd.high_watermark = wm.high_watermark;
@@ -582,7 +604,9 @@ fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsets
     resp
 }
 
-fn config_pairs(configs: &[(String, Option<String>)]) -> Result<BTreeMap<String, String>, TopicError> {
+fn config_pairs(
+    configs: &[(String, Option<String>)],
+) -> Result<BTreeMap<String, String>, TopicError> {
     let mut out = BTreeMap::new();
     for (k, v) in configs {
         match v {
@@ -613,10 +637,9 @@ fn create_topics(ctx: &Ctx, version: i16, req: CreateTopicsRequest) -> CreateTop
         let result = if !ct.assignments.is_empty() {
             // Manual assignment: only this node can hold replicas.
             let ok = (ct.num_partitions == -1 && ct.replication_factor == -1)
-                && ct
-                    .assignments
-                    .iter()
-                    .all(|a| a.broker_ids.iter().all(|b| b.0 == ctx.meta.node_id) && a.broker_ids.len() == 1);
+                && ct.assignments.iter().all(|a| {
+                    a.broker_ids.iter().all(|b| b.0 == ctx.meta.node_id) && a.broker_ids.len() == 1
+                });
             if ok {
                 config_pairs(&configs).and_then(|c| {
                     ctx.rm
@@ -624,7 +647,9 @@ fn create_topics(ctx: &Ctx, version: i16, req: CreateTopicsRequest) -> CreateTop
                 })
             } else {
                 r.error_code = INVALID_REPLICA_ASSIGNMENT;
-                r.error_message = Some(s("replica assignment must name only this broker, once per partition"));
+                r.error_message = Some(s(
+                    "replica assignment must name only this broker, once per partition",
+                ));
                 resp.topics.push(r);
                 continue;
             }
@@ -650,7 +675,8 @@ fn create_topics(ctx: &Ctx, version: i16, req: CreateTopicsRequest) -> CreateTop
                     r.configs = Some(
                         crate::config::topic_setting_names()
                             .filter_map(|n| {
-                                let (v, is_override) = ctx.rm.config().topic_value(&t.configs, n)?;
+                                let (v, is_override) =
+                                    ctx.rm.config().topic_value(&t.configs, n)?;
                                 let mut c = CreatableTopicConfigs::default();
                                 c.name = s(n);
                                 c.value = Some(s(v));
@@ -724,7 +750,10 @@ fn create_partitions(ctx: &Ctx, req: CreatePartitionsRequest) -> CreatePartition
         if bad_assignment {
             r.error_code = INVALID_REPLICA_ASSIGNMENT;
             r.error_message = Some(s("replica assignment must name only this broker"));
-        } else if let Err(e) = ctx.rm.create_partitions(&t.name.0, t.count, req.validate_only) {
+        } else if let Err(e) = ctx
+            .rm
+            .create_partitions(&t.name.0, t.count, req.validate_only)
+        {
             r.error_code = topic_code(&e);
             r.error_message = Some(s(e.to_string()));
         }
@@ -742,12 +771,23 @@ fn config_type(name: &str) -> i8 {
         "cleanup.policy" | "log.cleanup.policy" => 7,
         n if n.ends_with(".enable") => 1,
         n if n.ends_with(".ms") || n.ends_with("retention.bytes") || n.ends_with(".messages") => 5,
-        n if n.ends_with(".bytes") || n.ends_with("replicas") || n.ends_with("partitions") || n.ends_with(".factor") || n == "node.id" => 3,
+        n if n.ends_with(".bytes")
+            || n.ends_with("replicas")
+            || n.ends_with("partitions")
+            || n.ends_with(".factor")
+            || n == "node.id" =>
+        {
+            3
+        }
         _ => 2,
     }
 }
 
-fn describe_configs(ctx: &Ctx, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+fn describe_configs(
+    ctx: &Ctx,
+    version: i16,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let mut resp = DescribeConfigsResponse::default();
     for res in req.resources {
         let mut r = DescribeConfigsResult::default();
@@ -774,17 +814,23 @@ fn describe_configs(ctx: &Ctx, version: i16, req: DescribeConfigsRequest) -> Des
                 Some(t) => {
                     for n in crate::config::topic_setting_names().filter(|n| wanted(n)) {
                         if let Some((v, is_override)) = ctx.rm.config().topic_value(&t.configs, n) {
-                            r.configs.push(entry(n, &v, if is_override { 1 } else { 5 }));
+                            r.configs
+                                .push(entry(n, &v, if is_override { 1 } else { 5 }));
                         }
                     }
                 }
                 None => {
                     r.error_code = UNKNOWN_TOPIC_OR_PARTITION;
-                    r.error_message = Some(s(format!("topic '{}' does not exist", res.resource_name.as_str())));
+                    r.error_message = Some(s(format!(
+                        "topic '{}' does not exist",
+                        res.resource_name.as_str()
+                    )));
                 }
             },
             RESOURCE_BROKER => {
-                if res.resource_name.is_empty() || res.resource_name.as_str() == ctx.meta.node_id.to_string() {
+                if res.resource_name.is_empty()
+                    || res.resource_name.as_str() == ctx.meta.node_id.to_string()
+                {
                     for (n, v, explicit) in ctx.rm.config().entries() {
                         if wanted(n) {
                             r.configs.push(entry(n, v, if explicit { 4 } else { 5 }));
@@ -819,14 +865,20 @@ fn alter_resource(
                 Ok(c) => c,
                 Err(msg) => return (INVALID_CONFIG, Some(msg)),
             };
-            match ctx.rm.alter_topic_configs(name, &changes, incremental, validate_only) {
+            match ctx
+                .rm
+                .alter_topic_configs(name, &changes, incremental, validate_only)
+            {
                 Ok(()) => (NONE, None),
                 Err(e) => (topic_code(&e), Some(e.to_string())),
             }
         }
         RESOURCE_BROKER => (
             INVALID_CONFIG,
-            Some("broker settings are static: set them at start (--set, config file, VLTAVA_*)".into()),
+            Some(
+                "broker settings are static: set them at start (--set, config file, VLTAVA_*)"
+                    .into(),
+            ),
         ),
         _ => (INVALID_REQUEST, Some("unsupported resource type".into())),
     }
@@ -840,7 +892,14 @@ fn alter_configs(ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect());
-        let (code, msg) = alter_resource(ctx, res.resource_type, &res.resource_name, changes, false, req.validate_only);
+        let (code, msg) = alter_resource(
+            ctx,
+            res.resource_type,
+            &res.resource_name,
+            changes,
+            false,
+            req.validate_only,
+        );
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         r.error_code = code;
         r.error_message = msg.map(s);
@@ -869,7 +928,14 @@ fn incremental_alter_configs(
                 )),
             })
             .collect();
-        let (code, msg) = alter_resource(ctx, res.resource_type, &res.resource_name, changes, true, req.validate_only);
+        let (code, msg) = alter_resource(
+            ctx,
+            res.resource_type,
+            &res.resource_name,
+            changes,
+            true,
+            req.validate_only,
+        );
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         r.error_code = code;
         r.error_message = msg.map(s);
@@ -880,7 +946,11 @@ fn incremental_alter_configs(
     resp
 }
 
-fn describe_cluster(ctx: &Ctx, version: i16, req: DescribeClusterRequest) -> DescribeClusterResponse {
+fn describe_cluster(
+    ctx: &Ctx,
+    version: i16,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     if version >= 1 && req.endpoint_type != 1 {
         resp.error_code = 114; // MISMATCHED_ENDPOINT_TYPE: we only have broker endpoints
@@ -945,12 +1015,10 @@ fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResp
         return resp;
     }
     // KIP-360: an idempotent producer may ask to bump its epoch after a fatal sequence error.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
-        if req.producer_epoch < i16::MAX - 1 {
-            resp.producer_id = req.producer_id;
-            resp.producer_epoch = req.producer_epoch + 1;
-            return resp;
-        }
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch + 1;
+        return resp;
     }
     match ctx.rm.next_producer_id() {
         Ok(id) => {

@@ -82,24 +82,28 @@ impl Broker {
             replica::ReplicaManager::open(config.clone())
         })?);
         let node = meta::load_or_create_meta(&dir, config.node_id())?;
-        let listener = TcpListener::bind(config.listen())
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen().to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen())
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen().to_string(),
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen().to_string(),
             source,
         })?;
         // With port 0 and no explicit advertised listener, advertise the bound port.
-        let advertised = if config.get("advertised.listener").is_some_and(|a| !a.is_empty()) {
+        let advertised = if config
+            .get("advertised.listener")
+            .is_some_and(|a| !a.is_empty())
+        {
             config.advertised_listener().to_string()
         } else {
             local_addr.to_string()
         };
-        let (host, port) =
-            split_host_port(&advertised).ok_or_else(|| StartError::Advertised(advertised.clone()))?;
+        let (host, port) = split_host_port(&advertised)
+            .ok_or_else(|| StartError::Advertised(advertised.clone()))?;
         tracing::info!(
             topics = rm.all_topics().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -151,14 +155,21 @@ async fn background(rm: Arc<replica::ReplicaManager>, mut shutdown: watch::Recei
     let checkpoint = Duration::from_millis(rm.config().checkpoint_interval_ms());
     let mut retention_tick = tokio::time::interval(retention);
     let mut checkpoint_tick = tokio::time::interval(checkpoint);
+    // flush.ms is checked once a second; appends check it too.
+    let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
     retention_tick.tick().await;
     checkpoint_tick.tick().await;
+    flush_tick.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = retention_tick.tick() => {
                 let rm = Arc::clone(&rm);
                 let _ = tokio::task::spawn_blocking(move || rm.apply_retention()).await;
+            }
+            _ = flush_tick.tick() => {
+                let rm = Arc::clone(&rm);
+                let _ = tokio::task::spawn_blocking(move || rm.maybe_flush_all()).await;
             }
             _ = checkpoint_tick.tick() => {
                 let rm = Arc::clone(&rm);

@@ -226,6 +226,9 @@ mod tests {
         .expect("put");
         let mut c2 = Catalogue::load(dir.path()).expect("reload");
         assert_eq!(c2.topics().len(), 1);
-        assert_eq!(c2.reserve_producer_ids().expect("reserve"), first + PRODUCER_ID_BLOCK);
+        assert_eq!(
+            c2.reserve_producer_ids().expect("reserve"),
+            first + PRODUCER_ID_BLOCK
+        );
     }
 }

@@ -106,7 +106,12 @@ impl Partition {
                 log_end: wm.high_watermark as u64,
             });
         }
-        let slice = log.read(offset as u64, max_bytes, wm.high_watermark as u64, min_one_batch)?;
+        let slice = log.read(
+            offset as u64,
+            max_bytes,
+            wm.high_watermark as u64,
+            min_one_batch,
+        )?;
         Ok((slice, wm))
     }
 
@@ -177,7 +182,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
         return Err(TopicError::InvalidName("topic name is empty".into()));
     }
     if name == "." || name == ".." {
-        return Err(TopicError::InvalidName(format!("topic name '{name}' is not allowed")));
+        return Err(TopicError::InvalidName(format!(
+            "topic name '{name}' is not allowed"
+        )));
     }
     if name.len() > 249 {
         return Err(TopicError::InvalidName(
@@ -548,8 +555,24 @@ impl ReplicaManager {
             for p in &t.partitions {
                 match p.log().apply_retention(now) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(topic = %t.name, partition = p.index, segments = n, "retention deleted segments"),
-                    Err(e) => tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention failed"),
+                    Ok(n) => {
+                        tracing::info!(topic = %t.name, partition = p.index, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the time-based flush policy (`flush.ms`) of every partition.
+    pub fn maybe_flush_all(&self) {
+        let now = now_ms();
+        for t in self.all_topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.log().maybe_flush(now) {
+                    tracing::warn!(topic = %t.name, partition = p.index, error = %e, "flush failed");
                 }
             }
         }

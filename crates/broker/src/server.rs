@@ -24,11 +24,7 @@ const RESPONSE_QUEUE: usize = 16;
 
 /// Accepts connections until `shutdown` flips, then waits for open connections to finish
 /// their in-flight request.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<Ctx>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let max_conn = ctx.rm.config().max_connections();
     let permits = Arc::new(Semaphore::new(max_conn));
     let mut tasks = tokio::task::JoinSet::new();
@@ -123,10 +119,10 @@ async fn connection(
             let len = frame::check_frame_len(prefix, max_frame)?;
             let mut buf = BytesMut::zeroed(len);
             rd.read_exact(&mut buf).await?;
-            if let Some(resp) = process(&ctx, buf.freeze()).await? {
-                if tx.send(resp).await.is_err() {
-                    return Ok(());
-                }
+            if let Some(resp) = process(&ctx, buf.freeze()).await?
+                && tx.send(resp).await.is_err()
+            {
+                return Ok(());
             }
         }
     }
@@ -144,7 +140,10 @@ async fn connection(
 async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, ConnError> {
     let raw = match frame::decode_header(frame_bytes) {
         Ok(r) => r,
-        Err(FrameError::UnknownApiKey { api_key, correlation_id }) => {
+        Err(FrameError::UnknownApiKey {
+            api_key,
+            correlation_id,
+        }) => {
             tracing::debug!(api_key, "unknown api key");
             return Ok(Some(frame::encode_raw_response(
                 correlation_id,
@@ -168,10 +167,13 @@ async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, Conn
         }
         tracing::debug!(?api, version, "unsupported api version");
         let codec_ok = version >= api.valid_versions().min && version <= api.valid_versions().max;
-        if codec_ok {
-            if let Some(body) = handlers::error_response(api, UNSUPPORTED_VERSION) {
-                return Ok(Some(frame::encode_response(api, version, correlation_id, &body)?));
-            }
+        if codec_ok && let Some(body) = handlers::error_response(api, UNSUPPORTED_VERSION) {
+            return Ok(Some(frame::encode_response(
+                api,
+                version,
+                correlation_id,
+                &body,
+            )?));
         }
         // No response schema we can fill: a bare error code after the correlation id, as
         // for unknown api keys.
@@ -184,5 +186,10 @@ async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, Conn
     let Some(body) = handlers::handle(ctx, version, request).await else {
         return Ok(None);
     };
-    Ok(Some(frame::encode_response(api, version, correlation_id, &body)?))
+    Ok(Some(frame::encode_response(
+        api,
+        version,
+        correlation_id,
+        &body,
+    )?))
 }

@@ -75,7 +75,10 @@ impl Conn {
         }
         let r = ResponseKind::decode(api, &mut buf, version)?;
         if buf.has_remaining() {
-            bail!("{} trailing bytes in {api:?} v{version} response", buf.remaining());
+            bail!(
+                "{} trailing bytes in {api:?} v{version} response",
+                buf.remaining()
+            );
         }
         Ok(r)
     }
@@ -134,7 +137,9 @@ fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> Reques
 }
 
 fn produce_partition(r: ResponseKind) -> Result<produce_response::PartitionProduceResponse> {
-    let ResponseKind::Produce(r) = r else { bail!("not a produce response") };
+    let ResponseKind::Produce(r) = r else {
+        bail!("not a produce response")
+    };
     Ok(r.responses[0].partition_responses[0].clone())
 }
 
@@ -160,7 +165,10 @@ async fn create_topic(c: &mut Conn, name: &str) -> Result<()> {
     t.name = Some(TopicName(StrBytes::from_string(name.to_string())));
     m.topics = Some(vec![t]);
     m.allow_auto_topic_creation = true;
-    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(m)).await? else {
+    let ResponseKind::Metadata(r) = c
+        .call(ApiKey::Metadata, 12, RequestKind::Metadata(m))
+        .await?
+    else {
         bail!("not metadata")
     };
     if r.topics[0].error_code != 0 {
@@ -176,15 +184,29 @@ async fn api_versions_every_version_and_kip511() -> Result<()> {
     let mut c = Conn::connect(&b).await?;
     for v in 0..=4 {
         let r = c
-            .call(ApiKey::ApiVersions, v, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+            .call(
+                ApiKey::ApiVersions,
+                v,
+                RequestKind::ApiVersions(ApiVersionsRequest::default()),
+            )
             .await?;
-        let ResponseKind::ApiVersions(r) = r else { bail!("wrong type") };
+        let ResponseKind::ApiVersions(r) = r else {
+            bail!("wrong type")
+        };
         assert_eq!(r.error_code, 0);
-        assert!(r.api_keys.iter().any(|k| k.api_key == 0 && k.max_version == 11));
+        assert!(
+            r.api_keys
+                .iter()
+                .any(|k| k.api_key == 0 && k.max_version == 11)
+        );
     }
     // v5 is unknown to us: the answer is UNSUPPORTED_VERSION in the v0 layout.
     let cid = c
-        .send(ApiKey::ApiVersions, 4, &RequestKind::ApiVersions(ApiVersionsRequest::default()))
+        .send(
+            ApiKey::ApiVersions,
+            4,
+            &RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )
         .await?;
     let _ = c.recv(ApiKey::ApiVersions, 4, cid).await?;
     let mut raw = BytesMut::new();
@@ -221,7 +243,10 @@ async fn produce_fetch_roundtrip_every_codec() -> Result<()> {
         Compression::Zstd,
     ] {
         let bytes = batch(&[b"alpha", b"beta", b"gamma"], None, codec);
-        let p = produce_partition(c.call(ApiKey::Produce, 9, produce_req("t1", 0, bytes.clone(), 1)).await?)?;
+        let p = produce_partition(
+            c.call(ApiKey::Produce, 9, produce_req("t1", 0, bytes.clone(), 1))
+                .await?,
+        )?;
         assert_eq!(p.error_code, 0);
         assert_eq!(p.base_offset, expected.len() as i64 * 3);
         expected.push(bytes);
@@ -266,14 +291,31 @@ async fn long_poll_woken_by_append() -> Result<()> {
     let mut p = Conn::connect(&b).await?;
     create_topic(&mut c, "lp").await?;
     let started = std::time::Instant::now();
-    let cid = c.send(ApiKey::Fetch, 11, &fetch_req("lp", 0, 20_000, 1)).await?;
+    let cid = c
+        .send(ApiKey::Fetch, 11, &fetch_req("lp", 0, 20_000, 1))
+        .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = produce_partition(p.call(ApiKey::Produce, 9, produce_req("lp", 0, batch(&[b"x"], None, Compression::None), 1)).await?)?;
+    let r = produce_partition(
+        p.call(
+            ApiKey::Produce,
+            9,
+            produce_req("lp", 0, batch(&[b"x"], None, Compression::None), 1),
+        )
+        .await?,
+    )?;
     assert_eq!(r.error_code, 0);
-    let ResponseKind::Fetch(f) = c.recv(ApiKey::Fetch, 11, cid).await? else { bail!("not fetch") };
+    let ResponseKind::Fetch(f) = c.recv(ApiKey::Fetch, 11, cid).await? else {
+        bail!("not fetch")
+    };
     // Woken by the append, long before max.wait.ms: an ordering check, not a timing assertion.
     assert!(started.elapsed() < Duration::from_secs(15));
-    assert!(!f.responses[0].partitions[0].records.clone().unwrap_or_default().is_empty());
+    assert!(
+        !f.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default()
+            .is_empty()
+    );
     b.shutdown().await?;
     Ok(())
 }
@@ -285,11 +327,28 @@ async fn pipelined_requests_answered_in_order_and_acks0_silent() -> Result<()> {
     let mut c = Conn::connect(&b).await?;
     create_topic(&mut c, "pipe").await?;
     // acks=0 produces no response; the next responses prove it was still appended (offset 0).
-    c.send(ApiKey::Produce, 9, &produce_req("pipe", 0, batch(&[b"a"], None, Compression::None), 0)).await?;
+    c.send(
+        ApiKey::Produce,
+        9,
+        &produce_req("pipe", 0, batch(&[b"a"], None, Compression::None), 0),
+    )
+    .await?;
     let mut cids = vec![];
     for i in 0..10 {
         let v = format!("v{i}");
-        cids.push(c.send(ApiKey::Produce, 9, &produce_req("pipe", 0, batch(&[v.as_bytes()], None, Compression::None), 1)).await?);
+        cids.push(
+            c.send(
+                ApiKey::Produce,
+                9,
+                &produce_req(
+                    "pipe",
+                    0,
+                    batch(&[v.as_bytes()], None, Compression::None),
+                    1,
+                ),
+            )
+            .await?,
+        );
     }
     for (i, cid) in cids.into_iter().enumerate() {
         let p = produce_partition(c.recv(ApiKey::Produce, 9, cid).await?)?;
@@ -306,12 +365,16 @@ async fn idempotent_duplicates_and_gaps() -> Result<()> {
     let mut c = Conn::connect(&b).await?;
     create_topic(&mut c, "idem").await?;
     let ResponseKind::InitProducerId(ip) = c
-        .call(ApiKey::InitProducerId, 4, RequestKind::InitProducerId({
-            let mut r = InitProducerIdRequest::default();
-            r.transactional_id = None;
-            r.transaction_timeout_ms = 60000;
-            r
-        }))
+        .call(
+            ApiKey::InitProducerId,
+            4,
+            RequestKind::InitProducerId({
+                let mut r = InitProducerIdRequest::default();
+                r.transactional_id = None;
+                r.transaction_timeout_ms = 60000;
+                r
+            }),
+        )
         .await?
     else {
         bail!("not init")
@@ -319,22 +382,41 @@ async fn idempotent_duplicates_and_gaps() -> Result<()> {
     assert_eq!(ip.error_code, 0);
     let pid = ip.producer_id.0;
     let b0 = batch(&[b"a", b"b"], Some((pid, 0)), Compression::None);
-    let r1 = produce_partition(c.call(ApiKey::Produce, 9, produce_req("idem", 0, b0.clone(), -1)).await?)?;
+    let r1 = produce_partition(
+        c.call(ApiKey::Produce, 9, produce_req("idem", 0, b0.clone(), -1))
+            .await?,
+    )?;
     assert_eq!((r1.error_code, r1.base_offset), (0, 0));
-    let r2 = produce_partition(c.call(ApiKey::Produce, 9, produce_req("idem", 0, b0, -1)).await?)?;
-    assert_eq!((r2.error_code, r2.base_offset), (0, 0), "duplicate answered with original offset");
+    let r2 = produce_partition(
+        c.call(ApiKey::Produce, 9, produce_req("idem", 0, b0, -1))
+            .await?,
+    )?;
+    assert_eq!(
+        (r2.error_code, r2.base_offset),
+        (0, 0),
+        "duplicate answered with original offset"
+    );
     let gap = batch(&[b"c"], Some((pid, 5)), Compression::None);
-    let r3 = produce_partition(c.call(ApiKey::Produce, 9, produce_req("idem", 0, gap, -1)).await?)?;
+    let r3 = produce_partition(
+        c.call(ApiKey::Produce, 9, produce_req("idem", 0, gap, -1))
+            .await?,
+    )?;
     assert_eq!(r3.error_code, 45);
     let next = batch(&[b"c"], Some((pid, 2)), Compression::None);
-    let r4 = produce_partition(c.call(ApiKey::Produce, 9, produce_req("idem", 0, next, -1)).await?)?;
+    let r4 = produce_partition(
+        c.call(ApiKey::Produce, 9, produce_req("idem", 0, next, -1))
+            .await?,
+    )?;
     assert_eq!((r4.error_code, r4.base_offset), (0, 2));
     b.shutdown().await?;
     // Producer state is rebuilt from the log: the duplicate is still recognised after restart.
     let b = start(dir.path(), &[]).await?;
     let mut c = Conn::connect(&b).await?;
     let again = batch(&[b"c"], Some((pid, 2)), Compression::None);
-    let r5 = produce_partition(c.call(ApiKey::Produce, 9, produce_req("idem", 0, again, -1)).await?)?;
+    let r5 = produce_partition(
+        c.call(ApiKey::Produce, 9, produce_req("idem", 0, again, -1))
+            .await?,
+    )?;
     assert_eq!((r5.error_code, r5.base_offset), (0, 2));
     b.shutdown().await?;
     Ok(())
@@ -379,7 +461,11 @@ async fn hostile_frames_close_connection_broker_survives() -> Result<()> {
     assert_eq!(resp.get_i32(), 3);
     assert_eq!(resp.get_i16(), 35);
     let r = c
-        .call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+        .call(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )
         .await?;
     assert!(matches!(r, ResponseKind::ApiVersions(_)));
     b.shutdown().await?;
@@ -389,19 +475,30 @@ async fn hostile_frames_close_connection_broker_survives() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_too_large_and_unknown_topic() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let b = start(dir.path(), &[("message.max.bytes", "1000"), ("auto.create.topics.enable", "false")]).await?;
+    let b = start(
+        dir.path(),
+        &[
+            ("message.max.bytes", "1000"),
+            ("auto.create.topics.enable", "false"),
+        ],
+    )
+    .await?;
     let mut c = Conn::connect(&b).await?;
     let ResponseKind::CreateTopics(ct) = c
-        .call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics({
-            let mut t = create_topics_request::CreatableTopic::default();
-            t.name = TopicName(StrBytes::from_static_str("big"));
-            t.num_partitions = -1;
-            t.replication_factor = -1;
-            let mut r = CreateTopicsRequest::default();
-            r.topics = vec![t];
-            r.timeout_ms = 5000;
-            r
-        }))
+        .call(
+            ApiKey::CreateTopics,
+            7,
+            RequestKind::CreateTopics({
+                let mut t = create_topics_request::CreatableTopic::default();
+                t.name = TopicName(StrBytes::from_static_str("big"));
+                t.num_partitions = -1;
+                t.replication_factor = -1;
+                let mut r = CreateTopicsRequest::default();
+                r.topics = vec![t];
+                r.timeout_ms = 5000;
+                r
+            }),
+        )
         .await?
     else {
         bail!("not create")
@@ -409,13 +506,41 @@ async fn message_too_large_and_unknown_topic() -> Result<()> {
     assert_eq!(ct.topics[0].error_code, 0);
     assert_eq!(ct.topics[0].num_partitions, 1);
     let big = vec![7u8; 5000];
-    let p = produce_partition(c.call(ApiKey::Produce, 9, produce_req("big", 0, batch(&[&big], None, Compression::None), 1)).await?)?;
+    let p = produce_partition(
+        c.call(
+            ApiKey::Produce,
+            9,
+            produce_req("big", 0, batch(&[&big], None, Compression::None), 1),
+        )
+        .await?,
+    )?;
     assert_eq!(p.error_code, 10);
-    let p = produce_partition(c.call(ApiKey::Produce, 9, produce_req("big", 0, batch(&[b"small"], None, Compression::None), 1)).await?)?;
+    let p = produce_partition(
+        c.call(
+            ApiKey::Produce,
+            9,
+            produce_req("big", 0, batch(&[b"small"], None, Compression::None), 1),
+        )
+        .await?,
+    )?;
     assert_eq!((p.error_code, p.base_offset), (0, 0));
-    let p = produce_partition(c.call(ApiKey::Produce, 9, produce_req("nope", 0, batch(&[b"x"], None, Compression::None), 1)).await?)?;
+    let p = produce_partition(
+        c.call(
+            ApiKey::Produce,
+            9,
+            produce_req("nope", 0, batch(&[b"x"], None, Compression::None), 1),
+        )
+        .await?,
+    )?;
     assert_eq!(p.error_code, 3);
-    let p = produce_partition(c.call(ApiKey::Produce, 9, produce_req("bad name!", 0, batch(&[b"x"], None, Compression::None), 1)).await?)?;
+    let p = produce_partition(
+        c.call(
+            ApiKey::Produce,
+            9,
+            produce_req("bad name!", 0, batch(&[b"x"], None, Compression::None), 1),
+        )
+        .await?,
+    )?;
     assert_eq!(p.error_code, 17);
     b.shutdown().await?;
     Ok(())

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use vltava_broker::{Broker, BrokerConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "vltava", version, about = "Vltava: a Kafka-compatible commit log")]
+#[command(
+    name = "vltava",
+    version,
+    about = "Vltava: a Kafka-compatible commit log"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,9 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         config.set("listen", l).map_err(|e| e.to_string())?;
     }
     if let Some(a) = &args.advertised_listener {
-        config.set("advertised.listener", a).map_err(|e| e.to_string())?;
+        config
+            .set("advertised.listener", a)
+            .map_err(|e| e.to_string())?;
     }
     if let Some(d) = &args.data_dir {
         config
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -105,7 +112,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -134,8 +144,10 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the broker still runs; it can be killed.
         std::future::pending::<()>().await;
         return;

@@ -261,7 +261,9 @@ pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         ));
     }
     if header.is_control() {
-        return Err(BatchError::Invalid("producers may not send control batches"));
+        return Err(BatchError::Invalid(
+            "producers may not send control batches",
+        ));
     }
     if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
         return Err(BatchError::Invalid(
@@ -269,10 +271,7 @@ pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         ));
     }
     if codec == Compression::None {
-        check_uncompressed_records(
-            &buf[HEADER_LEN..header.total_len()],
-            header.record_count,
-        )?;
+        check_uncompressed_records(&buf[HEADER_LEN..header.total_len()], header.record_count)?;
     }
     Ok(header)
 }
@@ -368,8 +367,7 @@ mod tests {
     use bytes::BytesMut;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
-        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
+        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
     use proptest::prelude::*;
 
@@ -397,9 +395,12 @@ mod tests {
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(v.clone())),
-                headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"x")))]
-                    .into_iter()
-                    .collect(),
+                headers: [(
+                    StrBytes::from_static_str("h"),
+                    Some(Bytes::from_static(b"x")),
+                )]
+                .into_iter()
+                .collect(),
             })
             .collect();
         let mut buf = BytesMut::new();

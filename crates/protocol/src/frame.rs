@@ -3,9 +3,7 @@
 //! actually present (see [`crate::bounds`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 /// Kafka's default `socket.request.max.bytes` (100 MiB).
@@ -99,10 +97,9 @@ pub fn decode_header(mut frame: Bytes) -> Result<RawRequest, FrameError> {
     })?;
     // Header versions are fixed per (api, version); for versions beyond what the codec knows,
     // fall back to the flexible header of the newest known version.
-    let header_version = api_key.request_header_version(version.clamp(
-        api_key.valid_versions().min,
-        api_key.valid_versions().max,
-    ));
+    let header_version = api_key.request_header_version(
+        version.clamp(api_key.valid_versions().min, api_key.valid_versions().max),
+    );
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| FrameError::MalformedHeader(e.to_string()))?;
     Ok(RawRequest {
