@@ -570,13 +570,15 @@ fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsets
                     let (ts, off) = match lp.timestamp {
                         -2 => (-1, log.log_start_offset() as i64),
                         -1 => (-1, log.log_end_offset() as i64),
-                        -3 => match log.max_timestamp() {
-                            Some((ts, off)) => (ts, off as i64),
-                            None => (-1, -1),
+                        -3 => match max_timestamp_offset(&log) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                pr.error_code = storage_code(&e);
+                                (-1, -1)
+                            }
                         },
-                        t if t >= 0 => match log.offset_for_timestamp(t) {
-                            Ok(Some((off, ts))) => (ts, off as i64),
-                            Ok(None) => (-1, -1),
+                        t if t >= 0 => match offset_for_timestamp(&log, t) {
+                            Ok(found) => found,
                             Err(e) => {
                                 pr.error_code = storage_code(&e);
                                 (-1, -1)
@@ -602,6 +604,40 @@ fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsets
         resp.topics.push(tr);
     }
     resp
+}
+
+/// First record (in offset order) whose timestamp is at least `target`: storage finds the
+/// first batch whose max timestamp qualifies, then its records are walked.
+fn offset_for_timestamp(log: &vltava_storage::Log, target: i64) -> Result<(i64, i64), StorageError> {
+    let Some((base, _)) = log.offset_for_timestamp(target)? else {
+        return Ok((-1, -1));
+    };
+    let slice = log.read(base, 1, log.log_end_offset(), true)?;
+    let limit = (log.config().max_message_bytes as usize).saturating_mul(64).max(64 << 20);
+    let records = batch::record_offsets_and_timestamps(&slice.bytes, limit)
+        .map_err(|e| StorageError::Corrupt(format!("batch at offset {base}: {e}")))?;
+    Ok(records
+        .into_iter()
+        .find(|(off, ts)| *ts >= target && *off >= base as i64)
+        .map(|(off, ts)| (ts, off))
+        .unwrap_or((-1, -1)))
+}
+
+/// The record holding the largest timestamp (KIP-734): the batch is found by storage, the
+/// record inside it by walking its records.
+fn max_timestamp_offset(log: &vltava_storage::Log) -> Result<(i64, i64), StorageError> {
+    let Some((max_ts, last_offset)) = log.max_timestamp() else {
+        return Ok((-1, -1));
+    };
+    let slice = log.read(last_offset, 1, log.log_end_offset(), true)?;
+    let limit = (log.config().max_message_bytes as usize).saturating_mul(64).max(64 << 20);
+    let records = batch::record_offsets_and_timestamps(&slice.bytes, limit)
+        .map_err(|e| StorageError::Corrupt(format!("batch at offset {last_offset}: {e}")))?;
+    Ok(records
+        .into_iter()
+        .find(|(_, ts)| *ts == max_ts)
+        .map(|(off, ts)| (ts, off))
+        .unwrap_or((max_ts, last_offset as i64)))
 }
 
 fn config_pairs(

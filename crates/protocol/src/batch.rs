@@ -328,6 +328,46 @@ fn read_unsigned_varint(buf: &mut &[u8], max_bytes: usize) -> Option<u64> {
     None
 }
 
+/// Offset and timestamp of every record in a verified batch, inflating a compressed payload
+/// through a `max_inflated_bytes` limit.
+pub fn record_offsets_and_timestamps(
+    batch: &[u8],
+    max_inflated_bytes: usize,
+) -> Result<Vec<(i64, i64)>, BatchError> {
+    let header = verify(batch)?;
+    let codec = header
+        .compression()
+        .ok_or(BatchError::Invalid("unknown compression codec"))?;
+    let payload = &batch[HEADER_LEN..header.total_len()];
+    let inflated;
+    let mut records: &[u8] = if codec == Compression::None {
+        payload
+    } else {
+        inflated = crate::compression::decompress(codec, payload, max_inflated_bytes)
+            .map_err(|_| BatchError::Invalid("compressed payload does not inflate"))?;
+        &inflated
+    };
+    let count = usize::try_from(header.record_count).unwrap_or(0);
+    let mut out = Vec::with_capacity(count.min(records.len()));
+    for _ in 0..count {
+        let len = read_varint(&mut records).ok_or(BatchError::Invalid("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
+        if len > records.len() || len == 0 {
+            return Err(BatchError::Invalid("record length exceeds batch"));
+        }
+        let (mut body, rest) = records.split_at(len);
+        records = rest;
+        body.advance(1);
+        let ts_delta = read_varlong(&mut body).ok_or(BatchError::Invalid("bad timestamp delta"))?;
+        let off_delta = read_varint(&mut body).ok_or(BatchError::Invalid("bad offset delta"))?;
+        out.push((
+            header.base_offset.saturating_add(i64::from(off_delta)),
+            header.base_timestamp.saturating_add(ts_delta),
+        ));
+    }
+    Ok(out)
+}
+
 /// Rewrites the broker-owned header fields in place. Both lie before the CRC-covered region.
 pub fn set_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
@@ -440,6 +480,22 @@ mod tests {
             let b = encode_batch(&[vec![1u8; 100], vec![2u8; 50]], c, -1, -1);
             let h = validate_produced(&b).expect("valid compressed batch");
             assert_ne!(h.compression(), Some(Compression::None));
+        }
+    }
+
+    #[test]
+    fn record_timestamps_of_compressed_batches() {
+        for c in [KCompression::None, KCompression::Gzip, KCompression::Zstd] {
+            let b = encode_batch(&[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], c, -1, -1);
+            let r = record_offsets_and_timestamps(&b, 1 << 20).expect("walk");
+            assert_eq!(
+                r,
+                vec![
+                    (0, 1_700_000_000_000),
+                    (1, 1_700_000_000_001),
+                    (2, 1_700_000_000_002)
+                ]
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod bounds;
+pub mod compression;
 pub mod frame;
 
 pub use kafka_protocol;
