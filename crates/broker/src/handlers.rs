@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
@@ -317,11 +317,7 @@ fn append_partition(
             return (fail(code, Some(e.to_string())), None);
         }
     };
-    let mut owned: Vec<(batch::BatchHeader, BytesMut)> = batches
-        .into_iter()
-        .map(|(h, b)| (h, BytesMut::from(b)))
-        .collect();
-    match partition.append(&mut owned) {
+    match partition.append(&batches) {
         Ok(info) => (
             PartitionAppend {
                 index,
@@ -608,12 +604,17 @@ fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsets
 
 /// First record (in offset order) whose timestamp is at least `target`: storage finds the
 /// first batch whose max timestamp qualifies, then its records are walked.
-fn offset_for_timestamp(log: &vltava_storage::Log, target: i64) -> Result<(i64, i64), StorageError> {
+fn offset_for_timestamp(
+    log: &vltava_storage::Log,
+    target: i64,
+) -> Result<(i64, i64), StorageError> {
     let Some((base, _)) = log.offset_for_timestamp(target)? else {
         return Ok((-1, -1));
     };
     let slice = log.read(base, 1, log.log_end_offset(), true)?;
-    let limit = (log.config().max_message_bytes as usize).saturating_mul(64).max(64 << 20);
+    let limit = (log.config().max_message_bytes as usize)
+        .saturating_mul(64)
+        .max(64 << 20);
     let records = batch::record_offsets_and_timestamps(&slice.bytes, limit)
         .map_err(|e| StorageError::Corrupt(format!("batch at offset {base}: {e}")))?;
     Ok(records
@@ -630,7 +631,9 @@ fn max_timestamp_offset(log: &vltava_storage::Log) -> Result<(i64, i64), Storage
         return Ok((-1, -1));
     };
     let slice = log.read(last_offset, 1, log.log_end_offset(), true)?;
-    let limit = (log.config().max_message_bytes as usize).saturating_mul(64).max(64 << 20);
+    let limit = (log.config().max_message_bytes as usize)
+        .saturating_mul(64)
+        .max(64 << 20);
     let records = batch::record_offsets_and_timestamps(&slice.bytes, limit)
         .map_err(|e| StorageError::Corrupt(format!("batch at offset {last_offset}: {e}")))?;
     Ok(records

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::sync::Notify;
 use uuid::Uuid;
 use vltava_protocol::batch::BatchHeader;
@@ -60,10 +60,7 @@ impl Partition {
     }
 
     /// Appends validated batches as leader and wakes parked fetchers.
-    pub fn append(
-        &self,
-        batches: &mut [(BatchHeader, BytesMut)],
-    ) -> Result<AppendInfo, StorageError> {
+    pub fn append(&self, batches: &[(BatchHeader, Bytes)]) -> Result<AppendInfo, StorageError> {
         let info = self.log().append(batches, self.leader_epoch, now_ms())?;
         if !info.duplicate {
             self.wake_waiters();

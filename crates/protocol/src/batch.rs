@@ -351,7 +351,8 @@ pub fn record_offsets_and_timestamps(
     let mut out = Vec::with_capacity(count.min(records.len()));
     for _ in 0..count {
         let len = read_varint(&mut records).ok_or(BatchError::Invalid("bad record length"))?;
-        let len = usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
+        let len =
+            usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
         if len > records.len() || len == 0 {
             return Err(BatchError::Invalid("record length exceeds batch"));
         }

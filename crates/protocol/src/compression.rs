@@ -144,13 +144,19 @@ mod tests {
     fn snappy_raw_and_xerial() {
         let data = b"hello hello hello hello".repeat(10);
         let raw = snap::raw::Encoder::new().compress_vec(&data).expect("c");
-        assert_eq!(decompress(Compression::Snappy, &raw, 1000).expect("raw"), data);
+        assert_eq!(
+            decompress(Compression::Snappy, &raw, 1000).expect("raw"),
+            data
+        );
         let mut x = XERIAL_MAGIC.to_vec();
         x.extend_from_slice(&1i32.to_be_bytes());
         x.extend_from_slice(&1i32.to_be_bytes());
         x.extend_from_slice(&(raw.len() as u32).to_be_bytes());
         x.extend_from_slice(&raw);
-        assert_eq!(decompress(Compression::Snappy, &x, 1000).expect("xerial"), data);
+        assert_eq!(
+            decompress(Compression::Snappy, &x, 1000).expect("xerial"),
+            data
+        );
         assert!(decompress(Compression::Snappy, &raw, 10).is_err());
     }
 
