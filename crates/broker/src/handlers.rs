@@ -36,10 +36,11 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, ProducerId, RequestKind, ResponseKind, TopicName, alter_configs_response,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
+    ResponseKind, TopicName, alter_configs_response, find_coordinator_response,
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -52,8 +53,14 @@ use crate::meta::NodeMeta;
 use crate::replica::{Partition, ReplicaManager, Topic, TopicError, validate_topic_name};
 
 /// APIs and versions this broker serves, exactly as advertised in ApiVersions.
+///
+/// Produce is advertised from v0 although only v3+ is served, as Kafka 4 does (KAFKA-18659):
+/// librdkafka before 2.10 turns gzip and snappy off when Produce v0-v2 are missing. Requests at
+/// v0-v2 close the connection, as in Kafka. FindCoordinator v0 must be present for librdkafka
+/// to enable LZ4.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
@@ -68,6 +75,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
 ];
+
+/// Versions inside the advertised range that are nevertheless refused (see [`SUPPORTED_APIS`]).
+pub fn advertised_only(api: ApiKey, version: i16) -> bool {
+    api == ApiKey::Produce && version < 3
+}
 
 /// The supported version range of an API, if we serve it at all.
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
@@ -98,13 +110,27 @@ fn tn(v: &str) -> TopicName {
     TopicName(s(v))
 }
 
-/// Dispatches a decoded request. `None` means no response is sent (acks=0 produce).
-pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Option<ResponseKind> {
-    Some(match req {
+/// What the connection does after a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response.
+    Respond(ResponseKind),
+    /// Send nothing (acks=0 produce).
+    Silent,
+    /// Close the connection (a request type that reached dispatch without a handler).
+    Close,
+}
+
+/// Dispatches a decoded request.
+pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Reply {
+    Reply::Respond(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, version, r)),
         RequestKind::Produce(r) => {
-            return produce(ctx, version, r).await.map(ResponseKind::Produce);
+            return match produce(ctx, version, r).await {
+                Some(r) => Reply::Respond(ResponseKind::Produce(r)),
+                None => Reply::Silent,
+            };
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, version, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, version, r)),
@@ -125,9 +151,13 @@ pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Option<Respons
         }
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records(ctx, r)),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(ctx, r)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator(ctx, version, r))
+        }
         other => {
-            tracing::warn!(request = ?std::mem::discriminant(&other), "request type not served");
-            return None;
+            // Unreachable while SUPPORTED_APIS and this match agree; closing beats hanging.
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for request type");
+            return Reply::Close;
         }
     })
 }
@@ -1070,6 +1100,66 @@ fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResp
             resp.producer_id = ProducerId(-1);
             resp.producer_epoch = -1;
         }
+    }
+    resp
+}
+
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Every group is coordinated by this node (the only one). Transactions have no coordinator
+/// yet, so transaction keys get COORDINATOR_NOT_AVAILABLE.
+fn find_coordinator(
+    ctx: &Ctx,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let mut resp = FindCoordinatorResponse::default();
+    let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+        if key_type == KEY_TYPE_GROUP {
+            (NONE, None)
+        } else {
+            (
+                COORDINATOR_NOT_AVAILABLE,
+                Some(s("only group coordinators exist on this broker")),
+            )
+        }
+    };
+    if version >= 4 {
+        for key in req.coordinator_keys {
+            let (code, msg) = answer(req.key_type);
+            let mut c = find_coordinator_response::Coordinator::default();
+            c.key = key;
+            c.error_code = code;
+            c.error_message = msg;
+            if code == NONE {
+                c.node_id = BrokerId(ctx.meta.node_id);
+                c.host = s(ctx.host.clone());
+                c.port = ctx.port;
+            } else {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+            }
+            resp.coordinators.push(c);
+        }
+        return resp;
+    }
+    let (code, msg) = answer(if version >= 1 {
+        req.key_type
+    } else {
+        KEY_TYPE_GROUP
+    });
+    resp.error_code = code;
+    if version >= 1 {
+        resp.error_message = msg;
+    }
+    if code == NONE {
+        resp.node_id = BrokerId(ctx.meta.node_id);
+        resp.host = s(ctx.host.clone());
+        resp.port = ctx.port;
+    } else {
+        resp.node_id = BrokerId(-1);
+        resp.port = -1;
     }
     resp
 }

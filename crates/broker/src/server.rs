@@ -77,6 +77,8 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("idle for longer than connections.max.idle.ms")]
     Idle,
+    #[error("{0:?} v{1} is advertised but not served")]
+    Refused(ApiKey, i16),
 }
 
 async fn connection(
@@ -182,14 +184,23 @@ async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, Conn
             &UNSUPPORTED_VERSION.to_be_bytes(),
         )));
     }
+    if handlers::advertised_only(api, version) {
+        tracing::warn!(
+            ?api,
+            version,
+            "closing connection: version advertised for compatibility only"
+        );
+        return Err(ConnError::Refused(api, version));
+    }
     let request = frame::decode_body(api, version, raw.body)?;
-    let Some(body) = handlers::handle(ctx, version, request).await else {
-        return Ok(None);
-    };
-    Ok(Some(frame::encode_response(
-        api,
-        version,
-        correlation_id,
-        &body,
-    )?))
+    match handlers::handle(ctx, version, request).await {
+        handlers::Reply::Respond(body) => Ok(Some(frame::encode_response(
+            api,
+            version,
+            correlation_id,
+            &body,
+        )?)),
+        handlers::Reply::Silent => Ok(None),
+        handlers::Reply::Close => Err(ConnError::Refused(api, version)),
+    }
 }
