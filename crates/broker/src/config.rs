@@ -288,11 +288,15 @@ impl BrokerConfig {
             let Some(rest) = k.strip_prefix("VLTAVA_") else {
                 continue;
             };
-            if rest == "BOOTSTRAP" {
-                continue; // the client's setting, not the broker's
-            }
             let name = rest.to_ascii_lowercase().replace('_', ".");
-            self.set(&name, &v)?;
+            // Other tools use the VLTAVA_ prefix too (test harnesses, the client's
+            // VLTAVA_BOOTSTRAP); only names of broker settings are applied.
+            match self.set(&name, &v) {
+                Err(ConfigError::Unknown(_)) => {
+                    tracing::warn!(variable = %k, "ignoring environment variable: no broker setting '{name}'");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }

@@ -114,7 +114,7 @@ fn tn(v: &str) -> TopicName {
 #[derive(Debug)]
 pub enum Reply {
     /// Send this response.
-    Respond(ResponseKind),
+    Respond(Box<ResponseKind>),
     /// Send nothing (acks=0 produce).
     Silent,
     /// Close the connection (a request type that reached dispatch without a handler).
@@ -123,12 +123,12 @@ pub enum Reply {
 
 /// Dispatches a decoded request.
 pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Reply {
-    Reply::Respond(match req {
+    Reply::Respond(Box::new(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, version, r)),
         RequestKind::Produce(r) => {
             return match produce(ctx, version, r).await {
-                Some(r) => Reply::Respond(ResponseKind::Produce(r)),
+                Some(r) => Reply::Respond(Box::new(ResponseKind::Produce(r))),
                 None => Reply::Silent,
             };
         }
@@ -159,7 +159,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Reply {
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for request type");
             return Reply::Close;
         }
-    })
+    }))
 }
 
 /// ApiVersions response listing exactly what [`SUPPORTED_APIS`] holds.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod errors;
 pub mod handlers;
 pub mod meta;
+pub mod offsets;
 pub mod replica;
 pub mod server;
 
