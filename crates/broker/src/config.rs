@@ -104,6 +104,24 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         "86400000",
         Kind::Long { min: 0 },
     ),
+    ("offsets.topic.num.partitions", "50", Kind::Int { min: 1 }),
+    ("offsets.retention.minutes", "10080", Kind::Long { min: 1 }),
+    (
+        "offsets.retention.check.interval.ms",
+        "600000",
+        Kind::Long { min: 1 },
+    ),
+    ("group.min.session.timeout.ms", "6000", Kind::Int { min: 1 }),
+    (
+        "group.max.session.timeout.ms",
+        "1800000",
+        Kind::Int { min: 1 },
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        Kind::Int { min: 0 },
+    ),
 ];
 
 /// Topic-level settings and the broker setting that supplies each one's default.
@@ -376,6 +394,32 @@ impl BrokerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`.
     pub fn checkpoint_interval_ms(&self) -> u64 {
         self.long("log.flush.offset.checkpoint.interval.ms").max(1) as u64
+    }
+
+    /// `offsets.topic.num.partitions`.
+    pub fn offsets_topic_partitions(&self) -> i32 {
+        self.long("offsets.topic.num.partitions") as i32
+    }
+    /// `offsets.retention.minutes` in milliseconds.
+    pub fn offsets_retention_ms(&self) -> i64 {
+        self.long("offsets.retention.minutes")
+            .saturating_mul(60_000)
+    }
+    /// `offsets.retention.check.interval.ms`.
+    pub fn offsets_retention_check_interval_ms(&self) -> u64 {
+        self.long("offsets.retention.check.interval.ms").max(1) as u64
+    }
+    /// `group.min.session.timeout.ms`.
+    pub fn group_min_session_timeout_ms(&self) -> i32 {
+        self.long("group.min.session.timeout.ms") as i32
+    }
+    /// `group.max.session.timeout.ms`.
+    pub fn group_max_session_timeout_ms(&self) -> i32 {
+        self.long("group.max.session.timeout.ms") as i32
+    }
+    /// `group.initial.rebalance.delay.ms`.
+    pub fn group_initial_rebalance_delay_ms(&self) -> i32 {
+        self.long("group.initial.rebalance.delay.ms") as i32
     }
 
     /// Effective value of a topic setting given the topic's overrides, and whether it is an

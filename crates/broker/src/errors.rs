@@ -83,6 +83,7 @@ pub fn topic_code(e: &TopicError) -> i16 {
         TopicError::InvalidReplicationFactor(_) => INVALID_REPLICATION_FACTOR,
         TopicError::InvalidConfig(_) => INVALID_CONFIG,
         TopicError::NotAllowed(_) => TOPIC_DELETION_DISABLED,
+        TopicError::Internal(_) => INVALID_REQUEST,
         TopicError::Storage(s) => storage_code(s),
         TopicError::Meta(_) => KAFKA_STORAGE_ERROR,
     }

@@ -74,6 +74,16 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// Versions inside the advertised range that are nevertheless refused (see [`SUPPORTED_APIS`]).
@@ -100,6 +110,8 @@ pub struct Ctx {
     pub host: String,
     /// Advertised port.
     pub port: i32,
+    /// Group coordinator and committed offsets.
+    pub groups: Arc<crate::groups::GroupManager>,
 }
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -122,7 +134,13 @@ pub enum Reply {
 }
 
 /// Dispatches a decoded request.
-pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Reply {
+pub async fn handle(
+    ctx: &Ctx,
+    client: &crate::group_handlers::Client,
+    version: i16,
+    req: RequestKind,
+) -> Reply {
+    use crate::group_handlers as gh;
     Reply::Respond(Box::new(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, version, r)),
@@ -151,6 +169,36 @@ pub async fn handle(ctx: &Ctx, version: i16, req: RequestKind) -> Reply {
         }
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records(ctx, r)),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id(ctx, r)),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(gh::join_group(&ctx.groups, client, version, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(gh::sync_group(&ctx.groups, version, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(gh::heartbeat(&ctx.groups, version, r))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(gh::leave_group(&ctx.groups, version, r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(gh::offset_commit(&ctx.groups, version, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(gh::offset_fetch(&ctx.groups, version, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(gh::describe_groups(&ctx.groups, version, r))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(gh::list_groups(&ctx.groups, version, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(gh::delete_groups(&ctx.groups, r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(gh::offset_delete(&ctx.groups, r))
+        }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(ctx, version, r))
         }
@@ -198,6 +246,9 @@ fn topic_metadata(ctx: &Ctx, version: i16, t: &Topic) -> MetadataResponseTopic {
     if version >= 10 {
         m.topic_id = t.id;
     }
+    if version >= 1 {
+        m.is_internal = t.is_internal();
+    }
     m.partitions = t
         .partitions
         .iter()
@@ -227,10 +278,12 @@ fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
     };
     let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
     resp.topics = match requested {
+        // Internal topics are listed only when asked for by name.
         None => ctx
             .rm
             .all_topics()
             .iter()
+            .filter(|t| !t.is_internal())
             .map(|t| topic_metadata(ctx, version, t))
             .collect(),
         Some(topics) => topics
@@ -381,6 +434,8 @@ async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<Produce
         } else {
             None
         };
+        // Clients may not write to the broker's own topics.
+        let topic_valid = topic_valid && !topic.as_ref().is_some_and(|t| t.is_internal());
         let mut tr = TopicProduceResponse::default();
         tr.name = td.name.clone();
         for pd in td.partition_data {

@@ -3,6 +3,9 @@
 
 pub mod config;
 pub mod errors;
+pub mod group;
+pub mod group_handlers;
+pub mod groups;
 pub mod handlers;
 pub mod meta;
 pub mod offsets;
@@ -35,6 +38,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Group state could not be loaded.
+    #[error("consumer group state: {0}")]
+    Groups(groups::GroupStoreError),
     /// Listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -56,6 +62,7 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
+    timers: tokio::task::JoinHandle<()>,
     rm: Arc<replica::ReplicaManager>,
 }
 
@@ -110,15 +117,21 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "logs opened"
         );
+        let groups = Arc::new(
+            tokio::task::block_in_place(|| groups::GroupManager::open(Arc::clone(&rm)))
+                .map_err(StartError::Groups)?,
+        );
         let ctx = Arc::new(handlers::Ctx {
             rm: Arc::clone(&rm),
             meta: node.clone(),
             host,
             port,
+            groups: Arc::clone(&groups),
         });
         let (shutdown, rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(listener, ctx, rx.clone()));
-        let background = tokio::spawn(background(Arc::clone(&rm), rx));
+        let background = tokio::spawn(background(Arc::clone(&rm), Arc::clone(&groups), rx.clone()));
+        let timers = tokio::spawn(Arc::clone(&groups).run_timers(rx));
         tracing::info!(
             listen = %local_addr,
             advertised = %advertised,
@@ -132,6 +145,7 @@ impl Broker {
             shutdown,
             server,
             background,
+            timers,
             rm,
         })
     }
@@ -142,6 +156,7 @@ impl Broker {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         let _ = self.background.await;
+        let _ = self.timers.await;
         let rm = Arc::clone(&self.rm);
         tokio::task::spawn_blocking(move || rm.shutdown())
             .await
@@ -151,7 +166,15 @@ impl Broker {
     }
 }
 
-async fn background(rm: Arc<replica::ReplicaManager>, mut shutdown: watch::Receiver<bool>) {
+async fn background(
+    rm: Arc<replica::ReplicaManager>,
+    groups: Arc<groups::GroupManager>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut expiry_tick = tokio::time::interval(Duration::from_millis(
+        rm.config().offsets_retention_check_interval_ms(),
+    ));
+    expiry_tick.tick().await;
     let retention = Duration::from_millis(rm.config().retention_check_interval_ms());
     let checkpoint = Duration::from_millis(rm.config().checkpoint_interval_ms());
     let mut retention_tick = tokio::time::interval(retention);
@@ -167,6 +190,10 @@ async fn background(rm: Arc<replica::ReplicaManager>, mut shutdown: watch::Recei
             _ = retention_tick.tick() => {
                 let rm = Arc::clone(&rm);
                 let _ = tokio::task::spawn_blocking(move || rm.apply_retention()).await;
+            }
+            _ = expiry_tick.tick() => {
+                let groups = Arc::clone(&groups);
+                let _ = tokio::task::spawn_blocking(move || groups.expire_offsets()).await;
             }
             _ = flush_tick.tick() => {
                 let rm = Arc::clone(&rm);

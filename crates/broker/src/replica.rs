@@ -141,6 +141,16 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// Topics the broker owns: hidden from topic listings, not writable or deletable by clients.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+impl Topic {
+    /// True for the broker's own topics.
+    pub fn is_internal(&self) -> bool {
+        INTERNAL_TOPICS.contains(&self.name.as_str())
+    }
+}
+
 /// Why a topic operation failed, in terms the handlers map to error codes.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -165,6 +175,9 @@ pub enum TopicError {
     /// Users may not touch this topic this way.
     #[error("{0}")]
     NotAllowed(String),
+    /// Internal topics cannot be deleted by clients.
+    #[error("topic '{0}' is internal and cannot be deleted")]
+    Internal(String),
     /// Storage failure.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -395,6 +408,34 @@ impl ReplicaManager {
         }))
     }
 
+    /// Creates one of the broker's internal topics if it does not exist yet. Its settings are
+    /// the broker's choice, so they skip the validation applied to clients' settings.
+    pub fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let mut catalogue = self.lock_catalogue();
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let id = Uuid::new_v4();
+        let topic = self.build_topic(name, id, partitions, configs, 0, &[])?;
+        catalogue.put(TopicRecord {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs: topic.configs.clone(),
+        })?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, "created internal topic");
+        Ok(topic)
+    }
+
     /// Creates a topic on first use if the broker allows it.
     pub fn auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, TopicError> {
         if let Some(t) = self.topic(name) {
@@ -421,6 +462,9 @@ impl ReplicaManager {
         let topic = self
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        if topic.is_internal() {
+            return Err(TopicError::Internal(name.to_string()));
+        }
         catalogue.remove(name)?;
         self.topics
             .write()

@@ -121,7 +121,7 @@ async fn connection(
             let len = frame::check_frame_len(prefix, max_frame)?;
             let mut buf = BytesMut::zeroed(len);
             rd.read_exact(&mut buf).await?;
-            if let Some(resp) = process(&ctx, buf.freeze()).await?
+            if let Some(resp) = process(&ctx, &peer, buf.freeze()).await?
                 && tx.send(resp).await.is_err()
             {
                 return Ok(());
@@ -139,7 +139,11 @@ async fn connection(
 }
 
 /// Handles one frame; `Ok(None)` means no response is due, `Err` closes the connection.
-async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, ConnError> {
+async fn process(
+    ctx: &Ctx,
+    peer: &SocketAddr,
+    frame_bytes: Bytes,
+) -> Result<Option<BytesMut>, ConnError> {
     let raw = match frame::decode_header(frame_bytes) {
         Ok(r) => r,
         Err(FrameError::UnknownApiKey {
@@ -193,7 +197,16 @@ async fn process(ctx: &Ctx, frame_bytes: Bytes) -> Result<Option<BytesMut>, Conn
         return Err(ConnError::Refused(api, version));
     }
     let request = frame::decode_body(api, version, raw.body)?;
-    match handlers::handle(ctx, version, request).await {
+    let client = crate::group_handlers::Client {
+        client_id: raw
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    match handlers::handle(ctx, &client, version, request).await {
         handlers::Reply::Respond(body) => Ok(Some(frame::encode_response(
             api,
             version,

@@ -1,0 +1,645 @@
+//! The async shell around the pure group coordinator ([`crate::group`]): it parks JoinGroup and
+//! SyncGroup requests until the state machine completes them, runs the state machine's timers,
+//! and makes offsets and group metadata durable in `__consumer_offsets` before answering.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::{Notify, oneshot};
+use vltava_protocol::batch;
+
+use crate::group::{CompletedResponse, Completion, GroupConfig, GroupCoordinator, Outcome};
+use crate::offsets::{OFFSETS_TOPIC, OffsetEntry, OffsetStore, OffsetsRecord, partition_for};
+use crate::replica::{ReplicaManager, TopicError, now_ms};
+
+/// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
+pub const OFFSETS_PARTITIONS_DEFAULT: i32 = 50;
+
+/// Why group state could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupStoreError {
+    /// The internal topic could not be created or opened.
+    #[error("{0}")]
+    Topic(#[from] TopicError),
+    /// Appending or reading the internal topic failed.
+    #[error("{0}")]
+    Storage(#[from] vltava_storage::StorageError),
+    /// A record could not be encoded.
+    #[error("encoding offsets record: {0}")]
+    Encode(String),
+}
+
+/// Group coordination and offset storage for this node.
+#[derive(Debug)]
+pub struct GroupManager {
+    rm: Arc<ReplicaManager>,
+    core: Mutex<GroupCoordinator>,
+    offsets: Mutex<OffsetStore>,
+    parked: Mutex<HashMap<u64, oneshot::Sender<CompletedResponse>>>,
+    next_token: AtomicU64,
+    timers: Notify,
+    partitions: i32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupManager {
+    /// Creates `__consumer_offsets` if missing and loads every group and offset from it.
+    pub fn open(rm: Arc<ReplicaManager>) -> Result<GroupManager, GroupStoreError> {
+        let config = rm.config();
+        let partitions = config.offsets_topic_partitions();
+        let group_config = GroupConfig {
+            min_session_timeout_ms: config.group_min_session_timeout_ms(),
+            max_session_timeout_ms: config.group_max_session_timeout_ms(),
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms(),
+            ..GroupConfig::default()
+        };
+        let mut overrides = BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        rm.ensure_internal_topic(OFFSETS_TOPIC, partitions, overrides)?;
+        let mgr = GroupManager {
+            rm,
+            core: Mutex::new(GroupCoordinator::new(group_config)),
+            offsets: Mutex::new(OffsetStore::default()),
+            parked: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            timers: Notify::new(),
+            partitions,
+        };
+        mgr.load()?;
+        Ok(mgr)
+    }
+
+    fn load(&self) -> Result<(), GroupStoreError> {
+        let Some(topic) = self.rm.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let mut groups: HashMap<String, Option<Bytes>> = HashMap::new();
+        let mut offsets = lock(&self.offsets);
+        let mut count = 0usize;
+        for p in &topic.partitions {
+            let mut next = p.watermarks().log_start_offset;
+            loop {
+                let (slice, wm) = p.read(next, 1 << 20, true)?;
+                if slice.bytes.is_empty() {
+                    break;
+                }
+                next = slice.next_offset as i64;
+                let mut bytes = slice.bytes;
+                let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
+                    vltava_storage::StorageError::Corrupt(format!(
+                        "{OFFSETS_TOPIC}-{}: {e}",
+                        p.index
+                    ))
+                })?;
+                for set in sets {
+                    for r in set.records {
+                        let Some(key) = r.key else { continue };
+                        match OffsetsRecord::decode(key, r.value) {
+                            Ok(rec) => {
+                                count += 1;
+                                match &rec {
+                                    OffsetsRecord::Group { group, value } => {
+                                        groups.insert(group.clone(), value.clone());
+                                    }
+                                    OffsetsRecord::Offset { .. } => offsets.apply(&rec),
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "skipping offsets record"),
+                        }
+                    }
+                }
+                if next >= wm.high_watermark {
+                    break;
+                }
+            }
+        }
+        drop(offsets);
+        let now = now_ms();
+        let mut core = lock(&self.core);
+        let mut restored = 0;
+        for (group, value) in groups {
+            let Some(value) = value else { continue };
+            match crate::offsets::decode_group_value(&group, value) {
+                Ok(snapshot) => {
+                    core.restore(snapshot, now);
+                    restored += 1;
+                }
+                Err(e) => tracing::warn!(group, error = %e, "skipping group metadata"),
+            }
+        }
+        core.take_dirty();
+        tracing::info!(records = count, groups = restored, "group state loaded");
+        Ok(())
+    }
+
+    /// Appends records to the group's `__consumer_offsets` partition (all or nothing).
+    fn persist(&self, group: &str, records: &[OffsetsRecord]) -> Result<(), GroupStoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let topic = self
+            .rm
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?;
+        let index = partition_for(group, self.partitions);
+        let partition = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .ok_or_else(|| TopicError::Unknown(format!("{OFFSETS_TOPIC}-{index}")))?;
+        let now = now_ms();
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (key, value) = r.encode();
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    // The encoder keeps records in one batch while offset - sequence is constant.
+                    sequence: i as i32,
+                    timestamp: now,
+                    key: Some(key),
+                    value,
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
+        let batches = batch::split_produced(buf.freeze())
+            .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
+        partition.append(&batches)?;
+        Ok(())
+    }
+
+    /// Persists the metadata of every group whose state changed, and hands completions to
+    /// their parked requests. Called after every state machine step.
+    fn after_step(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) {
+        self.settle(core, completions);
+        // Deadlines may have moved: let the timer task recompute its sleep.
+        self.timers.notify_one();
+    }
+
+    fn settle(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) {
+        for group in core.take_dirty() {
+            let record = OffsetsRecord::Group {
+                value: core
+                    .group_snapshot(&group)
+                    .map(|s| crate::offsets::encode_group_value(&s)),
+                group: group.clone(),
+            };
+            if let Err(e) = self.persist(&group, &[record]) {
+                tracing::warn!(group, error = %e, "cannot persist group metadata");
+            }
+        }
+        let mut parked = lock(&self.parked);
+        for c in completions {
+            match parked.remove(&c.token) {
+                Some(tx) => {
+                    tracing::debug!(token = c.token, "delivering completion");
+                    if tx.send(c.response).is_err() {
+                        tracing::debug!(
+                            token = c.token,
+                            "parked request gone before its completion"
+                        );
+                    }
+                }
+                None => tracing::debug!(token = c.token, "completion for an unknown token"),
+            }
+        }
+    }
+
+    /// Runs a parking request: `step` is called under the state machine lock with a fresh
+    /// token; a parked request waits for its completion (bounded by `max_wait`).
+    async fn run_parked<R>(
+        &self,
+        max_wait: Duration,
+        step: impl FnOnce(&mut GroupCoordinator, u64) -> (Outcome<R>, Vec<Completion>),
+        from_completion: impl FnOnce(CompletedResponse) -> Option<R>,
+        on_timeout: impl FnOnce() -> R,
+    ) -> R {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.parked).insert(token, tx);
+        let outcome = {
+            let mut core = lock(&self.core);
+            let (outcome, completions) = step(&mut core, token);
+            tracing::debug!(
+                token,
+                parked = matches!(outcome, Outcome::Parked),
+                completions = completions.len(),
+                "group step"
+            );
+            self.after_step(&mut core, completions);
+            outcome
+        };
+        match outcome {
+            Outcome::Now(r) => {
+                lock(&self.parked).remove(&token);
+                r
+            }
+            Outcome::Parked => {
+                let received = tokio::time::timeout(max_wait, rx).await;
+                match received {
+                    Ok(Ok(resp)) => from_completion(resp).unwrap_or_else(on_timeout),
+                    _ => {
+                        lock(&self.parked).remove(&token);
+                        on_timeout()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a JoinGroup.
+    pub async fn join_group(
+        &self,
+        args: crate::group::JoinGroupArgs,
+        version: i16,
+    ) -> crate::group::JoinResult {
+        let member_id = args.member_id.clone();
+        // The coordinator answers within the rebalance timeout; the extra minute only guards
+        // against a lost completion.
+        let wait = Duration::from_millis(
+            args.rebalance_timeout_ms
+                .max(args.session_timeout_ms)
+                .max(0) as u64,
+        ) + Duration::from_secs(60);
+        self.run_parked(
+            wait,
+            |core, token| core.join_group(token, args, version, now_ms()),
+            |r| match r {
+                CompletedResponse::Join(j) => Some(j),
+                CompletedResponse::Sync(_) => None,
+            },
+            || crate::group::JoinResult {
+                error_code: crate::group::REBALANCE_IN_PROGRESS,
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                skip_assignment: false,
+                member_id,
+                members: Vec::new(),
+            },
+        )
+        .await
+    }
+
+    /// Handles a SyncGroup.
+    pub async fn sync_group(&self, args: crate::group::SyncGroupArgs) -> crate::group::SyncResult {
+        self.run_parked(
+            Duration::from_secs(330),
+            |core, token| core.sync_group(token, args, now_ms()),
+            |r| match r {
+                CompletedResponse::Sync(s) => Some(s),
+                CompletedResponse::Join(_) => None,
+            },
+            || crate::group::SyncResult {
+                error_code: crate::group::REBALANCE_IN_PROGRESS,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: Bytes::new(),
+            },
+        )
+        .await
+    }
+
+    /// Handles a Heartbeat.
+    pub fn heartbeat(&self, args: crate::group::HeartbeatArgs) -> i16 {
+        let mut core = lock(&self.core);
+        let code = core.heartbeat(args, now_ms());
+        self.after_step(&mut core, Vec::new());
+        code
+    }
+
+    /// Handles a LeaveGroup.
+    pub fn leave_group(
+        &self,
+        group: &str,
+        members: Vec<crate::group::LeaveMember>,
+    ) -> crate::group::LeaveResult {
+        let mut core = lock(&self.core);
+        let (result, completions) = core.leave_group(group, members, now_ms());
+        self.after_step(&mut core, completions);
+        result
+    }
+
+    /// Validates and stores an offset commit; returns the error for every partition, or a
+    /// single error for the whole request.
+    pub fn commit_offsets(
+        &self,
+        args: &crate::group::OffsetCommitArgs,
+        version: i16,
+        offsets: Vec<(String, i32, OffsetEntry)>,
+    ) -> Result<Vec<i16>, i16> {
+        let code = {
+            let mut core = lock(&self.core);
+            let code = core.validate_offset_commit(args, version, now_ms());
+            self.after_step(&mut core, Vec::new());
+            code
+        };
+        if code != crate::errors::NONE {
+            return Err(code);
+        }
+        let mut codes = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        for (topic, partition, entry) in offsets {
+            let known = self
+                .rm
+                .topic(&topic)
+                .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
+            if !known {
+                codes.push(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+            } else if entry.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                codes.push(OFFSET_METADATA_TOO_LARGE);
+            } else {
+                codes.push(crate::errors::NONE);
+                records.push(OffsetsRecord::Offset {
+                    group: args.group_id.clone(),
+                    topic,
+                    partition,
+                    value: Some(entry),
+                });
+            }
+        }
+        if let Err(e) = self.persist(&args.group_id, &records) {
+            tracing::warn!(group = %args.group_id, error = %e, "offset commit not persisted");
+            return Err(COORDINATOR_NOT_AVAILABLE);
+        }
+        let mut store = lock(&self.offsets);
+        for r in &records {
+            store.apply(r);
+        }
+        Ok(codes)
+    }
+
+    /// Committed offset of one partition.
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<OffsetEntry> {
+        lock(&self.offsets).get(group, topic, partition).cloned()
+    }
+
+    /// Every committed offset of a group.
+    pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, OffsetEntry)> {
+        lock(&self.offsets).group_offsets(group)
+    }
+
+    /// DescribeGroups for one group.
+    pub fn describe(&self, group: &str) -> crate::group::GroupDescription {
+        lock(&self.core)
+            .describe(group)
+            .unwrap_or_else(|| crate::group::GroupDescription::dead(group))
+    }
+
+    /// ListGroups: groups known to the state machine plus groups that only have offsets.
+    pub fn list(&self, states_filter: &[String]) -> Vec<crate::group::GroupListing> {
+        let core = lock(&self.core);
+        let mut listed = core.list(states_filter);
+        drop(core);
+        let include_empty = states_filter.is_empty()
+            || states_filter
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case("Empty"));
+        if include_empty {
+            let offsets = lock(&self.offsets);
+            let known: std::collections::HashSet<String> =
+                listed.iter().map(|g| g.group_id.clone()).collect();
+            let core = lock(&self.core);
+            for g in offsets.groups() {
+                if !known.contains(g) && core.state(g).is_none() {
+                    listed.push(crate::group::GroupListing {
+                        group_id: g.to_string(),
+                        protocol_type: String::new(),
+                        state: crate::group::GroupState::Empty,
+                    });
+                }
+            }
+        }
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listed
+    }
+
+    /// DeleteGroups for one group: refused while it has members; removes its offsets.
+    pub fn delete_group(&self, group: &str) -> i16 {
+        let code = {
+            let mut core = lock(&self.core);
+            let mut code = core.delete_group(group);
+            if code == crate::group::GROUP_ID_NOT_FOUND
+                && !lock(&self.offsets).group_offsets(group).is_empty()
+            {
+                code = crate::errors::NONE;
+            }
+            self.after_step(&mut core, Vec::new());
+            code
+        };
+        if code != crate::errors::NONE {
+            return code;
+        }
+        let mut records: Vec<OffsetsRecord> = self
+            .group_offsets(group)
+            .into_iter()
+            .map(|(topic, partition, _)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic,
+                partition,
+                value: None,
+            })
+            .collect();
+        records.push(OffsetsRecord::Group {
+            group: group.to_string(),
+            value: None,
+        });
+        if let Err(e) = self.persist(group, &records) {
+            tracing::warn!(group, error = %e, "group deletion not persisted");
+            return COORDINATOR_NOT_AVAILABLE;
+        }
+        let mut store = lock(&self.offsets);
+        for r in &records {
+            store.apply(r);
+        }
+        crate::errors::NONE
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group does not consume.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let subscribed = {
+            let core = lock(&self.core);
+            match core.describe(group) {
+                None => {
+                    if lock(&self.offsets).group_offsets(group).is_empty() {
+                        return Err(crate::group::GROUP_ID_NOT_FOUND);
+                    }
+                    Vec::new()
+                }
+                Some(d) => d
+                    .members
+                    .iter()
+                    .flat_map(|m| subscribed_topics(&m.metadata))
+                    .collect::<Vec<_>>(),
+            }
+        };
+        let mut codes = Vec::new();
+        let mut records = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.iter().any(|t| t == topic) {
+                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+            } else {
+                codes.push(crate::errors::NONE);
+                records.push(OffsetsRecord::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: None,
+                });
+            }
+        }
+        if let Err(e) = self.persist(group, &records) {
+            tracing::warn!(group, error = %e, "offset deletion not persisted");
+            return Err(COORDINATOR_NOT_AVAILABLE);
+        }
+        let mut store = lock(&self.offsets);
+        for r in &records {
+            store.apply(r);
+        }
+        Ok(codes)
+    }
+
+    /// Deletes offsets of groups without members that were committed longer ago than
+    /// `offsets.retention.minutes`.
+    pub fn expire_offsets(&self) {
+        let retention_ms = self.rm.config().offsets_retention_ms();
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let groups: Vec<String> = lock(&self.offsets).groups().map(str::to_string).collect();
+        for g in groups {
+            let empty = {
+                let core = lock(&self.core);
+                core.describe(&g).is_none_or(|d| d.members.is_empty())
+            };
+            if !empty {
+                continue;
+            }
+            let expired = lock(&self.offsets).expired(&g, cutoff);
+            if expired.is_empty() {
+                continue;
+            }
+            let records: Vec<_> = expired
+                .into_iter()
+                .map(|(topic, partition)| OffsetsRecord::Offset {
+                    group: g.clone(),
+                    topic,
+                    partition,
+                    value: None,
+                })
+                .collect();
+            match self.persist(&g, &records) {
+                Ok(()) => {
+                    tracing::info!(
+                        group = g,
+                        partitions = records.len(),
+                        "expired committed offsets"
+                    );
+                    let mut store = lock(&self.offsets);
+                    for r in &records {
+                        store.apply(r);
+                    }
+                }
+                Err(e) => tracing::warn!(group = g, error = %e, "offset expiry not persisted"),
+            }
+        }
+    }
+
+    /// Runs the state machine's timers (session expiry, rebalance deadlines) until shutdown.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let deadline = lock(&self.core).next_deadline();
+            let sleep = match deadline {
+                Some(d) => Duration::from_millis((d - now_ms()).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.timers.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            let mut core = lock(&self.core);
+            let completions = core.tick(now_ms());
+            if !completions.is_empty() {
+                tracing::debug!(completions = completions.len(), "group timers fired");
+            }
+            // Not after_step: waking ourselves would spin this task on one worker and starve
+            // the tasks it just woke.
+            self.settle(&mut core, completions);
+        }
+    }
+}
+
+/// Topics named in a consumer's subscription metadata (ConsumerProtocolSubscription, with its
+/// 2-byte version prefix). Anything undecodable subscribes to nothing.
+fn subscribed_topics(metadata: &Bytes) -> Vec<String> {
+    // ConsumerProtocolSubscription is not a flexible version at any version: version (i16),
+    // then an array of i16-length strings. Parsed by hand so a hostile count cannot make the
+    // codec reserve memory.
+    let mut b: &[u8] = metadata;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head.to_vec())
+    };
+    let mut out = Vec::new();
+    let Some(_version) = take(&mut b, 2) else {
+        return out;
+    };
+    let Some(count) = take(&mut b, 4) else {
+        return out;
+    };
+    let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    for _ in 0..count.max(0) {
+        let Some(len) = take(&mut b, 2) else { break };
+        let len = i16::from_be_bytes([len[0], len[1]]);
+        let Ok(len) = usize::try_from(len) else { break };
+        let Some(name) = take(&mut b, len) else { break };
+        if let Ok(name) = String::from_utf8(name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// `offset.metadata.max.bytes`.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// OFFSET_METADATA_TOO_LARGE.
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+/// COORDINATOR_NOT_AVAILABLE.
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+/// GROUP_SUBSCRIBED_TO_TOPIC.
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
