@@ -34,11 +34,19 @@ pub enum ConfigError {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     Bool,
     Str,
     OneOf(&'static [&'static str]),
+    /// A fraction in [0, 1].
+    Ratio,
+    /// Kafka's `cleanup.policy` list: delete, compact, or both.
+    Policy,
 }
 
 /// Broker settings: (name, default, kind, doc). Kafka's names where Kafka has one.
@@ -61,7 +69,14 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("connections.max.idle.ms", "600000", Kind::Long { min: -1 }),
     ("min.insync.replicas", "1", Kind::Int { min: 1 }),
     ("compression.type", "producer", Kind::OneOf(&["producer"])),
-    ("log.cleanup.policy", "delete", Kind::OneOf(&["delete"])),
+    ("log.cleanup.policy", "delete", Kind::Policy),
+    ("log.cleaner.min.cleanable.ratio", "0.5", Kind::Ratio),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        Kind::Long { min: 0 },
+    ),
+    ("log.cleaner.backoff.ms", "15000", Kind::Long { min: 1 }),
     ("log.segment.bytes", "1073741824", Kind::Int { min: 14 }),
     ("log.roll.ms", "604800000", Kind::Long { min: 1 }),
     ("log.retention.ms", "604800000", Kind::Long { min: -1 }),
@@ -126,10 +141,16 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
 
 /// Topic-level settings and the broker setting that supplies each one's default.
 const TOPIC_SETTINGS: &[(&str, &str, Kind)] = &[
+    ("cleanup.policy", "log.cleanup.policy", Kind::Policy),
     (
-        "cleanup.policy",
-        "log.cleanup.policy",
-        Kind::OneOf(&["delete"]),
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        Kind::Ratio,
+    ),
+    (
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        Kind::Long { min: 0 },
     ),
     (
         "compression.type",
@@ -217,6 +238,22 @@ fn check(name: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
             }
         }
         Kind::Str => {}
+        Kind::Ratio => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("expected a number".into()))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid("must be between 0 and 1".into()));
+            }
+        }
+        Kind::Policy => {
+            if vltava_storage::CleanupPolicy::parse(value).is_none() {
+                return Err(invalid(
+                    "expected delete, compact, or compact,delete".into(),
+                ));
+            }
+        }
         Kind::OneOf(allowed) => {
             if !allowed.contains(&value.trim()) {
                 return Err(invalid(format!(
@@ -391,6 +428,10 @@ impl BrokerConfig {
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.long("log.retention.check.interval.ms").max(1) as u64
     }
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks for work.
+    pub fn cleaner_backoff_ms(&self) -> u64 {
+        self.long("log.cleaner.backoff.ms").max(1) as u64
+    }
     /// `log.flush.offset.checkpoint.interval.ms`.
     pub fn checkpoint_interval_ms(&self) -> u64 {
         self.long("log.flush.offset.checkpoint.interval.ms").max(1) as u64
@@ -453,6 +494,16 @@ impl BrokerConfig {
             flush_interval_messages: long("flush.messages").max(1) as u64,
             flush_interval_ms: long("flush.ms"),
             file_delete_delay_ms: long("file.delete.delay.ms"),
+            cleanup_policy: self
+                .topic_value(overrides, "cleanup.policy")
+                .and_then(|(v, _)| vltava_storage::CleanupPolicy::parse(&v))
+                .unwrap_or_default(),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: self
+                .topic_value(overrides, "min.cleanable.dirty.ratio")
+                .and_then(|(v, _)| v.parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
             ..LogConfig::default()
         }
     }
@@ -526,7 +577,11 @@ mod tests {
         o.insert("retention.ms".into(), "7".into());
         assert_eq!(c.log_config(&o).retention_ms, 7);
         assert!(validate_topic_setting("retention.ms", "abc").is_err());
-        assert!(validate_topic_setting("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_setting("cleanup.policy", "compact").is_ok());
+        assert!(validate_topic_setting("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_setting("cleanup.policy", "shred").is_err());
+        o.insert("cleanup.policy".into(), "compact".into());
+        assert!(c.log_config(&o).cleanup_policy.compacts());
         assert!(validate_topic_setting("bogus", "1").is_err());
     }
 }

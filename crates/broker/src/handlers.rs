@@ -400,6 +400,27 @@ fn append_partition(
             return (fail(code, Some(e.to_string())), None);
         }
     };
+    let log_config = ctx.rm.config().log_config(&topic.configs);
+    if log_config.cleanup_policy.compacts() {
+        let limit = (log_config.max_message_bytes as usize)
+            .saturating_mul(64)
+            .max(64 << 20);
+        for (_, b) in &batches {
+            match batch::has_keyless_record(b, limit) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return (
+                        fail(
+                            INVALID_RECORD,
+                            Some("compacted topic cannot accept a record without a key".into()),
+                        ),
+                        None,
+                    );
+                }
+                Err(e) => return (fail(INVALID_RECORD, Some(e.to_string())), None),
+            }
+        }
+    }
     match partition.append(&batches) {
         Ok(info) => (
             PartitionAppend {
@@ -893,6 +914,7 @@ fn config_type(name: &str) -> i8 {
     // 1 BOOLEAN, 2 STRING, 3 INT, 5 LONG, 7 LIST.
     match name {
         "cleanup.policy" | "log.cleanup.policy" => 7,
+        n if n.ends_with("ratio") => 6,
         n if n.ends_with(".enable") => 1,
         n if n.ends_with(".ms") || n.ends_with("retention.bytes") || n.ends_with(".messages") => 5,
         n if n.ends_with(".bytes")

@@ -175,6 +175,9 @@ async fn background(
         rm.config().offsets_retention_check_interval_ms(),
     ));
     expiry_tick.tick().await;
+    let mut cleaner_tick =
+        tokio::time::interval(Duration::from_millis(rm.config().cleaner_backoff_ms()));
+    cleaner_tick.tick().await;
     let retention = Duration::from_millis(rm.config().retention_check_interval_ms());
     let checkpoint = Duration::from_millis(rm.config().checkpoint_interval_ms());
     let mut retention_tick = tokio::time::interval(retention);
@@ -190,6 +193,10 @@ async fn background(
             _ = retention_tick.tick() => {
                 let rm = Arc::clone(&rm);
                 let _ = tokio::task::spawn_blocking(move || rm.apply_retention()).await;
+            }
+            _ = cleaner_tick.tick() => {
+                let rm = Arc::clone(&rm);
+                let _ = tokio::task::spawn_blocking(move || rm.clean_all()).await;
             }
             _ = expiry_tick.tick() => {
                 let groups = Arc::clone(&groups);

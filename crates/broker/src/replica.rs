@@ -619,6 +619,18 @@ impl ReplicaManager {
         }
     }
 
+    /// Compacts every log whose policy includes `compact` and that has enough dirty bytes.
+    pub fn clean_all(&self) {
+        match self.lock_logs().clean_all(now_ms()) {
+            Ok(cleaned) => {
+                for (tp, stats) in cleaned {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, ?stats, "compacted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "log cleaner failed"),
+        }
+    }
+
     /// Writes recovery-point and log-start checkpoints.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
         self.lock_logs().checkpoint()

@@ -13,6 +13,21 @@ pub const LOG_OVERHEAD: usize = 12;
 /// Offset of the first byte covered by the CRC (the attributes field).
 const CRC_START: usize = 21;
 
+/// Attribute bits holding the compression codec.
+pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit: timestamps are log-append times.
+pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit: the batch belongs to a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit: the batch holds control records (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
+/// Attribute bit set by log compaction (KIP-534): `baseTimestamp` holds the delete horizon,
+/// the time after which the batch's tombstones may be removed; record timestamp deltas stay
+/// relative to it.
+pub const ATTR_DELETE_HORIZON: i16 = 0x40;
+/// Kafka's "no timestamp".
+pub const NO_TIMESTAMP: i64 = -1;
+
 const OFF_BASE_OFFSET: usize = 0;
 const OFF_BATCH_LENGTH: usize = 8;
 const OFF_LEADER_EPOCH: usize = 12;
@@ -132,15 +147,20 @@ impl BatchHeader {
     }
     /// True if timestamps are log-append times rather than create times.
     pub fn is_log_append_time(&self) -> bool {
-        self.attributes & 0x08 != 0
+        self.attributes & ATTR_LOG_APPEND_TIME != 0
     }
     /// True for a batch written inside a transaction.
     pub fn is_transactional(&self) -> bool {
-        self.attributes & 0x10 != 0
+        self.attributes & ATTR_TRANSACTIONAL != 0
     }
     /// True for a control batch (transaction markers).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & ATTR_CONTROL != 0
+    }
+    /// The delete horizon set by log compaction (KIP-534): `baseTimestamp` when the
+    /// delete-horizon attribute bit is set.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTR_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
     /// Sequence number of the last record, wrapping as Kafka does.
     pub fn last_sequence(&self) -> i32 {
@@ -265,6 +285,13 @@ pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             "producers may not send control batches",
         ));
     }
+    if header.attributes & ATTR_DELETE_HORIZON != 0 {
+        // Only the cleaner sets a delete horizon; a producer could otherwise choose when its
+        // tombstones disappear.
+        return Err(BatchError::Invalid(
+            "producers may not set a delete horizon",
+        ));
+    }
     if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
         return Err(BatchError::Invalid(
             "idempotent batch without epoch or sequence",
@@ -367,6 +394,54 @@ pub fn record_offsets_and_timestamps(
         ));
     }
     Ok(out)
+}
+
+/// Builds a batch from header fields and an already encoded (and compressed, if the attributes
+/// say so) records section: `batchLength`, `magic` and the CRC are computed, the header's own
+/// values for them are ignored. Every other field is written as given.
+pub fn build_batch(header: &BatchHeader, records: &[u8]) -> Vec<u8> {
+    let total = HEADER_LEN + records.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
+    // A records section comes from one batch or less, so it fits an i32 length.
+    let batch_length = i32::try_from(total - LOG_OVERHEAD).unwrap_or(i32::MAX);
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.record_count.to_be_bytes());
+    out.extend_from_slice(records);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// True if any record of a verified batch has a null key (compacted topics refuse those),
+/// inflating a compressed payload through a `max_inflated_bytes` limit.
+pub fn has_keyless_record(batch: &[u8], max_inflated_bytes: usize) -> Result<bool, BatchError> {
+    let header = verify(batch)?;
+    let codec = header
+        .compression()
+        .ok_or(BatchError::Invalid("unknown compression codec"))?;
+    let payload = &batch[HEADER_LEN..header.total_len()];
+    let inflated;
+    let records: &[u8] = if codec == Compression::None {
+        payload
+    } else {
+        inflated = crate::compression::decompress(codec, payload, max_inflated_bytes)
+            .map_err(|_| BatchError::Invalid("compressed payload does not inflate"))?;
+        &inflated
+    };
+    Ok(crate::records::parse_records(records, header.record_count)?
+        .iter()
+        .any(|r| r.key.is_none()))
 }
 
 /// Rewrites the broker-owned header fields in place. Both lie before the CRC-covered region.
@@ -498,6 +573,35 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn build_batch_reproduces_a_batch() {
+        for c in [KCompression::None, KCompression::Gzip] {
+            let b = encode_batch(&[b"a".to_vec(), b"bb".to_vec()], c, 7, 3);
+            let h = verify(&b).expect("valid");
+            assert_eq!(build_batch(&h, &b[HEADER_LEN..]), b);
+            assert_eq!(h.delete_horizon_ms(), None);
+            let mut marked = h;
+            marked.attributes |= ATTR_DELETE_HORIZON;
+            marked.base_timestamp = 42;
+            let again = build_batch(&marked, &b[HEADER_LEN..]);
+            assert_eq!(verify(&again).map(|h| h.delete_horizon_ms()), Ok(Some(42)));
+        }
+    }
+
+    #[test]
+    fn keyless_records_detected_in_every_codec() {
+        for c in [KCompression::None, KCompression::Gzip, KCompression::Zstd] {
+            let keyed = encode_batch(&[b"a".to_vec()], c, -1, -1);
+            assert!(!has_keyless_record(&keyed, 1 << 20).expect("parse"));
+        }
+        let mut b = encode_batch(&[b"a".to_vec()], KCompression::None, -1, -1);
+        // Make the batch claim a delete horizon: producers may not.
+        b[OFF_ATTRIBUTES + 1] |= ATTR_DELETE_HORIZON as u8;
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate_produced(&b), Err(BatchError::Invalid(_))));
     }
 
     #[test]

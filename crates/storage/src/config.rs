@@ -1,8 +1,51 @@
 //! Per-log settings, named after Kafka's topic configs.
 
+/// Kafka's `cleanup.policy`: what happens to old segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// `delete`: retention (`retention.ms`, `retention.bytes`) deletes old segments.
+    #[default]
+    Delete,
+    /// `compact`: the cleaner keeps the latest record per key; retention deletes nothing.
+    Compact,
+    /// `compact,delete`: both.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// True if the cleaner compacts this log.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// True if retention by time and size deletes segments of this log.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Parses Kafka's list syntax (`delete`, `compact`, `compact,delete`, `delete,compact`,
+    /// with optional spaces); `None` for anything else, including an empty list.
+    pub fn parse(text: &str) -> Option<CleanupPolicy> {
+        let (mut compact, mut delete) = (false, false);
+        for item in text.split(',') {
+            match item.trim() {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
+}
+
 /// Settings of one partition log. Field names follow Kafka's topic configs
 /// (`segment.bytes` → `segment_bytes`, ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Roll a new segment once the active one would exceed this many bytes (`segment.bytes`).
     pub segment_bytes: u64,
@@ -27,6 +70,17 @@ pub struct LogConfig {
     /// Forget an idle producer's sequence state after this long (`producer.id.expiration.ms`),
     /// judged by the timestamp of its last batch.
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy`: whether retention deletes segments, the cleaner compacts them, or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// How long tombstones survive after the cleaner first saw them (`delete.retention.ms`),
+    /// so that consumers reading from the start get to see the delete.
+    pub delete_retention_ms: i64,
+    /// `LogManager::clean_all` cleans a log once this fraction of its cleanable bytes is dirty
+    /// (`min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// Segments holding a record newer than this are not cleaned yet
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -43,6 +97,10 @@ impl Default for LogConfig {
             flush_interval_ms: i64::MAX,
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: DAY_MS,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -52,5 +110,30 @@ impl LogConfig {
     /// caps `segment.bytes` at `i32::MAX` for the same reason.
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_policy_parses_kafka_lists() {
+        assert_eq!(CleanupPolicy::parse("delete"), Some(CleanupPolicy::Delete));
+        assert_eq!(
+            CleanupPolicy::parse("compact"),
+            Some(CleanupPolicy::Compact)
+        );
+        for both in ["compact,delete", "delete,compact", " compact , delete "] {
+            assert_eq!(
+                CleanupPolicy::parse(both),
+                Some(CleanupPolicy::CompactDelete)
+            );
+        }
+        for bad in ["", "Compact", "compact,", "compact;delete", "none"] {
+            assert_eq!(CleanupPolicy::parse(bad), None, "{bad:?}");
+        }
+        assert!(CleanupPolicy::CompactDelete.compacts() && CleanupPolicy::CompactDelete.deletes());
+        assert!(!CleanupPolicy::Compact.deletes() && !CleanupPolicy::Delete.compacts());
     }
 }

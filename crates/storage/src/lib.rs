@@ -1,8 +1,10 @@
 //! Vltava's storage layer: it keeps partition logs on disk in Kafka's layout (segments with
 //! sparse offset and time indexes), appends and reads record batches, recovers after a crash,
-//! applies retention, and tracks idempotent producer state. It knows nothing of the network.
+//! applies retention, compacts logs by key, and tracks idempotent producer state. It knows
+//! nothing of the network.
 
 mod checkpoint;
+mod cleaner;
 mod config;
 mod error;
 mod fileio;
@@ -15,11 +17,15 @@ mod segment;
 #[cfg(test)]
 mod testutil;
 
-pub use config::LogConfig;
+pub use cleaner::{CleanOptions, CleanStats, DEFAULT_MAP_BUDGET_BYTES};
+pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
 pub use fileio::atomic_write;
-pub use log::{AppendInfo, FlushHandle, Log, PARTITION_METADATA_FILE, ReadSlice};
+pub use log::{
+    AppendInfo, COMPACTION_METADATA_FILE, FlushHandle, Log, PARTITION_METADATA_FILE, ReadSlice,
+};
 pub use manager::{
-    LOG_START_CHECKPOINT_FILE, LogManager, RECOVERY_CHECKPOINT_FILE, TopicPartition,
+    CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager, RECOVERY_CHECKPOINT_FILE,
+    TopicPartition,
 };
 pub use producer::{BatchMetadata, ProducerEntry, ProducerStateManager, RETAINED_BATCHES};

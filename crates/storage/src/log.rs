@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
 
+use crate::cleaner::{BatchFilter, CleanOptions, CleanStats, CleanedWriter, KeyMap};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::fileio::{self, DataFile};
@@ -13,6 +14,13 @@ use crate::segment::{self, LoadMode, Segment};
 
 /// Name of the file holding the topic id, as in Kafka.
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Vltava's own per-partition file (Kafka has no equivalent): `gaps_below: N` says that
+/// segments with a base offset below N were written by the cleaner, so offsets may skip values
+/// inside and after them. Recovery insists on contiguous offsets everywhere else, which is what
+/// catches a corrupted base offset (it lies outside the CRC). Written, atomically, before a
+/// cleaned segment is committed; it only ever grows.
+pub const COMPACTION_METADATA_FILE: &str = "compaction.metadata";
 
 /// Outcome of [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +44,8 @@ pub struct ReadSlice {
     /// Concatenated batches as stored; empty if nothing is readable.
     pub bytes: Bytes,
     /// Base offset of the first batch, which may be below the offset asked for when that
-    /// offset is inside a batch; `None` if `bytes` is empty.
+    /// offset is inside a batch, or above it when compaction removed the records there;
+    /// `None` if `bytes` is empty.
     pub first_offset: Option<u64>,
     /// Offset after the last returned batch (the offset asked for if nothing was returned).
     pub next_offset: u64,
@@ -94,10 +103,18 @@ pub struct Log {
     /// Directory entries changed (segments created or removed) since the last directory fsync.
     dir_seq: u64,
     dir_synced_seq: u64,
-    /// Bumped by truncation, which invalidates outstanding flush handles.
+    /// Bumped by truncation and cleaning, which invalidate outstanding flush handles.
     generation: u64,
     deleted: bool,
     offline: Option<String>,
+    /// Segments with a base offset below this may have offset gaps (see
+    /// [`COMPACTION_METADATA_FILE`]).
+    gaps_below: u64,
+    /// Kafka's cleaner checkpoint: records below it were cleaned, those from it on are dirty.
+    cleaner_checkpoint: u64,
+    /// Earliest delete horizon of a cleaned batch still holding tombstones: once it passes, a
+    /// cleaning can remove them even if the log is not dirty.
+    earliest_delete_horizon: Option<i64>,
 }
 
 impl Log {
@@ -105,6 +122,10 @@ impl Log {
     /// `recovery_point` on are CRC-checked batch by batch; the log ends at the first invalid
     /// batch, and everything after it is removed. Earlier segments keep their index files if
     /// they check out. Producer state is rebuilt from the batch headers of the whole log.
+    ///
+    /// A cleaning interrupted by a crash is finished or forgotten first, as in Kafka: a
+    /// committed replacement (`.swap`) takes the place of the segments it replaces, an
+    /// uncommitted one (`.cleaned`) is deleted.
     pub fn open(
         dir: &Path,
         config: LogConfig,
@@ -124,9 +145,10 @@ impl Log {
         now_ms: i64,
     ) -> Result<Log, StorageError> {
         fileio::create_dir_all(dir)?;
+        let mut gaps_below = read_compaction_metadata(dir)?;
+        let mut dir_changed = complete_swaps(dir, &mut gaps_below)?;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
-        let mut dir_changed = false;
         for entry in fileio::list_dir(dir)? {
             if entry.is_dir {
                 continue;
@@ -160,12 +182,18 @@ impl Log {
             .saturating_sub(1);
         let mut producers = ProducerStateManager::new();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        let mut horizons: Vec<Option<i64>> = Vec::with_capacity(bases.len());
         let interval = config.index_interval_bytes;
         for (i, &base) in bases.iter().enumerate() {
-            // Segments roll at the log end, so each starts where the previous one ends.
-            let misplaced = segments
-                .last()
-                .is_some_and(|prev| base != prev.next_offset());
+            // Segments roll at the log end, so each starts where the previous one ends; after a
+            // cleaned segment, whose last records may be gone, anywhere later.
+            let misplaced = segments.last().is_some_and(|prev| {
+                if prev.allows_gaps() {
+                    base < prev.next_offset()
+                } else {
+                    base != prev.next_offset()
+                }
+            });
             let mut end_here = misplaced;
             if !misplaced {
                 let mode = if i >= first_to_recover {
@@ -173,9 +201,16 @@ impl Log {
                 } else {
                     LoadMode::Trust
                 };
-                let loaded = Segment::load(dir, base, mode, interval, now_ms, &mut |h| {
-                    producers.replay(h)
-                })?;
+                let mut horizon: Option<i64> = None;
+                let allow_gaps = base < gaps_below;
+                let loaded =
+                    Segment::load(dir, base, mode, interval, allow_gaps, now_ms, &mut |h| {
+                        producers.replay(h);
+                        if let Some(t) = h.delete_horizon_ms() {
+                            horizon = Some(horizon.map_or(t, |e| e.min(t)));
+                        }
+                    })?;
+                horizons.push(horizon);
                 if let Some(why) = &loaded.truncated {
                     tracing::warn!(
                         dir = %dir.display(),
@@ -220,6 +255,9 @@ impl Log {
 
         let first_base = segments.first().map_or(0, Segment::base_offset);
         let log_end = segments.last().map_or(0, Segment::next_offset);
+        // The active segment is never cleaned, so its horizons cannot trigger a cleaning.
+        horizons.truncate(segments.len().saturating_sub(1));
+        let earliest_delete_horizon = horizons.into_iter().flatten().min();
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
@@ -235,6 +273,9 @@ impl Log {
             generation: 0,
             deleted: false,
             offline: None,
+            gaps_below,
+            cleaner_checkpoint: 0,
+            earliest_delete_horizon,
         };
         // Recovered data was CRC-checked, so making it durable lets the recovery point move to
         // the log end and the next start skip it.
@@ -470,7 +511,8 @@ impl Log {
             .saturating_sub(1)
     }
 
-    /// Reads whole batches starting with the one containing `offset`, at most `max_bytes`
+    /// Reads whole batches starting with the one containing `offset` (or, when compaction
+    /// removed that offset, the first batch after it), at most `max_bytes`
     /// (unless `min_one_batch` and the first batch alone is larger: then exactly that batch),
     /// never a batch whose base offset is `>= max_offset` (the high watermark). May span
     /// segments. Offsets outside `[log_start, log_end]` are out of range; `log_end` reads empty.
@@ -622,15 +664,19 @@ impl Log {
     }
 
     /// Applies `retention.ms` (by each segment's largest timestamp) and `retention.bytes`,
-    /// deleting whole segments from the oldest on, never the active one; also deletes segments
-    /// entirely below the log start offset and forgets expired producers. Returns how many
-    /// segments were deleted.
+    /// deleting whole segments from the oldest on, never the active one, unless the cleanup
+    /// policy is compact only; also deletes segments entirely below the log start offset and
+    /// forgets expired producers. Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
         self.check_writable()?;
         self.clock_ms = self.clock_ms.max(now_ms);
         let retention_ms = self.config.retention_ms;
         let retention_bytes = self.config.retention_bytes;
+        let deletes = self.config.cleanup_policy.deletes();
         let deleted = self.delete_oldest_while(|seg, size_after| {
+            if !deletes {
+                return false;
+            }
             let expired = retention_ms >= 0
                 && seg
                     .max_timestamp()
@@ -641,6 +687,334 @@ impl Log {
         self.producers
             .remove_expired(now_ms, self.config.producer_id_expiration_ms);
         Ok(deleted)
+    }
+
+    /// Kafka's cleaner checkpoint: the first offset not yet cleaned (the log start if the
+    /// stored value is outside the log).
+    pub fn cleaner_checkpoint(&self) -> u64 {
+        let cp = self.cleaner_checkpoint;
+        if cp < self.log_start_offset || cp > self.log_end_offset() {
+            self.log_start_offset
+        } else {
+            cp
+        }
+    }
+
+    /// Sets the cleaner checkpoint, from `cleaner-offset-checkpoint` at start.
+    pub fn set_cleaner_checkpoint(&mut self, offset: u64) {
+        self.cleaner_checkpoint = offset;
+    }
+
+    /// Index of the first segment the cleaner must leave alone: the active segment, or an
+    /// earlier one reaching `max_offset` or holding a record younger than
+    /// `min.compaction.lag.ms` (judged, like Kafka, by the segment's largest timestamp).
+    fn first_uncleanable_index(&self, now_ms: i64, max_offset: u64) -> usize {
+        let lag = self.config.min_compaction_lag_ms;
+        let active = self.segments.len().saturating_sub(1);
+        self.segments[..active]
+            .iter()
+            .position(|s| {
+                s.next_offset() > max_offset
+                    || (lag > 0
+                        && s.max_timestamp()
+                            .is_some_and(|(ts, _)| ts > now_ms.saturating_sub(lag)))
+            })
+            .unwrap_or(active)
+    }
+
+    /// Bytes of the cleanable segments at or after the cleaner checkpoint, and of all cleanable
+    /// segments (Kafka's cleanable and total bytes).
+    fn dirty_and_total_bytes(&self, now_ms: i64) -> (u64, u64) {
+        let end = self.first_uncleanable_index(now_ms, u64::MAX);
+        let first_dirty = self.segment_index(self.cleaner_checkpoint());
+        let mut dirty = 0;
+        let mut total = 0;
+        for (i, s) in self.segments[..end].iter().enumerate() {
+            total += s.size();
+            if i >= first_dirty {
+                dirty += s.size();
+            }
+        }
+        (dirty, total)
+    }
+
+    /// Fraction of the cleanable bytes (segments before the first uncleanable one) not cleaned
+    /// yet; 0 when nothing is cleanable.
+    pub fn cleanable_dirty_ratio(&self, now_ms: i64) -> f64 {
+        let (dirty, total) = self.dirty_and_total_bytes(now_ms);
+        if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        }
+    }
+
+    /// True if the policy includes compact and either the dirty ratio reached
+    /// `min.cleanable.dirty.ratio` or tombstones in cleaned segments reached their delete
+    /// horizon.
+    pub fn needs_cleaning(&self, now_ms: i64) -> bool {
+        if !self.config.cleanup_policy.compacts() || self.check_writable().is_err() {
+            return false;
+        }
+        let (dirty, total) = self.dirty_and_total_bytes(now_ms);
+        let dirty_enough =
+            dirty > 0 && dirty as f64 >= self.config.min_cleanable_dirty_ratio * total as f64;
+        dirty_enough || self.earliest_delete_horizon.is_some_and(|t| t <= now_ms)
+    }
+
+    /// Largest payload the cleaner inflates: compression ratios of 10 to 50 are common for
+    /// text, so a multiple of `max.message.bytes` (with a 64 MiB floor, as ListOffsets uses),
+    /// capped at 1 GiB so that one batch never takes more memory than that. A batch inflating
+    /// beyond it is kept as it is.
+    fn max_inflated_bytes(&self) -> usize {
+        usize::try_from(self.config.max_message_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(64)
+            .clamp(64 << 20, 1 << 30)
+    }
+
+    /// [`Log::clean_with`] with default options: every record in the log may supersede older
+    /// ones (right for a log whose every record is committed, such as a single replica's).
+    pub fn clean(&mut self, now_ms: i64) -> Result<CleanStats, StorageError> {
+        self.clean_with(now_ms, &CleanOptions::default())
+    }
+
+    /// Compacts the log (if its cleanup policy includes compact; otherwise does nothing).
+    ///
+    /// The map of each key's latest offset is built from the dirty records, those from the
+    /// cleaner checkpoint up to the log end (or `options.max_offset`), the active segment
+    /// included: newer records there supersede older ones. Then every segment before the first
+    /// uncleanable one (the active segment, or an earlier one reaching `options.max_offset` or
+    /// younger than `min.compaction.lag.ms`) is rewritten, in groups that fit `segment.bytes`:
+    /// - per key, only the record with the highest offset stays, at its original offset;
+    /// - records without a key stay;
+    /// - tombstones stay until `delete.retention.ms` after the first cleaning that saw them
+    ///   (KIP-534: that cleaning stamps their batch with the delete horizon);
+    /// - control and transactional batches, and batches that cannot be inflated within
+    ///   `max(64 MiB, 64 × max.message.bytes)` (at most 1 GiB) or parsed, stay untouched;
+    /// - a rewritten batch keeps its base offset, lastOffsetDelta, producer fields and codec;
+    ///   a batch left without records is dropped, unless it is one of the last five batches
+    ///   of a live idempotent producer, which stay as empty batches (header only).
+    ///
+    /// The active segment is never touched. Each group is written to
+    /// `<first>-<end>.log.cleaned`, fsynced, committed by renaming it to `.swap`, and then takes
+    /// the place of the old segments, whose indexes are rebuilt. A segment that would come out
+    /// unchanged is not rewritten. The cleaner checkpoint then moves to the first uncleanable
+    /// segment.
+    ///
+    /// Runs under `&mut self`: appends and reads of this partition wait meanwhile.
+    pub fn clean_with(
+        &mut self,
+        now_ms: i64,
+        options: &CleanOptions,
+    ) -> Result<CleanStats, StorageError> {
+        self.check_writable()?;
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let first_dirty = self.cleaner_checkpoint();
+        let mut stats = CleanStats {
+            cleaned_upto: first_dirty,
+            ..CleanStats::default()
+        };
+        if !self.config.cleanup_policy.compacts() {
+            return Ok(stats);
+        }
+        let mut uncleanable = self.first_uncleanable_index(now_ms, options.max_offset);
+        let max_inflated = self.max_inflated_bytes();
+
+        let map_end = options.max_offset.min(self.log_end_offset());
+        let first_dirty_segment = self.segment_index(first_dirty);
+        let mut map = KeyMap::default();
+        for (i, seg) in self.segments.iter().enumerate().skip(first_dirty_segment) {
+            if seg.base_offset() >= map_end {
+                break;
+            }
+            if i > first_dirty_segment && map.bytes() >= options.map_budget_bytes {
+                // Records past here are not in the map, so they cannot be called clean.
+                uncleanable = uncleanable.min(i);
+                break;
+            }
+            seg.for_each_batch(|_, h, bytes| {
+                map.add_batch(h, bytes, first_dirty, map_end, max_inflated);
+                Ok(())
+            })?;
+        }
+        stats.keys_mapped = map.len();
+        if uncleanable == 0 {
+            return Ok(stats);
+        }
+        let new_checkpoint = self.segments[uncleanable].base_offset();
+        let groups = self.plan_groups(uncleanable);
+        let producer_batches = self.producers.remembered_batches();
+        let mut filter = BatchFilter {
+            map: &map,
+            now_ms,
+            delete_retention_ms: self.config.delete_retention_ms,
+            max_inflated,
+            producer_batches: &producer_batches,
+            uninspected_seen: false,
+            earliest_horizon: None,
+            stats: &mut stats,
+        };
+        let mut swapped = false;
+        for (first_base, count) in groups {
+            // Earlier groups were replaced by one segment with their first base offset, so
+            // later groups are found by base offset, not by their original index.
+            let idx = self
+                .segments
+                .binary_search_by_key(&first_base, Segment::base_offset)
+                .map_err(|_| {
+                    StorageError::Corrupt(format!("segment {first_base} vanished while cleaning"))
+                })?;
+            let end = self.segments[idx + count].base_offset();
+            let written = self.write_cleaned(idx, count, end, &mut filter)?;
+            filter.stats.segments_examined += count;
+            let Some((cleaned, size)) = written else {
+                filter.stats.bytes_after += self.segments[idx].size();
+                continue;
+            };
+            self.swap_in(idx, count, &cleaned, end, now_ms)?;
+            swapped = true;
+            filter.stats.segments_replaced += count;
+            filter.stats.segments_written += 1;
+            filter.stats.bytes_after += size;
+        }
+        let earliest_horizon = filter.earliest_horizon;
+        if swapped {
+            self.generation += 1;
+        }
+        self.cleaner_checkpoint = new_checkpoint;
+        self.earliest_delete_horizon = earliest_horizon;
+        stats.cleaned_upto = new_checkpoint;
+        tracing::debug!(dir = %self.dir.display(), ?stats, "cleaned log");
+        Ok(stats)
+    }
+
+    /// Splits segments `[0, end)` into runs of consecutive segments to be cleaned into one:
+    /// together at most `segment.bytes` before cleaning (like Kafka; cleaning rarely grows
+    /// data), and every offset up to the next segment's base within 32-bit reach of the first
+    /// base offset, which the offset index needs. Returns `(first base offset, count)`.
+    fn plan_groups(&self, end: usize) -> Vec<(u64, usize)> {
+        let limit = self.config.effective_segment_bytes();
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < end {
+            let first = &self.segments[i];
+            let mut size = first.size();
+            let mut j = i + 1;
+            while j < end {
+                let next = &self.segments[j];
+                let reach = self.segments[j + 1].base_offset() - 1 - first.base_offset();
+                if size + next.size() > limit || reach > i32::MAX as u64 {
+                    break;
+                }
+                size += next.size();
+                j += 1;
+            }
+            groups.push((first.base_offset(), j - i));
+            i = j;
+        }
+        groups
+    }
+
+    /// Writes the cleaned form of segments `[idx, idx + count)` to a `.cleaned` file; `None` if
+    /// a lone segment would come out unchanged. The file is removed again on failure.
+    fn write_cleaned(
+        &self,
+        idx: usize,
+        count: usize,
+        end: u64,
+        filter: &mut BatchFilter<'_>,
+    ) -> Result<Option<(PathBuf, u64)>, StorageError> {
+        let first = self.segments[idx].base_offset();
+        let path = segment::replacement_file(&self.dir, first, end, "cleaned");
+        let mut writer = CleanedWriter::new(path.clone(), count > 1)?;
+        let result = (|| {
+            for seg in &self.segments[idx..idx + count] {
+                filter.stats.bytes_before += seg.size();
+                seg.for_each_batch(|_, h, bytes| {
+                    let outcome = filter.filter(h, bytes);
+                    writer.push(seg, bytes, outcome)
+                })?;
+            }
+            writer.finish()
+        })();
+        if result.is_err() {
+            let _ = fileio::remove_file(&path);
+        }
+        result
+    }
+
+    /// Replaces segments `[idx, idx + count)` by the cleaned file `cleaned`, which covers
+    /// offsets up to `end`. Failing before the commit point (the rename to `.swap` made
+    /// durable) leaves the log as it was; failing after it takes the log offline, and the
+    /// next open completes the swap.
+    fn swap_in(
+        &mut self,
+        idx: usize,
+        count: usize,
+        cleaned: &Path,
+        end: u64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let first = self.segments[idx].base_offset();
+        let swap = segment::replacement_file(&self.dir, first, end, "swap");
+        let committed = (|| {
+            if end > self.gaps_below {
+                write_compaction_metadata(&self.dir, end)?;
+                self.gaps_below = end;
+            }
+            fileio::rename(cleaned, &swap)?;
+            fileio::sync_dir(&self.dir)
+        })();
+        if let Err(e) = committed {
+            let _ = fileio::remove_file(cleaned);
+            // Whether or not the rename reached the disk, removing the swap file restores the
+            // old state; if even that fails, only a reopen can tell which state is on disk.
+            if fileio::remove_file(&swap).is_err() {
+                self.offline = Some(format!("cleaner could not undo {}: {e}", swap.display()));
+            }
+            return Err(e.into());
+        }
+        let finished = self.finish_swap(idx, count, &swap, first, now_ms);
+        if let Err(e) = &finished {
+            self.offline = Some(format!("cleaner swap of segment {first} failed: {e}"));
+        }
+        finished
+    }
+
+    fn finish_swap(
+        &mut self,
+        idx: usize,
+        count: usize,
+        swap: &Path,
+        first: u64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let old: Vec<Segment> = self.segments.drain(idx..idx + count).collect();
+        for seg in old.into_iter().rev() {
+            seg.delete()?;
+        }
+        // As in `complete_swaps`: the deletions must be durable before the rename.
+        fileio::sync_dir(&self.dir)?;
+        fileio::rename(swap, &segment::segment_file(&self.dir, first, "log"))?;
+        fileio::sync_dir(&self.dir)?;
+        let interval = self.config.index_interval_bytes;
+        let loaded = Segment::load(
+            &self.dir,
+            first,
+            LoadMode::Recover,
+            interval,
+            true,
+            now_ms,
+            &mut |_| {},
+        )?;
+        if let Some(why) = loaded.truncated {
+            return Err(StorageError::Corrupt(format!(
+                "cleaned segment {first} failed its check: {why}"
+            )));
+        }
+        self.segments.insert(idx, loaded.segment);
+        Ok(())
     }
 
     /// Deletes the oldest non-active segment while it lies entirely below the log start offset
@@ -706,6 +1080,8 @@ impl Log {
         let log_end = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end);
         self.recovery_point = self.recovery_point.min(log_end);
+        // Records appended again above the log end have not been cleaned.
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(log_end);
         self.rebuild_producer_state()
     }
 
@@ -815,6 +1191,78 @@ impl Log {
     }
 }
 
+/// Offset below which segments may have gaps, from [`COMPACTION_METADATA_FILE`]: 0 if there is
+/// none. An unreadable file allows gaps everywhere: refusing gaps that the cleaner made would
+/// truncate good data, while allowing them only weakens a corruption check.
+fn read_compaction_metadata(dir: &Path) -> Result<u64, StorageError> {
+    let Some(bytes) = fileio::read_optional(&dir.join(COMPACTION_METADATA_FILE))? else {
+        return Ok(0);
+    };
+    Ok(parse_compaction_metadata(&bytes).unwrap_or_else(|| {
+        tracing::warn!(dir = %dir.display(), "unreadable {COMPACTION_METADATA_FILE}: allowing offset gaps in every segment");
+        u64::MAX
+    }))
+}
+
+/// Writes [`COMPACTION_METADATA_FILE`] atomically.
+fn write_compaction_metadata(dir: &Path, gaps_below: u64) -> std::io::Result<()> {
+    let text = format!("version: 0\ngaps_below: {gaps_below}\n");
+    fileio::atomic_write(&dir.join(COMPACTION_METADATA_FILE), text.as_bytes())
+}
+
+fn parse_compaction_metadata(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut version_ok = false;
+    let mut gaps_below = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("version:") {
+            version_ok = v.trim() == "0";
+        } else if let Some(n) = line.strip_prefix("gaps_below:") {
+            gaps_below = n.trim().parse().ok();
+        }
+    }
+    gaps_below.filter(|_| version_ok)
+}
+
+/// Finishes replacements the cleaner committed but did not complete: for each
+/// `<first>-<end>.log.swap`, the segments with base offsets in `[first, end)` that are left
+/// are deleted, then the swap file becomes `<first>.log` (its indexes are rebuilt when it is
+/// loaded). The directory is synced between the steps: were the rename durable before the
+/// deletions, an old segment could follow a cleaned one that already holds its records.
+fn complete_swaps(dir: &Path, gaps_below: &mut u64) -> Result<bool, StorageError> {
+    let entries = fileio::list_dir(dir)?;
+    let mut swaps: Vec<((u64, u64), PathBuf)> = entries
+        .iter()
+        .filter(|e| !e.is_dir)
+        .filter_map(|e| {
+            segment::parse_replacement_name(&e.name, "swap").map(|r| (r, e.path.clone()))
+        })
+        .collect();
+    swaps.sort();
+    let recorded = *gaps_below;
+    for ((first, end), swap) in &swaps {
+        for e in &entries {
+            let base = ["log", "index", "timeindex"]
+                .iter()
+                .find_map(|ext| segment::parse_segment_name(&e.name, ext));
+            if base.is_some_and(|b| (*first..*end).contains(&b)) {
+                fileio::remove_file(&e.path)?;
+            }
+        }
+        fileio::sync_dir(dir)?;
+        fileio::rename(swap, &segment::segment_file(dir, *first, "log"))?;
+        fileio::sync_dir(dir)?;
+        *gaps_below = (*gaps_below).max(*end);
+        tracing::info!(dir = %dir.display(), first, end, "completed an interrupted segment swap");
+    }
+    if *gaps_below > recorded {
+        // The cleaner records this before committing a swap; should the file have been lost,
+        // the completed segments must not fail the contiguity check at the next start.
+        write_compaction_metadata(dir, *gaps_below)?;
+    }
+    Ok(!swaps.is_empty())
+}
+
 /// Topic id from Kafka's `partition.metadata` text (`version: 0` / `topic_id: ...`).
 fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(bytes).ok()?;
@@ -830,5 +1278,7 @@ fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
     topic_id.filter(|_| version_ok)
 }
 
+#[cfg(test)]
+mod clean_tests;
 #[cfg(test)]
 mod tests;

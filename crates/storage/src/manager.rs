@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint;
+use crate::cleaner::{CleanOptions, CleanStats};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::fileio;
@@ -16,6 +17,8 @@ use crate::log::Log;
 pub const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Broker-wide file of per-partition log start offsets.
 pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// Broker-wide file of per-partition cleaner checkpoints (first offset not yet cleaned).
+pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const LOCK_FILE: &str = ".lock";
 const DELETE_SUFFIX: &str = "-delete";
 
@@ -86,6 +89,12 @@ fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
 
 type LogMap = BTreeMap<TopicPartition, Arc<Mutex<Log>>>;
 
+/// The cleaner checkpoint entry of a log, if it has cleaned anything past its start.
+fn cleaner_entry(tp: &TopicPartition, log: &Log) -> Option<(TopicPartition, u64)> {
+    let cp = log.cleaner_checkpoint();
+    (cp > log.log_start_offset()).then(|| (tp.clone(), cp))
+}
+
 /// Owns the partition logs of a data directory. Each log sits behind its own mutex so that
 /// the broker locks one partition at a time; the map lock is held only to look logs up.
 #[derive(Debug)]
@@ -102,8 +111,9 @@ pub struct LogManager {
 impl LogManager {
     /// Opens the data directory (creating it if missing): takes its lock, finishes
     /// interrupted topic deletions, and opens every `<topic>-<partition>` directory with the
-    /// recovery point and log start offset from the checkpoint files (a missing or corrupt
-    /// checkpoint means full recovery). Logs get `default_config` until `set_config`.
+    /// recovery point, log start offset and cleaner checkpoint from the checkpoint files (a
+    /// missing or corrupt checkpoint means full recovery, and a cleaner starting over). Logs
+    /// get `default_config` until `set_config`.
     pub fn open(
         data_dir: &Path,
         default_config: LogConfig,
@@ -114,6 +124,7 @@ impl LogManager {
             .ok_or_else(|| StorageError::DataDirLocked(data_dir.to_path_buf()))?;
         let recovery_points = checkpoint::read(&data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
         let log_starts = checkpoint::read(&data_dir.join(LOG_START_CHECKPOINT_FILE))?;
+        let cleaned = checkpoint::read(&data_dir.join(CLEANER_CHECKPOINT_FILE))?;
         let mut logs = LogMap::new();
         for entry in fileio::list_dir(data_dir)? {
             if !entry.is_dir {
@@ -126,13 +137,16 @@ impl LogManager {
             let Some(tp) = TopicPartition::parse_dir_name(&entry.name) else {
                 continue;
             };
-            let log = Log::open_with_log_start(
+            let mut log = Log::open_with_log_start(
                 &entry.path,
                 default_config.clone(),
                 recovery_points.get(&tp).copied().unwrap_or(0),
                 log_starts.get(&tp).copied(),
                 now_ms,
             )?;
+            if let Some(&offset) = cleaned.get(&tp) {
+                log.set_cleaner_checkpoint(offset);
+            }
             logs.insert(tp, Arc::new(Mutex::new(log)));
         }
         let manager = LogManager {
@@ -255,7 +269,8 @@ impl LogManager {
         Ok(())
     }
 
-    /// Writes both checkpoint files (recovery points and log start offsets) atomically.
+    /// Writes the checkpoint files (recovery points, log start offsets, cleaner checkpoints)
+    /// atomically.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
         let _one_writer = self
             .checkpointing
@@ -263,17 +278,80 @@ impl LogManager {
             .unwrap_or_else(PoisonError::into_inner);
         let mut recovery_points = Vec::new();
         let mut log_starts = Vec::new();
+        let mut cleaned = Vec::new();
         for (tp, log) in self.logs() {
             let log = lock_log(&log);
             recovery_points.push((tp.clone(), log.recovery_point()));
-            log_starts.push((tp, log.log_start_offset()));
+            log_starts.push((tp.clone(), log.log_start_offset()));
+            if let Some(entry) = cleaner_entry(&tp, &log) {
+                cleaned.push(entry);
+            }
         }
         checkpoint::write(
             &self.data_dir.join(RECOVERY_CHECKPOINT_FILE),
             &recovery_points,
         )?;
         checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT_FILE), &log_starts)?;
+        checkpoint::write(&self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
         Ok(())
+    }
+
+    /// Writes `cleaner-offset-checkpoint` alone, atomically.
+    fn write_cleaner_checkpoint(&self) -> Result<(), StorageError> {
+        let _one_writer = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cleaned: Vec<_> = self
+            .logs()
+            .into_iter()
+            .filter_map(|(tp, log)| cleaner_entry(&tp, &lock_log(&log)))
+            .collect();
+        checkpoint::write(&self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
+        Ok(())
+    }
+
+    /// Cleans every log that [`Log::needs_cleaning`] (its policy includes compact, and it is
+    /// dirty enough or has tombstones past their delete horizon), one lock at a time, then
+    /// writes `cleaner-offset-checkpoint`. A log that fails to clean does not stop the others:
+    /// the first error is returned after all were tried and the checkpoint was written.
+    /// Each log is locked while it is cleaned, so the broker should call this off its
+    /// request-handling threads.
+    pub fn clean_all(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(TopicPartition, CleanStats)>, StorageError> {
+        self.clean_all_with(now_ms, |_| CleanOptions::default())
+    }
+
+    /// [`LogManager::clean_all`] with per-log options: a replicated broker passes each
+    /// partition's high watermark as `max_offset`, so that records a leader change may still
+    /// truncate never cause older ones to be removed.
+    pub fn clean_all_with(
+        &self,
+        now_ms: i64,
+        options: impl Fn(&TopicPartition) -> CleanOptions,
+    ) -> Result<Vec<(TopicPartition, CleanStats)>, StorageError> {
+        let mut cleaned = Vec::new();
+        let mut first_error = None;
+        for (tp, log) in self.logs() {
+            let mut log = lock_log(&log);
+            if !log.needs_cleaning(now_ms) {
+                continue;
+            }
+            match log.clean_with(now_ms, &options(&tp)) {
+                Ok(stats) => cleaned.push((tp, stats)),
+                Err(e) => {
+                    tracing::warn!(partition = %tp, "cleaning failed: {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.write_cleaner_checkpoint()?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(cleaned),
+        }
     }
 
     /// Applies retention to every log, one lock at a time; returns segments deleted.
@@ -307,7 +385,8 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::testutil::{Spec, one};
+    use crate::testutil::{Kv, Spec, appendable, kv_batch, one};
+    use vltava_protocol::batch::Compression;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -470,6 +549,75 @@ mod tests {
                 Err(StorageError::InvalidTopicPartition(_))
             ));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn clean_all_cleans_dirty_compacted_logs_and_checkpoints_them() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let compact = LogConfig {
+            cleanup_policy: crate::CleanupPolicy::Compact,
+            ..config()
+        };
+        let mut active;
+        {
+            let m = LogManager::open(dir.path(), config(), NOW)?;
+            let c = m.create_log("compacted", 0, compact.clone())?;
+            let d = m.create_log("plain", 0, config())?;
+            append(&c, 8)?;
+            append(&d, 8)?;
+            active = lock_log(&c)
+                .segment_base_offsets()
+                .last()
+                .copied()
+                .unwrap_or(0);
+            assert!(active > 0, "fixture has cleanable segments");
+            let plain_size = lock_log(&d).size_bytes();
+            let cleaned = m.clean_all(NOW)?;
+            assert_eq!(cleaned.len(), 1);
+            assert_eq!(cleaned[0].0, TopicPartition::new("compacted", 0));
+            assert_eq!(cleaned[0].1.cleaned_upto, active);
+            assert!(cleaned[0].1.records_superseded > 0);
+            assert_eq!(
+                lock_log(&d).size_bytes(),
+                plain_size,
+                "delete policy: untouched"
+            );
+            let text = fs::read_to_string(dir.path().join(CLEANER_CHECKPOINT_FILE))?;
+            assert_eq!(text, format!("0\n1\ncompacted 0 {active}\n"));
+            assert!(m.clean_all(NOW)?.is_empty(), "nothing dirty any more");
+            // Unique keys make a large clean part; a little more data after it is then not
+            // dirty enough for min.cleanable.dirty.ratio.
+            let keyed =
+                |key: &str| appendable(kv_batch(&[Kv::put(key, "v")], Compression::None, NOW));
+            {
+                let mut log = lock_log(&c);
+                for i in 0..20 {
+                    log.append(&[keyed(&format!("u{i}"))], 0, NOW)?;
+                }
+                log.roll()?;
+            }
+            assert_eq!(m.clean_all(NOW)?.len(), 1);
+            {
+                let mut log = lock_log(&c);
+                log.append(&[keyed("late")], 0, NOW)?;
+                log.roll()?;
+                assert!(log.cleanable_dirty_ratio(NOW) < 0.5);
+                active = log.cleaner_checkpoint();
+            }
+            assert!(m.clean_all(NOW)?.is_empty());
+        }
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        let c = m.get("compacted", 0);
+        let c = c.ok_or_else(|| StorageError::Corrupt("log missing".into()))?;
+        let mut c = lock_log(&c);
+        c.set_config(compact);
+        assert_eq!(
+            c.cleaner_checkpoint(),
+            active,
+            "read back from the checkpoint"
+        );
+        assert!(!c.needs_cleaning(NOW));
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Idempotent producer state (KIP-98): per producer id, its epoch and its last five batches,
 //! used to drop retried duplicates and to reject sequence gaps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use vltava_protocol::batch::BatchHeader;
 
@@ -126,6 +126,15 @@ impl ProducerStateManager {
         self.producers
             .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < max_age_ms);
         before - self.producers.len()
+    }
+
+    /// `(producer id, last offset)` of every batch the state remembers: the cleaner keeps
+    /// (at least the header of) each of them, so that a rebuild from the log finds them again.
+    pub(crate) fn remembered_batches(&self) -> HashSet<(i64, u64)> {
+        self.producers
+            .iter()
+            .flat_map(|(&pid, e)| e.batches.iter().map(move |b| (pid, b.last_offset)))
+            .collect()
     }
 
     /// Forgets every producer (before a rebuild).

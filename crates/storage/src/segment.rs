@@ -41,6 +41,27 @@ pub(crate) fn parse_segment_name(name: &str, ext: &str) -> Option<u64> {
     stem.parse().ok().filter(|&b: &u64| b <= i64::MAX as u64)
 }
 
+/// `<dir>/<first base>-<end>.log.<suffix>`: the cleaner's output for the segments with base
+/// offsets in `[first_base, end)`, while being written (`cleaned`) and once committed
+/// (`swap`). Kafka names these `<first base>.log.cleaned|swap`; the end offset is added here
+/// so that recovery knows exactly which segments a swap file replaces, even when the cleaned
+/// data ends long before `end`.
+pub(crate) fn replacement_file(dir: &Path, first_base: u64, end: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{first_base:020}-{end:020}.log.{suffix}"))
+}
+
+/// `(first base, end)` named by a replacement file name with `suffix`, if it is one.
+pub(crate) fn parse_replacement_name(name: &str, suffix: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(suffix)?.strip_suffix(".log.")?;
+    let (first, end) = stem.split_once('-')?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(first) || !digits(end) {
+        return None;
+    }
+    let (first, end): (u64, u64) = (first.parse().ok()?, end.parse().ok()?);
+    (first < end && end <= i64::MAX as u64).then_some((first, end))
+}
+
 /// A read window over a file, refilled when a request falls outside it.
 struct Window {
     buf: Vec<u8>,
@@ -89,13 +110,16 @@ struct ScanReport {
 /// so a corrupt length cannot cause a large allocation.
 ///
 /// Offsets must be contiguous because the base offset lies outside the CRC: a flipped bit
-/// there would otherwise pass every check and serve records at wrong offsets. Nothing in this
-/// crate creates gaps today; log compaction, when it comes, must relax this to "increasing".
+/// there would otherwise pass every check and serve records at wrong offsets. Segments written
+/// by the cleaner (`allow_gaps`) legitimately skip offsets, so there a batch need only start
+/// after the previous one ends: a base offset at or below the previous last offset still ends
+/// the valid data, and only a corruption that moves a base offset up into a gap goes unseen.
 fn scan(
     file: &DataFile,
     file_len: u64,
     base_offset: u64,
     check_crc: bool,
+    allow_gaps: bool,
     on_batch: &mut dyn FnMut(u64, &BatchHeader),
 ) -> io::Result<ScanReport> {
     let chunk = if check_crc {
@@ -154,13 +178,19 @@ fn scan(
             && h.base_offset
                 .checked_add(i64::from(h.last_offset_delta))
                 .is_some()
-            && h.base_offset as u64 == expected;
+            && if allow_gaps {
+                h.base_offset as u64 >= expected
+            } else {
+                h.base_offset as u64 == expected
+            };
         if !in_order {
             return stop(
                 pos,
                 format!(
-                    "batch at offset {}+{} where {expected} was expected",
-                    h.base_offset, h.last_offset_delta,
+                    "batch at offset {}+{} where {}{expected} was expected",
+                    h.base_offset,
+                    h.last_offset_delta,
+                    if allow_gaps { "at least " } else { "" },
                 ),
             );
         }
@@ -304,11 +334,13 @@ struct Built {
     time_entries: Vec<TimeEntry>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scan_and_build(
     log: &DataFile,
     len: u64,
     base_offset: u64,
     check_crc: bool,
+    allow_gaps: bool,
     interval: u64,
     mut checker: Option<&mut IndexChecker<'_>>,
     on_batch: &mut dyn FnMut(&BatchHeader),
@@ -317,18 +349,25 @@ fn scan_and_build(
     let mut next_offset = base_offset;
     let mut offset_entries = Vec::new();
     let mut time_entries: Vec<TimeEntry> = Vec::new();
-    let report = scan(log, len, base_offset, check_crc, &mut |pos, h| {
-        let last = h.last_offset() as u64;
-        let last_ts = time_entries.last().map(|e| e.timestamp);
-        let (o, t) = stats.observe(base_offset, pos, h, last, interval, last_ts);
-        offset_entries.extend(o);
-        time_entries.extend(t);
-        if let Some(c) = checker.as_deref_mut() {
-            c.on_batch(pos, h);
-        }
-        next_offset = last + 1;
-        on_batch(h);
-    })?;
+    let report = scan(
+        log,
+        len,
+        base_offset,
+        check_crc,
+        allow_gaps,
+        &mut |pos, h| {
+            let last = h.last_offset() as u64;
+            let last_ts = time_entries.last().map(|e| e.timestamp);
+            let (o, t) = stats.observe(base_offset, pos, h, last, interval, last_ts);
+            offset_entries.extend(o);
+            time_entries.extend(t);
+            if let Some(c) = checker.as_deref_mut() {
+                c.on_batch(pos, h);
+            }
+            next_offset = last + 1;
+            on_batch(h);
+        },
+    )?;
     // Like Kafka at roll: the time index ends with the segment's largest timestamp, so a
     // reloaded segment needs no scan to know it.
     let last_ts = time_entries.last().map(|e| e.timestamp);
@@ -377,6 +416,8 @@ pub(crate) struct Segment {
     /// Bumped by every change; a sync records the value it made durable.
     change_seq: u64,
     synced_seq: u64,
+    /// Written by the cleaner: offsets may skip values inside and after this segment.
+    allow_gaps: bool,
 }
 
 impl Segment {
@@ -397,16 +438,19 @@ impl Segment {
             rolling_ms: None,
             change_seq: 1,
             synced_seq: 0,
+            allow_gaps: false,
         })
     }
 
     /// Opens an existing segment and scans it (see [`LoadMode`]). Invalid trailing data is
-    /// truncated away. `on_batch` sees every valid batch header in order.
+    /// truncated away. `on_batch` sees every valid batch header in order. `allow_gaps` is set
+    /// for segments the cleaner wrote (see `scan`).
     pub(crate) fn load(
         dir: &Path,
         base_offset: u64,
         mode: LoadMode,
         interval: u64,
+        allow_gaps: bool,
         now_ms: i64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<Loaded> {
@@ -428,6 +472,7 @@ impl Segment {
             len,
             base_offset,
             check_crc,
+            allow_gaps,
             interval,
             checker.as_mut(),
             on_batch,
@@ -437,7 +482,20 @@ impl Segment {
             log.truncate(size)?;
         }
         let max_rel = (built.next_offset.max(base_offset + 1) - 1 - base_offset) as u32;
+        // An empty index is consistent with any segment, but when the scan would index
+        // something it means the file went missing (a completed cleaner swap deletes the old
+        // indexes): rebuilding it keeps lookups from scanning the whole segment.
+        let lost =
+            |loaded_empty: Option<bool>, built_any: bool| built_any && loaded_empty == Some(true);
         let keep_loaded = built.report.stop.is_none()
+            && !lost(
+                oi_loaded.as_ref().map(Vec::is_empty),
+                !built.offset_entries.is_empty(),
+            )
+            && !lost(
+                ti_loaded.as_ref().map(Vec::is_empty),
+                !built.time_entries.is_empty(),
+            )
             && checker.as_ref().is_some_and(IndexChecker::passed)
             && oi_loaded
                 .as_deref()
@@ -467,6 +525,7 @@ impl Segment {
             rolling_ms: (size > 0).then_some(now_ms),
             change_seq: if keep_loaded { 0 } else { 1 },
             synced_seq: 0,
+            allow_gaps,
         };
         Ok(Loaded {
             segment,
@@ -493,6 +552,11 @@ impl Segment {
     /// True if the segment holds no batch.
     pub(crate) fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// True if offsets may skip values inside and after this segment (the cleaner wrote it).
+    pub(crate) fn allows_gaps(&self) -> bool {
+        self.allow_gaps
     }
 
     /// Largest batch timestamp and the last offset of the batch that first had it.
@@ -608,7 +672,9 @@ impl Segment {
         self.walk_headers(start, |h| h.last_offset() as u64 >= target)
     }
 
-    /// First batch whose max timestamp is `>= ts`, ignoring batches entirely below `min_offset`.
+    /// First batch with records whose max timestamp is `>= ts`, ignoring batches entirely below
+    /// `min_offset`. Batches the cleaner emptied (kept for producer state) keep their original
+    /// max timestamp but hold no record to point at, so they are passed over.
     pub(crate) fn find_by_timestamp(
         &self,
         ts: i64,
@@ -625,7 +691,7 @@ impl Segment {
             return Ok(None);
         };
         Ok(self
-            .walk_headers(pos, |h| h.max_timestamp >= ts)?
+            .walk_headers(pos, |h| h.max_timestamp >= ts && h.record_count > 0)?
             .map(|(_, h)| h))
     }
 
@@ -639,6 +705,34 @@ impl Segment {
             false
         })
         .map(|_| ())
+    }
+
+    /// Calls `f` with the position, header and bytes of every batch, in order, after checking
+    /// its CRC: the cleaner rewrites what it reads, so it must not launder corrupt data into a
+    /// freshly checksummed batch.
+    pub(crate) fn for_each_batch(
+        &self,
+        mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut win = Window::new();
+        let mut pos = 0u64;
+        while pos < self.size {
+            let remaining = self.size - pos;
+            if remaining < HEADER_LEN as u64 {
+                return Err(self.corrupt(pos, "truncated batch header"));
+            }
+            let head = win.get(&self.log, pos, HEADER_LEN, self.size, VERIFY_CHUNK)?;
+            let h = parse_header(head).map_err(|e| self.corrupt(pos, &e.to_string()))?;
+            let total = h.total_len();
+            if total as u64 > remaining {
+                return Err(self.corrupt(pos, "batch runs past the segment end"));
+            }
+            let bytes = win.get(&self.log, pos, total, self.size, VERIFY_CHUNK)?;
+            let h = verify(bytes).map_err(|e| self.corrupt(pos, &e.to_string()))?;
+            f(pos, &h, bytes)?;
+            pos += total as u64;
+        }
+        Ok(())
     }
 
     /// Appends bytes `[pos, pos + len)` of the log file to `out`.
@@ -666,6 +760,7 @@ impl Segment {
             pos,
             self.base_offset,
             false,
+            self.allow_gaps,
             interval,
             None,
             &mut |_| {},
@@ -785,5 +880,21 @@ mod tests {
             segment_file(Path::new("/d"), 7, "timeindex"),
             PathBuf::from("/d/00000000000000000007.timeindex")
         );
+        let swap = replacement_file(Path::new("/d"), 7, 42, "swap");
+        assert_eq!(
+            swap,
+            PathBuf::from("/d/00000000000000000007-00000000000000000042.log.swap")
+        );
+        let name = swap.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert_eq!(parse_replacement_name(name, "swap"), Some((7, 42)));
+        assert_eq!(parse_replacement_name(name, "cleaned"), None);
+        for bad in [
+            "00000000000000000042-00000000000000000007.log.swap",
+            "00000000000000000007.log.swap",
+            "0000000000000000000x-00000000000000000042.log.swap",
+            "00000000000000000007-00000000000000000042.swap",
+        ] {
+            assert_eq!(parse_replacement_name(bad, "swap"), None, "{bad}");
+        }
     }
 }

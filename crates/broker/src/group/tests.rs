@@ -1450,7 +1450,13 @@ fn first_join_completed_by_a_pending_expiry_can_sync() {
     };
     assert_eq!(ja.error_code, NONE);
     assert_eq!(ja.leader, a);
-    let (_, o, _) = h.sync(G, ja.generation_id, &a, vec![(a.clone(), assignment(&a))], now);
+    let (_, o, _) = h.sync(
+        G,
+        ja.generation_id,
+        &a,
+        vec![(a.clone(), assignment(&a))],
+        now,
+    );
     assert_eq!(now_sync(o).error_code, NONE);
 }
 
@@ -1474,7 +1480,9 @@ fn initial_rebalance_without_delay_answers_every_parked_join() {
         if done_a && done_b {
             return;
         }
-        now = h.c.next_deadline().expect("a deadline while joins are parked");
+        now =
+            h.c.next_deadline()
+                .expect("a deadline while joins are parked");
         cs.extend(h.c.tick(now));
     }
     panic!("parked joins not all answered: {cs:?} at {now}");
