@@ -66,6 +66,11 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::Int { min: 1024 },
     ),
     ("max.connections", "10000", Kind::Int { min: 1 }),
+    (
+        "queued.max.request.bytes",
+        "268435456",
+        Kind::Long { min: 1024 },
+    ),
     ("connections.max.idle.ms", "600000", Kind::Long { min: -1 }),
     ("min.insync.replicas", "1", Kind::Int { min: 1 }),
     ("compression.type", "producer", Kind::OneOf(&["producer"])),
@@ -415,6 +420,10 @@ impl BrokerConfig {
     /// `socket.request.max.bytes`.
     pub fn socket_request_max_bytes(&self) -> usize {
         self.long("socket.request.max.bytes") as usize
+    }
+    /// `queued.max.request.bytes`: bytes of request frames held by all connections at once.
+    pub fn queued_max_request_bytes(&self) -> usize {
+        self.long("queued.max.request.bytes") as usize
     }
     /// `max.connections`.
     pub fn max_connections(&self) -> usize {

@@ -19,14 +19,31 @@ use vltava_protocol::frame::{self, FrameError};
 use crate::errors::UNSUPPORTED_VERSION;
 use crate::handlers::{self, Ctx};
 
-/// Responses queued per connection before the reader waits for the writer.
-const RESPONSE_QUEUE: usize = 16;
+/// Responses queued per connection before the reader waits for the writer: with a peer that
+/// stops reading, at most this many responses (plus the one being written) are held.
+const RESPONSE_QUEUE: usize = 4;
+/// Longest a peer may take to send the body of a frame it announced (it holds request memory).
+const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Granularity of `queued.max.request.bytes` reservations while a frame arrives.
+const FRAME_CHUNK_BYTES: usize = 64 * 1024;
+/// Read buffer per connection; large frames bypass it, so it only needs to hold small requests.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Accepts connections until `shutdown` flips, then waits for open connections to finish
 /// their in-flight request.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let max_conn = ctx.rm.config().max_connections();
     let permits = Arc::new(Semaphore::new(max_conn));
+    // queued.max.request.bytes: every frame holds permits for its bytes from before it is
+    // allocated until its response is produced, so request memory is bounded in total.
+    let max_frame = ctx.rm.config().socket_request_max_bytes();
+    let queued_bytes = ctx
+        .rm
+        .config()
+        .queued_max_request_bytes()
+        .max(max_frame)
+        .min(Semaphore::MAX_PERMITS);
+    let request_bytes = Arc::new(Semaphore::new(queued_bytes));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -47,8 +64,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
                 };
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
+                let request_bytes = Arc::clone(&request_bytes);
                 tasks.spawn(async move {
-                    if let Err(e) = connection(stream, peer, ctx, shutdown).await {
+                    if let Err(e) = connection(stream, peer, ctx, request_bytes, shutdown).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
                     drop(permit);
@@ -85,11 +103,12 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
+    request_bytes: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let (tx, mut rx) = mpsc::channel::<BytesMut>(RESPONSE_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(buf) = rx.recv().await {
@@ -119,8 +138,14 @@ async fn connection(
             }
             // The bound is checked before the buffer is allocated.
             let len = frame::check_frame_len(prefix, max_frame)?;
-            let mut buf = BytesMut::zeroed(len);
-            rd.read_exact(&mut buf).await?;
+            let deadline = tokio::time::Instant::now() + idle.min(FRAME_BODY_TIMEOUT);
+            let (buf, _held) = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                r = tokio::time::timeout_at(deadline, read_frame_body(&mut rd, len, &request_bytes)) => {
+                    r.map_err(|_| ConnError::Idle)??
+                }
+            };
             if let Some(resp) = process(&ctx, &peer, buf.freeze()).await?
                 && tx.send(resp).await.is_err()
             {
@@ -136,6 +161,37 @@ async fn connection(
         Ok(Ok(())) => {}
     }
     result
+}
+
+/// Reads a frame body of `len` bytes, reserving `queued.max.request.bytes` permits chunk by
+/// chunk as the bytes arrive: a peer that announces a large frame and stalls holds only what it
+/// actually sent, and memory is committed only for received bytes.
+async fn read_frame_body<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    len: usize,
+    pool: &Arc<Semaphore>,
+) -> Result<(BytesMut, Option<tokio::sync::OwnedSemaphorePermit>), ConnError> {
+    let mut buf = BytesMut::with_capacity(len);
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while buf.len() < len {
+        let want = (len - buf.len()).min(FRAME_CHUNK_BYTES);
+        let permit = Arc::clone(pool)
+            .acquire_many_owned(want as u32)
+            .await
+            .map_err(|_| ConnError::Io(std::io::ErrorKind::Interrupted.into()))?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        let target = buf.len() + want;
+        while buf.len() < target {
+            let mut limited = (&mut *rd).take((target - buf.len()) as u64);
+            if limited.read_buf(&mut buf).await? == 0 {
+                return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+    Ok((buf, held))
 }
 
 /// Handles one frame; `Ok(None)` means no response is due, `Err` closes the connection.
