@@ -41,6 +41,14 @@ pub enum StartError {
     /// Group state could not be loaded.
     #[error("consumer group state: {0}")]
     Groups(groups::GroupStoreError),
+    /// The data directory exists but cannot be written.
+    #[error("data directory {path} is not writable: {source}")]
+    DataDirNotWritable {
+        /// Directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// Listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,6 +92,15 @@ impl Broker {
             path: dir.display().to_string(),
             source,
         })?;
+        // A read-only or otherwise unwritable directory is reported here, with its path, rather
+        // than as the first failing file operation deep inside recovery.
+        let probe = dir.join(".vltava-write-probe");
+        std::fs::write(&probe, b"probe")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|source| StartError::DataDirNotWritable {
+                path: dir.display().to_string(),
+                source,
+            })?;
         let started = std::time::Instant::now();
         // Opening the logs takes the data directory lock and runs recovery.
         let rm = Arc::new(tokio::task::block_in_place(|| {
