@@ -1,5 +1,9 @@
-//! The `vltava` command line. Today: `vltava serve`, a single-node broker that needs no
-//! configuration.
+//! The `vltava` command line: `vltava serve`, a single-node broker that needs no
+//! configuration, and `vltava group`, the consumer group tool (list, describe, reset offsets,
+//! delete) built on the native client.
+
+mod group;
+mod timestamp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data, topics created on first use).
     Serve(ServeArgs),
+    /// Consumer groups: list, describe, reset offsets, delete.
+    Group(group::GroupArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,11 +91,13 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first}");
+            eprintln!("{}", usage_error_line(&e));
             return ExitCode::from(2);
         }
+    };
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Group(args) => return client_command(group::run(args)),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -99,8 +107,56 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        Command::Serve(args) => serve(args),
+    serve(args)
+}
+
+/// clap's error in one line: its first line, plus the indented items a first line ending in ':'
+/// announces (e.g. which required arguments are missing); a missing subcommand names the usage.
+fn usage_error_line(e: &clap::Error) -> String {
+    let msg = e.to_string();
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let usage = msg
+            .lines()
+            .find_map(|l| l.strip_prefix("Usage: "))
+            .unwrap_or("vltava <COMMAND>");
+        return format!("error: a subcommand is required; usage: {usage}");
+    }
+    let mut lines = msg.lines();
+    let mut first = lines.next().unwrap_or("invalid arguments").to_string();
+    if first.ends_with(':') {
+        let items: Vec<&str> = lines
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        if !items.is_empty() {
+            first.push(' ');
+            first.push_str(&items.join(", "));
+        }
+    }
+    first
+}
+
+/// Runs a client command on a single-threaded runtime: exit 0, or one `error: ...` line on
+/// stderr and exit 1.
+fn client_command(
+    command: impl std::future::Future<Output = Result<(), group::Failure>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(group::Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -251,6 +251,7 @@ impl Cluster {
     /// creating topics, from any reachable broker, and remembers the broker list.
     pub async fn metadata(&mut self, topics: Option<&[String]>) -> Result<Metadata> {
         let mut req = MetadataRequest::default();
+        req.allow_auto_topic_creation = false;
         req.topics = topics.map(|ts| {
             ts.iter()
                 .map(|t| {
@@ -295,13 +296,18 @@ impl Cluster {
         }
         let mut errors: Vec<ClientError> = Vec::new();
         for addr in candidates {
-            let result = match self.connection(&addr).await {
-                Ok(conn) => conn.call(req).await,
-                Err(e) => Err(e),
+            // Any failure to open a connection (refused, not a Kafka broker, no common
+            // versions) moves on to the next address, as does a connection lost mid-call.
+            let conn = match self.connection(&addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
             };
-            match result {
+            match conn.call(req).await {
                 Ok(r) => return Ok(r),
-                Err(e @ (ClientError::Connect { .. } | ClientError::Io { .. })) => {
+                Err(e @ (ClientError::Io { .. } | ClientError::Timeout { .. })) => {
                     self.conns.remove(&addr);
                     errors.push(e);
                 }
@@ -314,6 +320,27 @@ impl Cluster {
             }
         }
         Err(combine_connect_errors(errors))
+    }
+
+    /// Sends the request `build` makes for the negotiated version of its API to the broker at
+    /// `addr`; a connection the call broke is dropped.
+    pub async fn call_at_addr<R, F>(&mut self, addr: &str, build: F) -> Result<R::Response>
+    where
+        R: kafka_protocol::protocol::Request,
+        F: FnOnce(i16) -> R,
+    {
+        let conn = self.connection(addr).await?;
+        let api = kafka_protocol::messages::ApiKey::try_from(R::KEY)
+            .map_err(|_| ClientError::InvalidArgument(format!("unknown api key {}", R::KEY)))?;
+        let version = conn.version(api)?;
+        let req = build(version);
+        let result = conn.call_at(&req, version).await;
+        if let Err(e) = &result
+            && e.breaks_connection()
+        {
+            self.forget_connection(addr);
+        }
+        result
     }
 
     /// The open connection to `addr`, opening it (again) if needed.
@@ -336,7 +363,9 @@ impl Cluster {
             None => {
                 self.metadata(Some(&[])).await?;
                 self.broker_addr(node_id).ok_or_else(|| {
-                    ClientError::NotFound(format!("broker {node_id} is not in the cluster metadata"))
+                    ClientError::NotFound(format!(
+                        "broker {node_id} is not in the cluster metadata"
+                    ))
                 })?
             }
         };
@@ -453,13 +482,11 @@ impl Cluster {
     /// The connection to the coordinator of `group`.
     pub async fn coordinator_connection(&mut self, group: &str) -> Result<&mut Connection> {
         let addr = self.find_coordinator(group).await?;
-        match self.connection(&addr).await {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                self.forget_coordinator(group);
-                Err(e)
-            }
+        if let Err(e) = self.connection(&addr).await {
+            self.forget_coordinator(group);
+            return Err(e);
         }
+        self.connection(&addr).await
     }
 }
 
@@ -476,13 +503,26 @@ pub(crate) fn is_coordinator_retriable(e: &ClientError) -> bool {
 }
 
 fn combine_connect_errors(mut errors: Vec<ClientError>) -> ClientError {
-    if errors.len() == 1 {
-        return errors.remove(0);
+    match errors.len() {
+        0 => return ClientError::InvalidBootstrap(String::new()),
+        1 => return errors.remove(0),
+        _ => {}
+    }
+    if !errors
+        .iter()
+        .all(|e| matches!(e, ClientError::Connect { .. }))
+    {
+        // Mixed failures: say each one.
+        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return ClientError::Connect {
+            addr: "any broker".into(),
+            reason: all.join("; "),
+        };
     }
     let addrs: Vec<String> = errors
         .iter()
         .filter_map(|e| match e {
-            ClientError::Connect { addr, .. } | ClientError::Io { addr, .. } => Some(addr.clone()),
+            ClientError::Connect { addr, .. } => Some(addr.clone()),
             _ => None,
         })
         .collect();
@@ -519,7 +559,9 @@ mod tests {
             parse_bootstrap("[::1]:9092").ok(),
             Some(vec!["[::1]:9092".to_string()])
         );
-        for bad in ["", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x", "::1:9092", "[]:1"] {
+        for bad in [
+            "", ",", "a", "a:", ":1", "a:0", "a:70000", "a:x", "::1:9092", "[]:1",
+        ] {
             assert!(parse_bootstrap(bad).is_err(), "{bad}");
         }
         let e = parse_bootstrap("nope").err().map(|e| e.to_string());
@@ -529,6 +571,36 @@ mod tests {
         );
         assert_eq!(join_host_port("::1", 9), "[::1]:9");
         assert_eq!(join_host_port("h", 9), "h:9");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_kafka_is_skipped() -> Result<()> {
+        use crate::testing::{FakeBroker, Reply};
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
+        let junk = FakeBroker::start(vec![Reply::RawBody(vec![1, 2, 3])]).await;
+        let mut av = ApiVersionsResponse::default();
+        av.api_keys = [(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)]
+            .iter()
+            .map(|&(k, min, max)| {
+                let mut v = ApiVersion::default();
+                v.api_key = k as i16;
+                v.min_version = min;
+                v.max_version = max;
+                v
+            })
+            .collect();
+        let mut md = MetadataResponse::default();
+        md.cluster_id = Some(StrBytes::from_static_str("real"));
+        let real = FakeBroker::start(vec![
+            Reply::Response(ResponseKind::ApiVersions(av)),
+            Reply::Response(ResponseKind::Metadata(md)),
+        ])
+        .await;
+        let c =
+            Cluster::connect(ClientConfig::new(&format!("{},{}", junk.addr, real.addr))?).await?;
+        assert_eq!(c.cluster_id(), Some("real"));
+        Ok(())
     }
 
     #[test]
@@ -543,6 +615,9 @@ mod tests {
                 reason: "connection refused".into(),
             },
         ]);
-        assert_eq!(e.to_string(), "cannot connect to a:1,b:2: connection refused");
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to a:1,b:2: connection refused"
+        );
     }
 }

@@ -22,7 +22,8 @@ use crate::versions::{CLIENT_VERSIONS, NegotiatedVersions, client_range};
 /// Default client id sent in request headers.
 pub const DEFAULT_CLIENT_ID: &str = "vltava";
 /// Default limit on a response frame: Kafka's `socket.request.max.bytes` default, 100 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = vltava_protocol::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize =
+    vltava_protocol::frame::SOCKET_REQUEST_MAX_BYTES_DEFAULT;
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -65,26 +66,25 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions with ApiVersions.
     pub async fn connect(addr: &str, config: &ConnectionConfig) -> Result<Connection> {
-        let stream = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
-            .await
-        {
-            Err(_) => {
-                return Err(ClientError::Connect {
-                    addr: addr.to_string(),
-                    reason: format!(
-                        "timed out after {}",
-                        crate::error::fmt_duration(config.connect_timeout)
-                    ),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ClientError::Connect {
-                    addr: addr.to_string(),
-                    reason: io_reason(&e),
-                });
-            }
-            Ok(Ok(s)) => s,
-        };
+        let stream =
+            match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => {
+                    return Err(ClientError::Connect {
+                        addr: addr.to_string(),
+                        reason: format!(
+                            "timed out after {}",
+                            crate::error::fmt_duration(config.connect_timeout)
+                        ),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ClientError::Connect {
+                        addr: addr.to_string(),
+                        reason: io_reason(&e),
+                    });
+                }
+                Ok(Ok(s)) => s,
+            };
         // Small requests should leave at once; a failure here only costs latency.
         let _ = stream.set_nodelay(true);
         let mut conn = Connection {
@@ -119,8 +119,8 @@ impl Connection {
     /// The negotiated version of `api`, or [`ClientError::UnsupportedApi`].
     pub fn version(&self, api: ApiKey) -> Result<i16> {
         self.versions.version(api).ok_or_else(|| {
-            let ours = client_range(api)
-                .map_or_else(|| "none".to_string(), |(a, b)| format!("v{a}-v{b}"));
+            let ours =
+                client_range(api).map_or_else(|| "none".to_string(), |(a, b)| format!("v{a}-v{b}"));
             let broker = self
                 .versions
                 .advertised(api)
@@ -219,7 +219,11 @@ impl Connection {
         })
     }
 
-    fn decode_api_versions(&mut self, mut body: Bytes, version: i16) -> Result<ApiVersionsResponse> {
+    fn decode_api_versions(
+        &mut self,
+        mut body: Bytes,
+        version: i16,
+    ) -> Result<ApiVersionsResponse> {
         let r = ApiVersionsResponse::decode(&mut body, version).map_err(|e| {
             self.broken = true;
             ClientError::Protocol {
@@ -232,7 +236,12 @@ impl Connection {
 
     /// Writes one request frame and reads its response frame; returns the body after the
     /// response header. Bounded by the request timeout.
-    async fn round_trip<E: Encodable>(&mut self, api: ApiKey, version: i16, req: &E) -> Result<Bytes> {
+    async fn round_trip<E: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &E,
+    ) -> Result<Bytes> {
         if self.broken {
             return Err(ClientError::Io {
                 addr: self.addr.clone(),
@@ -322,7 +331,8 @@ impl Connection {
         header
             .encode(&mut buf, api.request_header_version(version))
             .map_err(|e| bad(e.to_string()))?;
-        req.encode(&mut buf, version).map_err(|e| bad(e.to_string()))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| bad(e.to_string()))?;
         let len = i32::try_from(buf.len() - 4).map_err(|_| bad("request too large".into()))?;
         buf[0..4].copy_from_slice(&len.to_be_bytes());
         Ok(buf)
@@ -411,10 +421,19 @@ mod tests {
         assert_eq!(conn.version(ApiKey::OffsetFetch)?, 5);
         let e = conn.version(ApiKey::ListOffsets).err();
         assert!(
-            matches!(e, Some(ClientError::UnsupportedApi { api: ApiKey::ListOffsets, .. })),
+            matches!(
+                e,
+                Some(ClientError::UnsupportedApi {
+                    api: ApiKey::ListOffsets,
+                    ..
+                })
+            ),
             "{e:?}"
         );
-        let e = conn.version(ApiKey::DeleteGroups).err().map(|e| e.to_string());
+        let e = conn
+            .version(ApiKey::DeleteGroups)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("broker: none")));
         let seen = fake.requests().await;
         assert_eq!(seen.len(), 1);
@@ -448,11 +467,20 @@ mod tests {
     async fn no_common_api_versions_version_is_an_error() {
         let mut refuse = api_versions(&[(ApiKey::ApiVersions, 7, 9)]);
         refuse.error_code = codes::UNSUPPORTED_VERSION;
-        let fake =
-            FakeBroker::start(vec![Reply::ResponseAt(ResponseKind::ApiVersions(refuse), 0)]).await;
+        let fake = FakeBroker::start(vec![Reply::ResponseAt(
+            ResponseKind::ApiVersions(refuse),
+            0,
+        )])
+        .await;
         let e = Connection::connect(&fake.addr, &cfg()).await.err();
         assert!(
-            matches!(e, Some(ClientError::UnsupportedApi { api: ApiKey::ApiVersions, .. })),
+            matches!(
+                e,
+                Some(ClientError::UnsupportedApi {
+                    api: ApiKey::ApiVersions,
+                    ..
+                })
+            ),
             "{e:?}"
         );
     }
@@ -498,11 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_frame_is_refused_before_allocation() -> Result<()> {
-        let fake = FakeBroker::start(vec![
-            metadata_fake_versions(),
-            Reply::RawFrameLen(i32::MAX),
-        ])
-        .await;
+        let fake =
+            FakeBroker::start(vec![metadata_fake_versions(), Reply::RawFrameLen(i32::MAX)]).await;
         let mut conn = Connection::connect(&fake.addr, &cfg()).await?;
         let e = conn.call(&MetadataRequest::default()).await.err();
         assert!(
@@ -521,7 +546,10 @@ mod tests {
             let mut conn = Connection::connect(&fake.addr, &cfg()).await?;
             let e = conn.call(&MetadataRequest::default()).await.err();
             if want_too_large {
-                assert!(matches!(e, Some(ClientError::FrameTooLarge { .. })), "{e:?}");
+                assert!(
+                    matches!(e, Some(ClientError::FrameTooLarge { .. })),
+                    "{e:?}"
+                );
             } else {
                 assert!(matches!(e, Some(ClientError::Protocol { .. })), "{e:?}");
             }
@@ -549,7 +577,13 @@ mod tests {
         let started = std::time::Instant::now();
         let e = conn.call(&MetadataRequest::default()).await.err();
         assert!(
-            matches!(e, Some(ClientError::Timeout { api: ApiKey::Metadata, .. })),
+            matches!(
+                e,
+                Some(ClientError::Timeout {
+                    api: ApiKey::Metadata,
+                    ..
+                })
+            ),
             "{e:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -594,7 +628,11 @@ mod tests {
         let mut big: &[u8] = &[0, 0, 1, 0];
         assert!(matches!(
             read_frame(&mut big, 255, "x").await,
-            Err(ClientError::FrameTooLarge { len: 256, max: 255, .. })
+            Err(ClientError::FrameTooLarge {
+                len: 256,
+                max: 255,
+                ..
+            })
         ));
     }
 }

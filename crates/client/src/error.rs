@@ -161,6 +161,14 @@ pub enum ClientError {
         /// What was being done, plus the broker's error message when it sent one.
         message: String,
     },
+    /// Bytes inside a message (e.g. a consumer group member's assignment) that do not parse.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
     /// A topic, partition, group or broker the caller named does not exist in the metadata.
     #[error("{0}")]
     NotFound(String),
@@ -238,7 +246,7 @@ fn strip_os_error(s: &str) -> String {
 /// "30 s", "1.5 s", "250 ms".
 pub(crate) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1000 && ms % 1000 == 0 {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else if ms >= 1000 {
         format!("{:.1} s", d.as_secs_f64())
@@ -260,7 +268,10 @@ mod tests {
         assert!(ErrorCode(16).is_retriable());
         assert!(!ErrorCode(68).is_retriable());
         let e = ClientError::broker(68, "delete group 'g'", Some("has members"));
-        assert_eq!(e.to_string(), "delete group 'g' (has members): NON_EMPTY_GROUP");
+        assert_eq!(
+            e.to_string(),
+            "delete group 'g' (has members): NON_EMPTY_GROUP"
+        );
         assert_eq!(e.code(), Some(68));
     }
 

@@ -47,10 +47,17 @@ impl FakeBroker {
     /// Starts listening on 127.0.0.1:0; every accepted connection takes replies from the
     /// same script, in order.
     pub async fn start(script: Vec<Reply>) -> FakeBroker {
+        Self::start_with(|_| script).await
+    }
+
+    /// Like [`FakeBroker::start`], with a script that may name the fake's own port.
+    pub async fn start_with(script: impl FnOnce(u16) -> Vec<Reply>) -> FakeBroker {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake broker");
-        let addr = listener.local_addr().expect("fake addr").to_string();
+        let local = listener.local_addr().expect("fake addr");
+        let addr = local.to_string();
+        let script = script(local.port());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let seen2 = Arc::clone(&seen);

@@ -10,7 +10,8 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 /// Every range lies inside what the `kafka-protocol` codec knows (checked by a test).
 pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::Metadata, 1, 12),
+    // From v4 a request can say not to create topics; earlier versions always may.
+    (ApiKey::Metadata, 4, 12),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
