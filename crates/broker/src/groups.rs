@@ -531,21 +531,41 @@ impl GroupManager {
         Ok(codes)
     }
 
-    /// Deletes offsets of groups without members that were committed longer ago than
-    /// `offsets.retention.minutes`.
+    /// Expires committed offsets as Kafka does since KIP-211: a group that used group
+    /// management keeps all its offsets until it has been Empty for `offsets.retention.minutes`;
+    /// a standalone (simple) group loses each offset that long after its commit. A group left
+    /// Empty with no offsets is deleted.
     pub fn expire_offsets(&self) {
         let retention_ms = self.rm.config().offsets_retention_ms();
-        let cutoff = now_ms().saturating_sub(retention_ms);
+        let now = now_ms();
+        let cutoff = now.saturating_sub(retention_ms);
         let groups: Vec<String> = lock(&self.offsets).groups().map(str::to_string).collect();
+        let mut emptied = Vec::new();
         for g in groups {
-            let empty = {
+            let status = {
                 let core = lock(&self.core);
-                core.describe(&g).is_none_or(|d| d.members.is_empty())
+                match core.state(&g) {
+                    None => Some(None),
+                    Some(crate::group::GroupState::Empty) => Some(core.empty_since(&g)),
+                    Some(_) => None,
+                }
             };
-            if !empty {
-                continue;
-            }
-            let expired = lock(&self.offsets).expired(&g, cutoff);
+            // Groups with members keep their offsets.
+            let Some(empty) = status else { continue };
+            let expired = match empty {
+                Some((since, true)) => {
+                    if since < cutoff {
+                        lock(&self.offsets)
+                            .group_offsets(&g)
+                            .into_iter()
+                            .map(|(t, p, _)| (t, p))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    }
+                }
+                _ => lock(&self.offsets).expired(&g, cutoff),
+            };
             if expired.is_empty() {
                 continue;
             }
@@ -569,9 +589,21 @@ impl GroupManager {
                     for r in &records {
                         store.apply(r);
                     }
+                    if store.group_offsets(&g).is_empty() {
+                        emptied.push(g);
+                    }
                 }
                 Err(e) => tracing::warn!(group = g, error = %e, "offset expiry not persisted"),
             }
+        }
+        for g in emptied {
+            let mut core = lock(&self.core);
+            if core.state(&g) == Some(crate::group::GroupState::Empty)
+                && core.delete_group(&g) == crate::errors::NONE
+            {
+                tracing::info!(group = g, "removed empty group whose offsets expired");
+            }
+            self.after_step(&mut core, Vec::new());
         }
     }
 

@@ -1080,6 +1080,13 @@ impl GroupCoordinator {
         }
     }
 
+    /// For an Empty group: since when it has been empty, and whether it ever used group
+    /// management (a protocol type). Offset retention counts from that moment (KIP-211).
+    pub fn empty_since(&self, group_id: &str) -> Option<(i64, bool)> {
+        let g = self.groups.get(group_id)?;
+        (g.state == GroupState::Empty).then(|| (g.state_timestamp_ms, g.protocol_type.is_some()))
+    }
+
     /// What the group's GroupMetadata record must hold: the state at the last event that
     /// required a write (or the restored snapshot). `None` for an unknown or deleted group (a
     /// tombstone, if `take_dirty` reported it) or one never persisted.
