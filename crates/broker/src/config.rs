@@ -146,6 +146,7 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
 
 /// Topic-level settings and the broker setting that supplies each one's default.
 const TOPIC_SETTINGS: &[(&str, &str, Kind)] = &[
+    ("flush.on.append", "flush.on.append", Kind::Bool),
     ("cleanup.policy", "log.cleanup.policy", Kind::Policy),
     (
         "min.cleanable.dirty.ratio",
@@ -513,6 +514,9 @@ impl BrokerConfig {
                 .and_then(|(v, _)| v.parse().ok())
                 .unwrap_or(0.5),
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            flush_on_append: self
+                .topic_value(overrides, "flush.on.append")
+                .is_some_and(|(v, _)| v == "true"),
             ..LogConfig::default()
         }
     }

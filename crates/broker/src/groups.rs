@@ -191,7 +191,7 @@ impl GroupManager {
         .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
         let batches = batch::split_produced(buf.freeze())
             .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
-        partition.append(&batches)?;
+        partition.append_blocking(&batches)?;
         Ok(())
     }
 

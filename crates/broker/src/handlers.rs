@@ -350,7 +350,7 @@ struct PartitionAppend {
     log_start_offset: i64,
 }
 
-fn append_partition(
+async fn append_partition(
     ctx: &Ctx,
     topic: Option<&Arc<Topic>>,
     index: i32,
@@ -421,7 +421,7 @@ fn append_partition(
             }
         }
     }
-    match partition.append(&batches) {
+    match partition.append(&batches).await {
         Ok(info) => (
             PartitionAppend {
                 index,
@@ -494,7 +494,7 @@ async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<Produce
                     None,
                 )
             } else {
-                append_partition(ctx, topic.as_ref(), pd.index, pd.records, acks)
+                append_partition(ctx, topic.as_ref(), pd.index, pd.records, acks).await
             };
             if let Some(w) = wait {
                 pending.push(w);
@@ -671,7 +671,7 @@ fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsets
                     let log = p.log();
                     let (ts, off) = match lp.timestamp {
                         -2 => (-1, log.log_start_offset() as i64),
-                        -1 => (-1, log.log_end_offset() as i64),
+                        -1 => (-1, crate::replica::high_watermark(&log) as i64),
                         -3 => match max_timestamp_offset(&log) {
                             Ok(found) => found,
                             Err(e) => {
@@ -717,7 +717,7 @@ fn offset_for_timestamp(
     let Some((base, _)) = log.offset_for_timestamp(target)? else {
         return Ok((-1, -1));
     };
-    let slice = log.read(base, 1, log.log_end_offset(), true)?;
+    let slice = log.read(base, 1, crate::replica::high_watermark(log), true)?;
     let limit = (log.config().max_message_bytes as usize)
         .saturating_mul(64)
         .max(64 << 20);
@@ -736,7 +736,7 @@ fn max_timestamp_offset(log: &vltava_storage::Log) -> Result<(i64, i64), Storage
     let Some((max_ts, last_offset)) = log.max_timestamp() else {
         return Ok((-1, -1));
     };
-    let slice = log.read(last_offset, 1, log.log_end_offset(), true)?;
+    let slice = log.read(last_offset, 1, crate::replica::high_watermark(log), true)?;
     let limit = (log.config().max_message_bytes as usize)
         .saturating_mul(64)
         .max(64 << 20);
@@ -1133,7 +1133,7 @@ fn delete_records(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsResponse
                 None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
                 Some(part) => {
                     let mut log = part.log();
-                    let hw = log.log_end_offset() as i64;
+                    let hw = crate::replica::high_watermark(&log) as i64;
                     let target = if p.offset == -1 { hw } else { p.offset };
                     if target < 0 || target > hw {
                         pr.error_code = OFFSET_OUT_OF_RANGE;

@@ -47,6 +47,17 @@ pub struct Watermarks {
     pub high_watermark: i64,
 }
 
+/// Offset below which records are visible to consumers. With one replica that is the log end,
+/// except with `flush.on.append`, where only fsynced records are (a power loss could take the
+/// rest back).
+pub fn high_watermark(log: &Log) -> u64 {
+    if log.config().flush_on_append {
+        log.recovery_point().min(log.log_end_offset())
+    } else {
+        log.log_end_offset()
+    }
+}
+
 fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
     // A panic while holding the lock leaves the log in the state of its last completed
     // operation (appends are checked before they write), so continuing is safe.
@@ -59,8 +70,39 @@ impl Partition {
         lock_log(&self.log)
     }
 
-    /// Appends validated batches as leader and wakes parked fetchers.
-    pub fn append(&self, batches: &[(BatchHeader, Bytes)]) -> Result<AppendInfo, StorageError> {
+    /// Appends validated batches as leader and wakes parked fetchers. With `flush.on.append`
+    /// it returns only once an fsync covers the batches; concurrent appenders share fsyncs
+    /// (group commit) and the log lock is not held during the fsync.
+    pub async fn append(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> Result<AppendInfo, StorageError> {
+        let (info, group_commit) = {
+            let mut log = self.log();
+            let info = log.append_deferred(batches, self.leader_epoch, now_ms())?;
+            let gc = log.config().flush_on_append.then(|| log.group_commit());
+            (info, gc)
+        };
+        // A duplicate waits too: its original may still be waiting for its fsync.
+        if let Some(gc) = group_commit {
+            let log = Arc::clone(&self.log);
+            let end = info.last_offset + 1;
+            tokio::task::spawn_blocking(move || gc.sync_through(&log, end))
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        }
+        if !info.duplicate {
+            self.wake_waiters();
+        }
+        Ok(info)
+    }
+
+    /// Appends from a synchronous context (the broker's own records); with `flush.on.append`
+    /// the storage fsyncs inline.
+    pub fn append_blocking(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> Result<AppendInfo, StorageError> {
         let info = self.log().append(batches, self.leader_epoch, now_ms())?;
         if !info.duplicate {
             self.wake_waiters();
@@ -80,7 +122,7 @@ impl Partition {
         let log = self.log();
         Watermarks {
             log_start_offset: log.log_start_offset() as i64,
-            high_watermark: log.log_end_offset() as i64,
+            high_watermark: high_watermark(&log) as i64,
         }
     }
 
@@ -94,7 +136,7 @@ impl Partition {
         let log = self.log();
         let wm = Watermarks {
             log_start_offset: log.log_start_offset() as i64,
-            high_watermark: log.log_end_offset() as i64,
+            high_watermark: high_watermark(&log) as i64,
         };
         if offset < 0 {
             return Err(StorageError::OffsetOutOfRange {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use crate::fileio;
+use crate::fileio::{self, Fs};
 use crate::manager::TopicPartition;
 
 /// Parses a checkpoint; `None` if anything about it is off (a partial or foreign file).
@@ -48,8 +48,8 @@ pub(crate) fn render(entries: &[(TopicPartition, u64)]) -> String {
 
 /// Reads a checkpoint file. A missing file is empty; a corrupt one is treated as missing (the
 /// logs then recover fully), because refusing to start would be worse.
-pub(crate) fn read(path: &Path) -> io::Result<HashMap<TopicPartition, u64>> {
-    let Some(bytes) = fileio::read_optional(path)? else {
+pub(crate) fn read(fs: &dyn Fs, path: &Path) -> io::Result<HashMap<TopicPartition, u64>> {
+    let Some(bytes) = fileio::read_optional(fs, path)? else {
         return Ok(HashMap::new());
     };
     Ok(parse(&bytes).unwrap_or_else(|| {
@@ -59,8 +59,8 @@ pub(crate) fn read(path: &Path) -> io::Result<HashMap<TopicPartition, u64>> {
 }
 
 /// Writes a checkpoint file atomically.
-pub(crate) fn write(path: &Path, entries: &[(TopicPartition, u64)]) -> io::Result<()> {
-    fileio::atomic_write(path, render(entries).as_bytes())
+pub(crate) fn write(fs: &dyn Fs, path: &Path, entries: &[(TopicPartition, u64)]) -> io::Result<()> {
+    fileio::atomic_write_with(fs, path, render(entries).as_bytes())
 }
 
 #[cfg(test)]
@@ -100,9 +100,10 @@ mod tests {
     fn unreadable_file_reads_as_empty() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("recovery-point-offset-checkpoint");
-        assert!(read(&p)?.is_empty());
+        let fs = crate::fileio::RealFs;
+        assert!(read(&fs, &p)?.is_empty());
         std::fs::write(&p, b"0\n5\ngarbage")?;
-        assert!(read(&p)?.is_empty());
+        assert!(read(&fs, &p)?.is_empty());
         Ok(())
     }
 }

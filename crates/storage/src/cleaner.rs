@@ -31,6 +31,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use vltava_protocol::batch::{
     ATTR_CONTROL, ATTR_DELETE_HORIZON, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, BatchHeader,
@@ -40,7 +41,7 @@ use vltava_protocol::compression::{SnappyFraming, compress, decompress};
 use vltava_protocol::records::{RecordView, parse_records};
 
 use crate::error::StorageError;
-use crate::fileio::DataFile;
+use crate::fileio::{DataFile, Fs};
 use crate::segment::Segment;
 
 /// Default budget of the key map, like Kafka's `log.cleaner.dedupe.buffer.size`.
@@ -404,6 +405,7 @@ fn rebuild(
 /// segment nothing is written until the first change: a segment the pass leaves as it was is
 /// not rewritten at all.
 pub(crate) struct CleanedWriter {
+    fs: Arc<dyn Fs>,
     path: PathBuf,
     file: Option<DataFile>,
     buf: Vec<u8>,
@@ -414,13 +416,18 @@ pub(crate) struct CleanedWriter {
 
 impl CleanedWriter {
     /// A writer for `path`; `merging` groups of several segments always produce a file.
-    pub(crate) fn new(path: PathBuf, merging: bool) -> Result<CleanedWriter, StorageError> {
+    pub(crate) fn new(
+        fs: Arc<dyn Fs>,
+        path: PathBuf,
+        merging: bool,
+    ) -> Result<CleanedWriter, StorageError> {
         let file = if merging {
-            Some(DataFile::create_empty(&path)?)
+            Some(DataFile::create_empty(&*fs, &path)?)
         } else {
             None
         };
         Ok(CleanedWriter {
+            fs,
             path,
             file,
             buf: Vec::new(),
@@ -455,7 +462,7 @@ impl CleanedWriter {
         if self.file.is_some() {
             return Ok(());
         }
-        self.file = Some(DataFile::create_empty(&self.path)?);
+        self.file = Some(DataFile::create_empty(&*self.fs, &self.path)?);
         let mut pos = 0;
         while pos < self.pending_prefix {
             let n = (self.pending_prefix - pos).min(WRITE_CHUNK as u64) as usize;

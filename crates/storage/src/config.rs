@@ -64,6 +64,12 @@ pub struct LogConfig {
     pub flush_interval_messages: u64,
     /// fsync once the last flush is older than this (`flush.ms`).
     pub flush_interval_ms: i64,
+    /// `flush.on.append` (Vltava's own setting): an append is acknowledged only once an fsync
+    /// covers it. [`crate::Log::append`] then fsyncs before returning; the broker uses
+    /// [`crate::Log::append_deferred`] and [`crate::GroupCommit::sync_through`] so that
+    /// concurrent appenders share fsyncs. Off by default, as in Kafka, where durability comes
+    /// from replication.
+    pub flush_on_append: bool,
     /// Kafka's `file.delete.delay.ms`. Accepted for configuration compatibility; files are
     /// unlinked at once because readers keep open descriptors, which stay valid on Unix.
     pub file_delete_delay_ms: i64,
@@ -95,6 +101,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             flush_interval_messages: u64::MAX,
             flush_interval_ms: i64::MAX,
+            flush_on_append: false,
             file_delete_delay_ms: 60_000,
             producer_id_expiration_ms: DAY_MS,
             cleanup_policy: CleanupPolicy::Delete,

@@ -83,6 +83,15 @@ pub enum StorageError {
         /// What went wrong.
         reason: String,
     },
+    /// Records an appender waited to see durable were truncated away before an fsync covered
+    /// them (the log end moved below `offset`); they must not be acknowledged.
+    #[error("offsets below {offset} were truncated (log end {log_end}) before they became durable")]
+    TruncatedBeforeDurable {
+        /// End of the records waited for.
+        offset: u64,
+        /// Log end offset after the truncation.
+        log_end: u64,
+    },
     /// Another process holds the data directory lock.
     #[error("data directory {0} is locked by another process")]
     DataDirLocked(PathBuf),

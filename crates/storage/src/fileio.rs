@@ -1,38 +1,244 @@
-//! Every file-system call of the crate goes through this module, so that a fault-injecting
-//! implementation can later be slid underneath in one place.
+//! Every file-system call of the crate goes through the [`Fs`] trait, so that a simulated file
+//! system ([`crate::SimFs`]) can be slid underneath to test crashes, torn writes and I/O
+//! errors. [`RealFs`] is the operating system's; it is what [`crate::Log::open`] and
+//! [`crate::LogManager::open`] use.
 
+use std::any::Any;
+use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A file that grows only at its end and is read at explicit positions.
-#[derive(Debug)]
-pub(crate) struct DataFile {
-    file: File,
+/// An open file of an [`Fs`]: it grows only at its end and is read at explicit positions.
+/// Shared between threads: a flush fsyncs it without the log's lock while appends go on.
+pub trait FsFile: Send + Sync + fmt::Debug {
+    /// Current length.
+    fn len(&self) -> io::Result<u64>;
+
+    /// True if the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fills `buf` from position `pos` (pread); a short file is an error.
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+
+    /// Appends (a prefix of) `bufs` at the end of the file in one write call; returns the
+    /// number of bytes written, which may be short.
+    fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Cuts (or extends with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Makes the contents and size durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Makes the contents and all metadata durable (fsync).
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync_data()
+    }
 }
 
-impl DataFile {
-    /// Opens `path` for reading and appending, creating it if missing.
-    pub(crate) fn open(path: &Path) -> io::Result<DataFile> {
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// File name, if it is valid UTF-8 (others are never ours).
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// True for a directory.
+    pub is_dir: bool,
+}
+
+/// An exclusive advisory lock, released when dropped.
+pub struct FileLock {
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl FileLock {
+    /// A lock released when `guard` is dropped (for [`Fs`] implementations).
+    pub fn new(guard: impl Any + Send + Sync) -> FileLock {
+        FileLock {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl fmt::Debug for FileLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FileLock")
+    }
+}
+
+/// The file-system operations the storage layer uses. Paths are those the caller passes in;
+/// durability follows POSIX: written data is durable once its file is synced, and a created,
+/// renamed or removed directory entry once its directory is synced ([`Fs::sync_dir`]).
+pub trait Fs: Send + Sync + fmt::Debug {
+    /// Opens `path` for reading and appending, creating it if missing; `truncate` empties it.
+    fn open(&self, path: &Path, truncate: bool) -> io::Result<Arc<dyn FsFile>>;
+
+    /// Whole contents of a file (`NotFound` if missing).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Removes a file (`NotFound` if missing).
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Removes a directory tree (`NotFound` if missing).
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Renames `from` to `to`, replacing a file at `to` (atomic within one file system).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Lists `dir`, skipping names that are not UTF-8.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+
+    /// Makes a directory's entries (created, renamed, removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes an exclusive lock on `path` (created if missing). `Ok(None)` if another holder
+    /// has it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<FileLock>>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+impl RealFs {
+    /// A shareable handle, what [`crate::Log::open`] uses.
+    pub fn shared() -> Arc<dyn Fs> {
+        Arc::new(RealFs)
+    }
+}
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl FsFile for RealFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, pos)
+    }
+
+    fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // Opened with O_APPEND: every write lands at the end.
+        (&self.0).write_vectored(bufs)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+}
+
+impl Fs for RealFs {
+    fn open(&self, path: &Path, truncate: bool) -> io::Result<Arc<dyn FsFile>> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)?;
-        Ok(DataFile { file })
+        if truncate {
+            file.set_len(0)?;
+        }
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            out.push(DirEntry {
+                name,
+                path: entry.path(),
+                is_dir: entry.file_type()?.is_dir(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock::new(file))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// A file that grows only at its end and is read at explicit positions. Clones share the
+/// open file, so one can be synced without the owner's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct DataFile {
+    file: Arc<dyn FsFile>,
+}
+
+impl DataFile {
+    /// Opens `path` for reading and appending, creating it if missing.
+    pub(crate) fn open(fs: &dyn Fs, path: &Path) -> io::Result<DataFile> {
+        Ok(DataFile {
+            file: fs.open(path, false)?,
+        })
     }
 
     /// Opens `path` empty, discarding anything a previous incarnation left there.
-    pub(crate) fn create_empty(path: &Path) -> io::Result<DataFile> {
-        let f = DataFile::open(path)?;
-        f.file.set_len(0)?;
-        Ok(f)
+    pub(crate) fn create_empty(fs: &dyn Fs, path: &Path) -> io::Result<DataFile> {
+        Ok(DataFile {
+            file: fs.open(path, true)?,
+        })
     }
 
     /// Current length of the file.
     pub(crate) fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.file.len()
     }
 
     /// Fills `buf` from position `pos` (pread); a short file is an error.
@@ -40,10 +246,13 @@ impl DataFile {
         self.file.read_exact_at(buf, pos)
     }
 
-    /// Appends all of `bufs` at the end of the file, looping over short writes.
+    /// Appends all of `bufs` at the end of the file, looping over short writes. On error a
+    /// prefix may have been written.
     pub(crate) fn append_all(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        // Skip empty leading slices so that a zero-byte write means "no space", not "done".
+        IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
-            match self.file.write_vectored(bufs) {
+            match self.file.append(bufs) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -60,7 +269,7 @@ impl DataFile {
 
     /// Appends `buf` at the end of the file.
     pub(crate) fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+        self.append_all(&mut [IoSlice::new(buf)])
     }
 
     /// Cuts (or extends with zeros) the file to `len` bytes.
@@ -72,107 +281,49 @@ impl DataFile {
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
-
-    /// A second descriptor for the same file, so it can be synced without the owner's lock.
-    pub(crate) fn try_clone(&self) -> io::Result<DataFile> {
-        Ok(DataFile {
-            file: self.file.try_clone()?,
-        })
-    }
 }
 
-/// Creates `dir` and its parents if missing.
-pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)
+/// The operating system's file system, shared.
+pub(crate) fn real_fs() -> Arc<dyn Fs> {
+    RealFs::shared()
 }
 
 /// Removes a file; a file that is already gone is not an error.
-pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
+pub(crate) fn remove_file(fs: &dyn Fs, path: &Path) -> io::Result<()> {
+    match fs.remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
 }
 
 /// Removes a directory tree; a tree that is already gone is not an error.
-pub(crate) fn remove_dir_all(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
+pub(crate) fn remove_dir_all(fs: &dyn Fs, path: &Path) -> io::Result<()> {
+    match fs.remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
 }
 
-/// Renames `from` to `to` (atomic within one file system).
-pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    fs::rename(from, to)
-}
-
-/// One entry of a directory listing.
-pub(crate) struct DirEntry {
-    /// File name, if it is valid UTF-8 (others are never ours).
-    pub(crate) name: String,
-    /// Full path.
-    pub(crate) path: PathBuf,
-    /// True for a directory.
-    pub(crate) is_dir: bool,
-}
-
-/// Lists `dir`, skipping names that are not UTF-8.
-pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<DirEntry>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        out.push(DirEntry {
-            name,
-            path: entry.path(),
-            is_dir: entry.file_type()?.is_dir(),
-        });
-    }
-    Ok(out)
-}
-
 /// Whole contents of a file, or `None` if it does not exist.
-pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+pub(crate) fn read_optional(fs: &dyn Fs, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs.read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Makes a directory's entries (created, renamed, removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// An exclusive advisory lock, released when dropped.
-#[derive(Debug)]
-pub(crate) struct FileLock {
-    _file: File,
-}
-
-/// Takes an exclusive advisory lock on `path` (created if missing). `Ok(None)` if another
-/// holder has it.
-pub(crate) fn try_lock_file(path: &Path) -> io::Result<Option<FileLock>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(FileLock { _file: file })),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(e),
-    }
+/// Replaces `path` with `bytes` on the operating system's file system so that a crash leaves
+/// either the old or the new contents (see [`atomic_write_with`]).
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomic_write_with(&RealFs, path, bytes)
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new contents:
 /// write a temporary file beside it, fsync it, rename it over `path`, fsync the directory.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Concurrent writers of the same path must be serialised by the caller (they share the
+/// temporary name).
+pub fn atomic_write_with(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -180,20 +331,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let mut f = DataFile::create_empty(fs, &tmp)?;
+        f.append(bytes)?;
+        f.file.sync_all()?;
     }
-    fs::rename(&tmp, path)?;
+    fs.rename(&tmp, path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    sync_dir(parent)
+    fs.sync_dir(parent)
 }
 
 #[cfg(test)]
@@ -214,7 +361,7 @@ mod tests {
     #[test]
     fn append_vectored_and_read_back() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let mut f = DataFile::open(&dir.path().join("x"))?;
+        let mut f = DataFile::open(&RealFs, &dir.path().join("x"))?;
         let a = vec![1u8; 3000];
         let b = vec![2u8; 5000];
         let mut slices = [IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(b"end")];
@@ -226,6 +373,8 @@ mod tests {
         f.truncate(10)?;
         f.append(b"z")?;
         assert_eq!(f.len()?, 11);
+        f.append(b"")?;
+        assert_eq!(f.len()?, 11);
         Ok(())
     }
 
@@ -233,11 +382,11 @@ mod tests {
     fn second_lock_is_refused() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join(".lock");
-        let first = try_lock_file(&p)?;
+        let first = RealFs.try_lock(&p)?;
         assert!(first.is_some());
-        assert!(try_lock_file(&p)?.is_none());
+        assert!(RealFs.try_lock(&p)?.is_none());
         drop(first);
-        assert!(try_lock_file(&p)?.is_some());
+        assert!(RealFs.try_lock(&p)?.is_some());
         Ok(())
     }
 }

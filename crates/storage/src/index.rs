@@ -8,7 +8,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::fileio::DataFile;
+use crate::fileio::{DataFile, Fs};
 
 /// One fixed-size index entry.
 pub(crate) trait IndexEntry: Copy {
@@ -81,9 +81,9 @@ pub(crate) struct Index<E> {
 
 impl<E: IndexEntry> Index<E> {
     /// Creates an empty index, discarding any old file at `path`.
-    pub(crate) fn create(path: &Path) -> io::Result<Index<E>> {
+    pub(crate) fn create(fs: &dyn Fs, path: &Path) -> io::Result<Index<E>> {
         Ok(Index {
-            file: DataFile::create_empty(path)?,
+            file: DataFile::create_empty(fs, path)?,
             entries: Vec::new(),
             persisted: 0,
         })
@@ -92,8 +92,12 @@ impl<E: IndexEntry> Index<E> {
     /// Opens the file at `path` and decodes it; the entries are `None` if the length is not a
     /// whole number of entries or exceeds `max_len`. Callers check the entries before
     /// trusting them.
-    pub(crate) fn open(path: &Path, max_len: u64) -> io::Result<(DataFile, Option<Vec<E>>)> {
-        let file = DataFile::open(path)?;
+    pub(crate) fn open(
+        fs: &dyn Fs,
+        path: &Path,
+        max_len: u64,
+    ) -> io::Result<(DataFile, Option<Vec<E>>)> {
+        let file = DataFile::open(fs, path)?;
         let len = file.len()?;
         if len % E::SIZE as u64 != 0 || len > max_len.min(u64::from(u32::MAX)) {
             return Ok((file, None));
@@ -130,6 +134,18 @@ impl<E: IndexEntry> Index<E> {
     #[cfg(test)]
     pub(crate) fn entries(&self) -> &[E] {
         &self.entries
+    }
+
+    /// True if the file holds exactly the encoding of the persisted entries.
+    #[cfg(test)]
+    pub(crate) fn file_matches(&self) -> io::Result<bool> {
+        let mut expected = Vec::new();
+        for e in &self.entries[..self.persisted] {
+            e.encode(&mut expected);
+        }
+        let mut actual = vec![0u8; usize::try_from(self.file.len()?).unwrap_or(usize::MAX)];
+        self.file.read_exact_at(&mut actual, 0)?;
+        Ok(actual == expected)
     }
 
     /// Last entry, if any.
@@ -225,10 +241,11 @@ pub(crate) fn time_entries_sane(entries: &[TimeEntry], max_rel: u32, max_timesta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fileio::RealFs;
 
     fn offset_index(entries: &[(u32, u32)]) -> io::Result<(tempfile::TempDir, Index<OffsetEntry>)> {
         let dir = tempfile::tempdir()?;
-        let mut idx = Index::<OffsetEntry>::create(&dir.path().join("0.index"))?;
+        let mut idx = Index::<OffsetEntry>::create(&RealFs, &dir.path().join("0.index"))?;
         for &(rel_offset, position) in entries {
             idx.push(OffsetEntry {
                 rel_offset,
@@ -256,7 +273,7 @@ mod tests {
     #[test]
     fn time_lookup() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let mut idx = Index::<TimeEntry>::create(&dir.path().join("0.timeindex"))?;
+        let mut idx = Index::<TimeEntry>::create(&RealFs, &dir.path().join("0.timeindex"))?;
         for (timestamp, rel_offset) in [(100, 3), (200, 9), (300, 20)] {
             idx.push(TimeEntry {
                 timestamp,
@@ -280,7 +297,8 @@ mod tests {
         });
         idx.truncate(2)?;
         assert!(!idx.has_unpersisted());
-        let (_, loaded) = Index::<OffsetEntry>::open(&dir.path().join("0.index"), 1 << 20)?;
+        let (_, loaded) =
+            Index::<OffsetEntry>::open(&RealFs, &dir.path().join("0.index"), 1 << 20)?;
         assert_eq!(loaded.as_deref(), Some(idx.entries()));
         Ok(())
     }
@@ -290,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("0.index");
         std::fs::write(&p, [0u8; 13])?;
-        let (_, loaded) = Index::<OffsetEntry>::open(&p, 1 << 20)?;
+        let (_, loaded) = Index::<OffsetEntry>::open(&RealFs, &p, 1 << 20)?;
         assert!(loaded.is_none());
         Ok(())
     }

@@ -8,11 +8,13 @@ mod cleaner;
 mod config;
 mod error;
 mod fileio;
+mod group_commit;
 mod index;
 mod log;
 mod manager;
 mod producer;
 mod segment;
+mod simfs;
 
 #[cfg(test)]
 mod testutil;
@@ -20,7 +22,8 @@ mod testutil;
 pub use cleaner::{CleanOptions, CleanStats, DEFAULT_MAP_BUDGET_BYTES};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::StorageError;
-pub use fileio::atomic_write;
+pub use fileio::{DirEntry, FileLock, Fs, FsFile, RealFs, atomic_write, atomic_write_with};
+pub use group_commit::GroupCommit;
 pub use log::{
     AppendInfo, COMPACTION_METADATA_FILE, FlushHandle, Log, PARTITION_METADATA_FILE, ReadSlice,
 };
@@ -29,3 +32,4 @@ pub use manager::{
     TopicPartition,
 };
 pub use producer::{BatchMetadata, ProducerEntry, ProducerStateManager, RETAINED_BATCHES};
+pub use simfs::{CrashMode, Fault, FaultKind, FaultOp, SimFs, SimStats};

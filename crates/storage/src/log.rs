@@ -1,6 +1,7 @@
 //! One partition's log: an ordered list of segments, the last of which takes appends.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
@@ -8,7 +9,8 @@ use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
 use crate::cleaner::{BatchFilter, CleanOptions, CleanStats, CleanedWriter, KeyMap};
 use crate::config::LogConfig;
 use crate::error::StorageError;
-use crate::fileio::{self, DataFile};
+use crate::fileio::{self, DataFile, Fs};
+use crate::group_commit::GroupCommit;
 use crate::producer::ProducerStateManager;
 use crate::segment::{self, LoadMode, Segment};
 
@@ -59,6 +61,7 @@ pub struct ReadSlice {
 /// [`Log::flush_handle`]).
 #[derive(Debug)]
 pub struct FlushHandle {
+    fs: Arc<dyn Fs>,
     files: Vec<DataFile>,
     dir: Option<PathBuf>,
     segment_seqs: Vec<(u64, u64)>,
@@ -73,13 +76,14 @@ impl FlushHandle {
         self.upto
     }
 
-    /// fsyncs everything the handle covers. Takes no lock: appends may go on meanwhile.
+    /// fsyncs everything the handle covers. Takes no lock: appends may go on meanwhile. On
+    /// failure, pass the handle and the error to [`Log::flush_failed`].
     pub fn sync(&self) -> Result<(), StorageError> {
         for f in &self.files {
             f.sync()?;
         }
         if let Some(dir) = &self.dir {
-            fileio::sync_dir(dir)?;
+            self.fs.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -89,6 +93,7 @@ impl FlushHandle {
 /// serialises access with a mutex per partition.
 #[derive(Debug)]
 pub struct Log {
+    fs: Arc<dyn Fs>,
     dir: PathBuf,
     config: LogConfig,
     /// Sorted by base offset, never empty; the last one is the active segment.
@@ -115,6 +120,8 @@ pub struct Log {
     /// Earliest delete horizon of a cleaned batch still holding tombstones: once it passes, a
     /// cleaning can remove them even if the log is not dirty.
     earliest_delete_horizon: Option<i64>,
+    /// Shares fsyncs between appenders waiting for durability (`flush.on.append`).
+    group_commit: Arc<GroupCommit>,
 }
 
 impl Log {
@@ -144,12 +151,31 @@ impl Log {
         log_start_offset: Option<u64>,
         now_ms: i64,
     ) -> Result<Log, StorageError> {
-        fileio::create_dir_all(dir)?;
-        let mut gaps_below = read_compaction_metadata(dir)?;
-        let mut dir_changed = complete_swaps(dir, &mut gaps_below)?;
+        Log::open_with_fs(
+            fileio::real_fs(),
+            dir,
+            config,
+            recovery_point,
+            log_start_offset,
+            now_ms,
+        )
+    }
+
+    /// [`Log::open_with_log_start`] on the file system `fs` (a simulated one in tests).
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: u64,
+        log_start_offset: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        fs.create_dir_all(dir)?;
+        let mut gaps_below = read_compaction_metadata(&*fs, dir)?;
+        let mut dir_changed = complete_swaps(&*fs, dir, &mut gaps_below)?;
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
-        for entry in fileio::list_dir(dir)? {
+        for entry in fs.list_dir(dir)? {
             if entry.is_dir {
                 continue;
             }
@@ -159,7 +185,7 @@ impl Log {
                 .any(|s| name.ends_with(s))
             {
                 // Leftovers of an interrupted delete, atomic write or compaction.
-                fileio::remove_file(&entry.path)?;
+                fileio::remove_file(&*fs, &entry.path)?;
                 dir_changed = true;
             } else if let Some(base) = segment::parse_segment_name(name, "log") {
                 bases.push(base);
@@ -172,7 +198,7 @@ impl Log {
         bases.sort_unstable();
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
-                fileio::remove_file(&path)?;
+                fileio::remove_file(&*fs, &path)?;
                 dir_changed = true;
             }
         }
@@ -203,13 +229,21 @@ impl Log {
                 };
                 let mut horizon: Option<i64> = None;
                 let allow_gaps = base < gaps_below;
-                let loaded =
-                    Segment::load(dir, base, mode, interval, allow_gaps, now_ms, &mut |h| {
+                let loaded = Segment::load(
+                    &fs,
+                    dir,
+                    base,
+                    mode,
+                    interval,
+                    allow_gaps,
+                    now_ms,
+                    &mut |h| {
                         producers.replay(h);
                         if let Some(t) = h.delete_horizon_ms() {
                             horizon = Some(horizon.map_or(t, |e| e.min(t)));
                         }
-                    })?;
+                    },
+                )?;
                 horizons.push(horizon);
                 if let Some(why) = &loaded.truncated {
                     tracing::warn!(
@@ -230,7 +264,7 @@ impl Log {
                 let from = if misplaced { i } else { i + 1 };
                 for &later in &bases[from..] {
                     for ext in ["log", "index", "timeindex"] {
-                        fileio::remove_file(&segment::segment_file(dir, later, ext))?;
+                        fileio::remove_file(&*fs, &segment::segment_file(dir, later, ext))?;
                     }
                     dir_changed = true;
                 }
@@ -238,11 +272,11 @@ impl Log {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, log_start_offset.unwrap_or(0))?);
+            segments.push(Segment::create(&fs, dir, log_start_offset.unwrap_or(0))?);
             dir_changed = true;
         }
 
-        let topic_id = match fileio::read_optional(&dir.join(PARTITION_METADATA_FILE))? {
+        let topic_id = match fileio::read_optional(&*fs, &dir.join(PARTITION_METADATA_FILE))? {
             Some(bytes) => {
                 let parsed = parse_partition_metadata(&bytes);
                 if parsed.is_none() {
@@ -258,12 +292,14 @@ impl Log {
         // The active segment is never cleaned, so its horizons cannot trigger a cleaning.
         horizons.truncate(segments.len().saturating_sub(1));
         let earliest_delete_horizon = horizons.into_iter().flatten().min();
+        let recovery_point = recovery_point.min(log_end);
         let mut log = Log {
+            fs,
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset: log_start_offset.unwrap_or(0).max(first_base).min(log_end),
-            recovery_point: recovery_point.min(log_end),
+            recovery_point,
             producers,
             topic_id,
             last_flush_ms: now_ms,
@@ -276,6 +312,7 @@ impl Log {
             gaps_below,
             cleaner_checkpoint: 0,
             earliest_delete_horizon,
+            group_commit: Arc::new(GroupCommit::new(recovery_point)),
         };
         // Recovered data was CRC-checked, so making it durable lets the recovery point move to
         // the log end and the next start skip it.
@@ -286,6 +323,18 @@ impl Log {
     /// Partition directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the log lives on.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
+    /// The log's group commit: with `flush.on.append`, appenders call
+    /// [`GroupCommit::sync_through`] on it after [`Log::append_deferred`], without holding
+    /// the log's lock, so that one fsync covers every batch appended meanwhile.
+    pub fn group_commit(&self) -> Arc<GroupCommit> {
+        Arc::clone(&self.group_commit)
     }
 
     /// Current settings.
@@ -347,7 +396,11 @@ impl Log {
             )));
         }
         let text = format!("version: 0\ntopic_id: {topic_id}\n");
-        fileio::atomic_write(&self.dir.join(PARTITION_METADATA_FILE), text.as_bytes())?;
+        fileio::atomic_write_with(
+            &*self.fs,
+            &self.dir.join(PARTITION_METADATA_FILE),
+            text.as_bytes(),
+        )?;
         self.topic_id = Some(topic_id.to_owned());
         Ok(())
     }
@@ -380,7 +433,34 @@ impl Log {
     /// `partitionLeaderEpoch` only, which lie outside the CRC. A request containing a retried
     /// batch (same producer, epoch and sequences as one of its last five) is answered with that
     /// batch's original offsets and `duplicate: true`.
+    ///
+    /// A write that fails (a full disk) is undone: the segment is cut back to its previous
+    /// size and the error returned, so readers never see part of it and later appends go on
+    /// once space is back. Should even the undo fail, the log goes offline.
+    ///
+    /// With `flush_on_append` (`flush.on.append`) the append is made durable (fsync) before
+    /// this returns, under the caller's lock; [`Log::append_deferred`] with
+    /// [`GroupCommit::sync_through`] does the same without holding the lock during the fsync,
+    /// sharing it with concurrent appenders.
     pub fn append<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let info = self.append_deferred(batches, leader_epoch, now_ms)?;
+        if self.config.flush_on_append && self.recovery_point <= info.last_offset {
+            self.flush()?;
+        }
+        Ok(info)
+    }
+
+    /// [`Log::append`] without the `flush_on_append` fsync (the `flush.messages` and
+    /// `flush.ms` policy still applies). With `flush_on_append`, the result is not an
+    /// acknowledgement until [`GroupCommit::sync_through`] (from [`Log::group_commit`]) has
+    /// returned for `last_offset + 1`; that holds for duplicates too, whose original append
+    /// may still be waiting for its fsync.
+    pub fn append_deferred<B: AsRef<[u8]>>(
         &mut self,
         batches: &[(BatchHeader, B)],
         leader_epoch: i32,
@@ -498,7 +578,7 @@ impl Log {
             return Ok(());
         }
         active.on_roll();
-        let segment = Segment::create(&self.dir, next)?;
+        let segment = Segment::create(&self.fs, &self.dir, next)?;
         self.segments.push(segment);
         self.dir_seq += 1;
         Ok(())
@@ -927,7 +1007,7 @@ impl Log {
     ) -> Result<Option<(PathBuf, u64)>, StorageError> {
         let first = self.segments[idx].base_offset();
         let path = segment::replacement_file(&self.dir, first, end, "cleaned");
-        let mut writer = CleanedWriter::new(path.clone(), count > 1)?;
+        let mut writer = CleanedWriter::new(Arc::clone(&self.fs), path.clone(), count > 1)?;
         let result = (|| {
             for seg in &self.segments[idx..idx + count] {
                 filter.stats.bytes_before += seg.size();
@@ -939,7 +1019,7 @@ impl Log {
             writer.finish()
         })();
         if result.is_err() {
-            let _ = fileio::remove_file(&path);
+            let _ = fileio::remove_file(&*self.fs, &path);
         }
         result
     }
@@ -960,17 +1040,17 @@ impl Log {
         let swap = segment::replacement_file(&self.dir, first, end, "swap");
         let committed = (|| {
             if end > self.gaps_below {
-                write_compaction_metadata(&self.dir, end)?;
+                write_compaction_metadata(&*self.fs, &self.dir, end)?;
                 self.gaps_below = end;
             }
-            fileio::rename(cleaned, &swap)?;
-            fileio::sync_dir(&self.dir)
+            self.fs.rename(cleaned, &swap)?;
+            self.fs.sync_dir(&self.dir)
         })();
         if let Err(e) = committed {
-            let _ = fileio::remove_file(cleaned);
+            let _ = fileio::remove_file(&*self.fs, cleaned);
             // Whether or not the rename reached the disk, removing the swap file restores the
             // old state; if even that fails, only a reopen can tell which state is on disk.
-            if fileio::remove_file(&swap).is_err() {
+            if fileio::remove_file(&*self.fs, &swap).is_err() {
                 self.offline = Some(format!("cleaner could not undo {}: {e}", swap.display()));
             }
             return Err(e.into());
@@ -995,11 +1075,13 @@ impl Log {
             seg.delete()?;
         }
         // As in `complete_swaps`: the deletions must be durable before the rename.
-        fileio::sync_dir(&self.dir)?;
-        fileio::rename(swap, &segment::segment_file(&self.dir, first, "log"))?;
-        fileio::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
+        self.fs
+            .rename(swap, &segment::segment_file(&self.dir, first, "log"))?;
+        self.fs.sync_dir(&self.dir)?;
         let interval = self.config.index_interval_bytes;
         let loaded = Segment::load(
+            &self.fs,
             &self.dir,
             first,
             LoadMode::Recover,
@@ -1059,7 +1141,8 @@ impl Log {
             for seg in self.segments.drain(..) {
                 seg.delete()?;
             }
-            self.segments.push(Segment::create(&self.dir, offset)?);
+            self.segments
+                .push(Segment::create(&self.fs, &self.dir, offset)?);
             self.log_start_offset = offset;
             self.dir_seq += 1;
         } else {
@@ -1080,6 +1163,8 @@ impl Log {
         let log_end = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end);
         self.recovery_point = self.recovery_point.min(log_end);
+        // Offsets from the log end on will name new records, not yet durable.
+        self.group_commit.truncated_to(self.recovery_point);
         // Records appended again above the log end have not been cleaned.
         self.cleaner_checkpoint = self.cleaner_checkpoint.min(log_end);
         self.rebuild_producer_state()
@@ -1110,23 +1195,43 @@ impl Log {
 
     /// fsyncs every changed segment, its indexes and the directory, then moves the recovery
     /// point to the log end. Returns the new recovery point.
+    ///
+    /// A failed fsync takes the log offline (as Kafka takes the log directory offline): after
+    /// one, the kernel may have dropped the unwritten pages, so a later successful fsync
+    /// would prove nothing. Reopening the log recovers what is on disk. A failure to write
+    /// index entries (before any fsync) is only returned.
     pub fn flush(&mut self) -> Result<u64, StorageError> {
         self.check_writable()?;
         for seg in &mut self.segments {
-            seg.sync()?;
+            seg.persist_indexes()?;
         }
-        if self.dir_seq != self.dir_synced_seq {
-            fileio::sync_dir(&self.dir)?;
-            self.dir_synced_seq = self.dir_seq;
+        let mut synced = self.segments.iter_mut().try_for_each(Segment::sync_files);
+        if synced.is_ok() && self.dir_seq != self.dir_synced_seq {
+            synced = self.fs.sync_dir(&self.dir);
+            if synced.is_ok() {
+                self.dir_synced_seq = self.dir_seq;
+            }
+        }
+        if let Err(e) = synced {
+            return Err(self.go_offline_after_sync_failure(e.into()));
         }
         self.recovery_point = self.log_end_offset();
         self.last_flush_ms = self.clock_ms;
+        self.group_commit.advance(self.recovery_point);
         Ok(self.recovery_point)
     }
 
+    fn go_offline_after_sync_failure(&mut self, e: StorageError) -> StorageError {
+        tracing::error!(dir = %self.dir.display(), "fsync failed, log offline: {e}");
+        self.offline
+            .get_or_insert_with(|| format!("fsync failed, unflushed data may be lost: {e}"));
+        e
+    }
+
     /// Prepares a flush whose fsyncs run outside the lock: take the handle under the lock, call
-    /// [`FlushHandle::sync`] without it, then [`Log::complete_flush`] under it again. One such
-    /// flush covers every append made before the handle was taken (group commit).
+    /// [`FlushHandle::sync`] without it, then [`Log::complete_flush`] (or, if the sync failed,
+    /// [`Log::flush_failed`]) under it again. One such flush covers every append made before
+    /// the handle was taken. [`GroupCommit::sync_through`] does all of this for appenders.
     pub fn flush_handle(&mut self) -> Result<FlushHandle, StorageError> {
         self.check_writable()?;
         let mut files = Vec::new();
@@ -1139,6 +1244,7 @@ impl Log {
             }
         }
         Ok(FlushHandle {
+            fs: Arc::clone(&self.fs),
             files,
             dir: (self.dir_seq != self.dir_synced_seq).then(|| self.dir.clone()),
             segment_seqs,
@@ -1149,9 +1255,9 @@ impl Log {
     }
 
     /// Records a synced [`FlushHandle`]; returns the recovery point. Ignored if the log was
-    /// truncated since the handle was taken.
+    /// truncated or cleaned since the handle was taken.
     pub fn complete_flush(&mut self, handle: FlushHandle) -> u64 {
-        if handle.generation != self.generation {
+        if handle.generation != self.generation || self.offline.is_some() {
             return self.recovery_point;
         }
         for (base, seq) in handle.segment_seqs {
@@ -1166,7 +1272,21 @@ impl Log {
         self.recovery_point = self
             .recovery_point
             .max(handle.upto.min(self.log_end_offset()));
+        self.group_commit.advance(self.recovery_point);
         self.recovery_point
+    }
+
+    /// Records that [`FlushHandle::sync`] failed with `error`: as with [`Log::flush`], the
+    /// log goes offline. Returns `error`.
+    pub fn flush_failed(&mut self, handle: FlushHandle, error: StorageError) -> StorageError {
+        drop(handle);
+        self.go_offline_after_sync_failure(error)
+    }
+
+    /// True if the log refuses writes until it is reopened, after a write or fsync failure
+    /// it could not undo.
+    pub fn is_offline(&self) -> bool {
+        self.offline.is_some()
     }
 
     /// Flushes and closes the log.
@@ -1180,8 +1300,14 @@ impl Log {
     /// Deletes the partition directory and everything in it.
     pub fn delete(mut self) -> Result<(), StorageError> {
         self.deleted = true;
-        fileio::remove_dir_all(&self.dir)?;
+        fileio::remove_dir_all(&*self.fs, &self.dir)?;
         Ok(())
+    }
+
+    /// The segments, oldest first.
+    #[cfg(test)]
+    pub(crate) fn segments_for_test(&self) -> &[Segment] {
+        &self.segments
     }
 
     /// Marks the log deleted so that later writes through shared handles fail; the caller
@@ -1194,8 +1320,8 @@ impl Log {
 /// Offset below which segments may have gaps, from [`COMPACTION_METADATA_FILE`]: 0 if there is
 /// none. An unreadable file allows gaps everywhere: refusing gaps that the cleaner made would
 /// truncate good data, while allowing them only weakens a corruption check.
-fn read_compaction_metadata(dir: &Path) -> Result<u64, StorageError> {
-    let Some(bytes) = fileio::read_optional(&dir.join(COMPACTION_METADATA_FILE))? else {
+fn read_compaction_metadata(fs: &dyn Fs, dir: &Path) -> Result<u64, StorageError> {
+    let Some(bytes) = fileio::read_optional(fs, &dir.join(COMPACTION_METADATA_FILE))? else {
         return Ok(0);
     };
     Ok(parse_compaction_metadata(&bytes).unwrap_or_else(|| {
@@ -1205,9 +1331,9 @@ fn read_compaction_metadata(dir: &Path) -> Result<u64, StorageError> {
 }
 
 /// Writes [`COMPACTION_METADATA_FILE`] atomically.
-fn write_compaction_metadata(dir: &Path, gaps_below: u64) -> std::io::Result<()> {
+fn write_compaction_metadata(fs: &dyn Fs, dir: &Path, gaps_below: u64) -> std::io::Result<()> {
     let text = format!("version: 0\ngaps_below: {gaps_below}\n");
-    fileio::atomic_write(&dir.join(COMPACTION_METADATA_FILE), text.as_bytes())
+    fileio::atomic_write_with(fs, &dir.join(COMPACTION_METADATA_FILE), text.as_bytes())
 }
 
 fn parse_compaction_metadata(bytes: &[u8]) -> Option<u64> {
@@ -1229,8 +1355,8 @@ fn parse_compaction_metadata(bytes: &[u8]) -> Option<u64> {
 /// are deleted, then the swap file becomes `<first>.log` (its indexes are rebuilt when it is
 /// loaded). The directory is synced between the steps: were the rename durable before the
 /// deletions, an old segment could follow a cleaned one that already holds its records.
-fn complete_swaps(dir: &Path, gaps_below: &mut u64) -> Result<bool, StorageError> {
-    let entries = fileio::list_dir(dir)?;
+fn complete_swaps(fs: &dyn Fs, dir: &Path, gaps_below: &mut u64) -> Result<bool, StorageError> {
+    let entries = fs.list_dir(dir)?;
     let mut swaps: Vec<((u64, u64), PathBuf)> = entries
         .iter()
         .filter(|e| !e.is_dir)
@@ -1246,19 +1372,19 @@ fn complete_swaps(dir: &Path, gaps_below: &mut u64) -> Result<bool, StorageError
                 .iter()
                 .find_map(|ext| segment::parse_segment_name(&e.name, ext));
             if base.is_some_and(|b| (*first..*end).contains(&b)) {
-                fileio::remove_file(&e.path)?;
+                fileio::remove_file(fs, &e.path)?;
             }
         }
-        fileio::sync_dir(dir)?;
-        fileio::rename(swap, &segment::segment_file(dir, *first, "log"))?;
-        fileio::sync_dir(dir)?;
+        fs.sync_dir(dir)?;
+        fs.rename(swap, &segment::segment_file(dir, *first, "log"))?;
+        fs.sync_dir(dir)?;
         *gaps_below = (*gaps_below).max(*end);
         tracing::info!(dir = %dir.display(), first, end, "completed an interrupted segment swap");
     }
     if *gaps_below > recorded {
         // The cleaner records this before committing a swap; should the file have been lost,
         // the completed segments must not fail the contiguity check at the next start.
-        write_compaction_metadata(dir, *gaps_below)?;
+        write_compaction_metadata(fs, dir, *gaps_below)?;
     }
     Ok(!swaps.is_empty())
 }
@@ -1280,5 +1406,7 @@ fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod clean_tests;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use crate::checkpoint;
 use crate::cleaner::{CleanOptions, CleanStats};
 use crate::config::LogConfig;
 use crate::error::StorageError;
-use crate::fileio;
+use crate::fileio::{self, FileLock, Fs};
 use crate::log::Log;
 
 /// Broker-wide file of per-partition recovery points.
@@ -99,13 +99,14 @@ fn cleaner_entry(tp: &TopicPartition, log: &Log) -> Option<(TopicPartition, u64)
 /// the broker locks one partition at a time; the map lock is held only to look logs up.
 #[derive(Debug)]
 pub struct LogManager {
+    fs: Arc<dyn Fs>,
     data_dir: PathBuf,
     default_config: LogConfig,
     logs: RwLock<LogMap>,
     /// Serialises checkpoint writers, which share temporary file names.
     checkpointing: Mutex<()>,
     /// Held for the manager's lifetime: one process per data directory.
-    _dir_lock: fileio::FileLock,
+    _dir_lock: FileLock,
 }
 
 impl LogManager {
@@ -119,25 +120,40 @@ impl LogManager {
         default_config: LogConfig,
         now_ms: i64,
     ) -> Result<LogManager, StorageError> {
-        fileio::create_dir_all(data_dir)?;
-        let dir_lock = fileio::try_lock_file(&data_dir.join(LOCK_FILE))?
+        LogManager::open_with_fs(fileio::real_fs(), data_dir, default_config, now_ms)
+    }
+
+    /// [`LogManager::open`] on the file system `fs` (a simulated one in tests); every log it
+    /// opens or creates lives there too.
+    pub fn open_with_fs(
+        fs: Arc<dyn Fs>,
+        data_dir: &Path,
+        default_config: LogConfig,
+        now_ms: i64,
+    ) -> Result<LogManager, StorageError> {
+        fs.create_dir_all(data_dir)?;
+        let dir_lock = fs
+            .try_lock(&data_dir.join(LOCK_FILE))?
             .ok_or_else(|| StorageError::DataDirLocked(data_dir.to_path_buf()))?;
-        let recovery_points = checkpoint::read(&data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
-        let log_starts = checkpoint::read(&data_dir.join(LOG_START_CHECKPOINT_FILE))?;
-        let cleaned = checkpoint::read(&data_dir.join(CLEANER_CHECKPOINT_FILE))?;
+        let recovery_points = checkpoint::read(&*fs, &data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
+        let log_starts = checkpoint::read(&*fs, &data_dir.join(LOG_START_CHECKPOINT_FILE))?;
+        let cleaned = checkpoint::read(&*fs, &data_dir.join(CLEANER_CHECKPOINT_FILE))?;
         let mut logs = LogMap::new();
-        for entry in fileio::list_dir(data_dir)? {
+        let mut removed = false;
+        for entry in fs.list_dir(data_dir)? {
             if !entry.is_dir {
                 continue;
             }
             if entry.name.ends_with(DELETE_SUFFIX) {
-                fileio::remove_dir_all(&entry.path)?;
+                fileio::remove_dir_all(&*fs, &entry.path)?;
+                removed = true;
                 continue;
             }
             let Some(tp) = TopicPartition::parse_dir_name(&entry.name) else {
                 continue;
             };
-            let mut log = Log::open_with_log_start(
+            let mut log = Log::open_with_fs(
+                Arc::clone(&fs),
                 &entry.path,
                 default_config.clone(),
                 recovery_points.get(&tp).copied().unwrap_or(0),
@@ -149,7 +165,11 @@ impl LogManager {
             }
             logs.insert(tp, Arc::new(Mutex::new(log)));
         }
+        if removed {
+            fs.sync_dir(data_dir)?;
+        }
         let manager = LogManager {
+            fs,
             data_dir: data_dir.to_path_buf(),
             default_config,
             logs: RwLock::new(logs),
@@ -165,6 +185,11 @@ impl LogManager {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The file system the logs live on.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
     }
 
     /// Config that logs found at open were given.
@@ -218,8 +243,15 @@ impl LogManager {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let log = Log::open(&self.data_dir.join(tp.dir_name()), config, 0, now_ms)?;
-        fileio::sync_dir(&self.data_dir)?;
+        let log = Log::open_with_fs(
+            Arc::clone(&self.fs),
+            &self.data_dir.join(tp.dir_name()),
+            config,
+            0,
+            None,
+            now_ms,
+        )?;
+        self.fs.sync_dir(&self.data_dir)?;
         let log = Arc::new(Mutex::new(log));
         map.insert(tp, Arc::clone(&log));
         Ok(log)
@@ -261,11 +293,11 @@ impl LogManager {
                 tp.dir_name(),
                 uuid::Uuid::new_v4().simple()
             ));
-            fileio::rename(log.dir(), &doomed)?;
+            self.fs.rename(log.dir(), &doomed)?;
             doomed
         };
-        fileio::sync_dir(&self.data_dir)?;
-        fileio::remove_dir_all(&doomed)?;
+        self.fs.sync_dir(&self.data_dir)?;
+        fileio::remove_dir_all(&*self.fs, &doomed)?;
         Ok(())
     }
 
@@ -287,12 +319,18 @@ impl LogManager {
                 cleaned.push(entry);
             }
         }
+        let fs = &*self.fs;
         checkpoint::write(
+            fs,
             &self.data_dir.join(RECOVERY_CHECKPOINT_FILE),
             &recovery_points,
         )?;
-        checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT_FILE), &log_starts)?;
-        checkpoint::write(&self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
+        checkpoint::write(
+            fs,
+            &self.data_dir.join(LOG_START_CHECKPOINT_FILE),
+            &log_starts,
+        )?;
+        checkpoint::write(fs, &self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
         Ok(())
     }
 
@@ -307,7 +345,11 @@ impl LogManager {
             .into_iter()
             .filter_map(|(tp, log)| cleaner_entry(&tp, &lock_log(&log)))
             .collect();
-        checkpoint::write(&self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
+        checkpoint::write(
+            &*self.fs,
+            &self.data_dir.join(CLEANER_CHECKPOINT_FILE),
+            &cleaned,
+        )?;
         Ok(())
     }
 
@@ -380,6 +422,8 @@ impl LogManager {
     }
 }
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests {
     use std::fs;

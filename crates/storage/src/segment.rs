@@ -2,6 +2,7 @@
 
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vltava_protocol::batch::{
     BatchHeader, HEADER_LEN, LOG_OVERHEAD, parse_header, peek_total_len, set_base_offset_and_epoch,
@@ -9,7 +10,7 @@ use vltava_protocol::batch::{
 };
 
 use crate::error::StorageError;
-use crate::fileio::{self, DataFile};
+use crate::fileio::{self, DataFile, Fs};
 use crate::index::{self, Index, OffsetEntry, TimeEntry};
 
 /// Marks "no timestamp seen", below every real timestamp.
@@ -402,6 +403,7 @@ pub(crate) struct Loaded {
 /// One segment of a partition log.
 #[derive(Debug)]
 pub(crate) struct Segment {
+    fs: Arc<dyn Fs>,
     base_offset: u64,
     dir: PathBuf,
     log: DataFile,
@@ -422,11 +424,12 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates a new empty segment, replacing any stale files with the same base offset.
-    pub(crate) fn create(dir: &Path, base_offset: u64) -> io::Result<Segment> {
-        let log = DataFile::create_empty(&segment_file(dir, base_offset, "log"))?;
-        let offset_index = Index::create(&segment_file(dir, base_offset, "index"))?;
-        let time_index = Index::create(&segment_file(dir, base_offset, "timeindex"))?;
+    pub(crate) fn create(fs: &Arc<dyn Fs>, dir: &Path, base_offset: u64) -> io::Result<Segment> {
+        let log = DataFile::create_empty(&**fs, &segment_file(dir, base_offset, "log"))?;
+        let offset_index = Index::create(&**fs, &segment_file(dir, base_offset, "index"))?;
+        let time_index = Index::create(&**fs, &segment_file(dir, base_offset, "timeindex"))?;
         Ok(Segment {
+            fs: Arc::clone(fs),
             base_offset,
             dir: dir.to_path_buf(),
             log,
@@ -445,7 +448,9 @@ impl Segment {
     /// Opens an existing segment and scans it (see [`LoadMode`]). Invalid trailing data is
     /// truncated away. `on_batch` sees every valid batch header in order. `allow_gaps` is set
     /// for segments the cleaner wrote (see `scan`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         base_offset: u64,
         mode: LoadMode,
@@ -454,14 +459,14 @@ impl Segment {
         now_ms: i64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<Loaded> {
-        let mut log = DataFile::open(&segment_file(dir, base_offset, "log"))?;
+        let mut log = DataFile::open(&**fs, &segment_file(dir, base_offset, "log"))?;
         let len = log.len()?;
         // An index never holds more entries than the log has batches, so a longer file is
         // garbage and is not worth reading into memory.
         let (oi_file, oi_loaded) =
-            Index::<OffsetEntry>::open(&segment_file(dir, base_offset, "index"), len)?;
+            Index::<OffsetEntry>::open(&**fs, &segment_file(dir, base_offset, "index"), len)?;
         let (ti_file, ti_loaded) =
-            Index::<TimeEntry>::open(&segment_file(dir, base_offset, "timeindex"), len)?;
+            Index::<TimeEntry>::open(&**fs, &segment_file(dir, base_offset, "timeindex"), len)?;
         let check_crc = mode == LoadMode::Recover;
         let mut checker = match (&oi_loaded, &ti_loaded) {
             (Some(o), Some(t)) if !check_crc => Some(IndexChecker::new(base_offset, o, t)),
@@ -514,6 +519,7 @@ impl Segment {
             ),
         };
         let segment = Segment {
+            fs: Arc::clone(fs),
             base_offset,
             dir: dir.to_path_buf(),
             log,
@@ -803,12 +809,11 @@ impl Segment {
     /// Writes pending index entries and returns descriptors to fsync plus the change sequence
     /// they will cover.
     pub(crate) fn prepare_sync(&mut self) -> io::Result<(Vec<DataFile>, u64)> {
-        self.offset_index.write_unpersisted()?;
-        self.time_index.write_unpersisted()?;
+        self.persist_indexes()?;
         let files = vec![
-            self.log.try_clone()?,
-            self.offset_index.file().try_clone()?,
-            self.time_index.file().try_clone()?,
+            self.log.clone(),
+            self.offset_index.file().clone(),
+            self.time_index.file().clone(),
         ];
         Ok((files, self.change_seq))
     }
@@ -818,26 +823,61 @@ impl Segment {
         self.synced_seq = self.synced_seq.max(seq);
     }
 
-    /// Makes the segment and its indexes durable.
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
+    /// Writes index entries that exist only in memory to their files (no fsync).
+    pub(crate) fn persist_indexes(&mut self) -> io::Result<()> {
+        self.offset_index.write_unpersisted()?;
+        self.time_index.write_unpersisted()
+    }
+
+    /// fsyncs the segment and its indexes if something changed since the last sync; call
+    /// [`Segment::persist_indexes`] first. A failure here means data may have been lost.
+    pub(crate) fn sync_files(&mut self) -> io::Result<()> {
         if !self.needs_sync() {
             return Ok(());
         }
-        self.offset_index.write_unpersisted()?;
-        self.time_index.write_unpersisted()?;
+        let seq = self.change_seq;
         self.log.sync()?;
         self.offset_index.file().sync()?;
         self.time_index.file().sync()?;
-        self.synced_seq = self.change_seq;
+        self.synced_seq = seq;
         Ok(())
     }
 
     /// Deletes the segment's files.
     pub(crate) fn delete(self) -> io::Result<()> {
         for ext in ["log", "index", "timeindex"] {
-            fileio::remove_file(&segment_file(&self.dir, self.base_offset, ext))?;
+            fileio::remove_file(&*self.fs, &segment_file(&self.dir, self.base_offset, ext))?;
         }
         Ok(())
+    }
+
+    /// True if the in-memory indexes are what lookups need (every entry checked against the
+    /// batches, as at load), the index files hold exactly their persisted entries, and the
+    /// data file holds exactly the segment's valid batches.
+    #[cfg(test)]
+    pub(crate) fn indexes_consistent(&self) -> io::Result<bool> {
+        let offsets = self.offset_index.entries();
+        let times = self.time_index.entries();
+        let mut checker = IndexChecker::new(self.base_offset, offsets, times);
+        let built = scan_and_build(
+            &self.log,
+            self.size,
+            self.base_offset,
+            true,
+            self.allow_gaps,
+            u64::MAX,
+            Some(&mut checker),
+            &mut |_| {},
+        )?;
+        let max_rel = (self.next_offset.max(self.base_offset + 1) - 1 - self.base_offset) as u32;
+        Ok(built.report.stop.is_none()
+            && built.next_offset == self.next_offset
+            && self.log.len()? == self.size
+            && checker.passed()
+            && index::offset_entries_sane(offsets, self.size, max_rel)
+            && index::time_entries_sane(times, max_rel, self.stats.max_timestamp)
+            && self.offset_index.file_matches()?
+            && self.time_index.file_matches()?)
     }
 
     #[cfg(test)]

@@ -6,6 +6,20 @@ use kafka_protocol::records::{
 };
 use vltava_protocol::batch::{BatchHeader, Compression as BatchCompression, validate_produced};
 
+/// Creates `dir` on `fs` with every entry along the way durable, as a data directory that
+/// existed before the test.
+pub(crate) fn durable_dir(fs: &crate::SimFs, dir: &std::path::Path) -> std::io::Result<()> {
+    use crate::Fs;
+    fs.create_dir_all(dir)?;
+    let mut cur = std::path::PathBuf::from("/");
+    fs.sync_dir(&cur)?;
+    for c in dir.components().skip(1) {
+        cur.push(c);
+        fs.sync_dir(&cur)?;
+    }
+    Ok(())
+}
+
 /// A batch as the broker hands it to `Log::append`.
 pub(crate) type TestBatch = (BatchHeader, Bytes);
 
