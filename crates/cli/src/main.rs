@@ -2,7 +2,10 @@
 //! configuration, and `vltava group`, the consumer group tool (list, describe, reset offsets,
 //! delete) built on the native client.
 
+mod bench;
+mod consume;
 mod group;
+mod produce;
 mod timestamp;
 
 use std::path::PathBuf;
@@ -28,6 +31,12 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups: list, describe, reset offsets, delete.
     Group(group::GroupArgs),
+    /// Write lines from stdin or a file to a topic, one record per line.
+    Produce(Box<produce::ProduceArgs>),
+    /// Benchmarks: `vltava bench produce`.
+    Bench(Box<bench::BenchArgs>),
+    /// Read a topic and print its records (as a group member with --group).
+    Consume(Box<consume::ConsumeArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,6 +107,9 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Group(args) => return client_command(group::run(args)),
+        Command::Produce(args) => return produce::main(*args),
+        Command::Bench(args) => return bench::main(*args),
+        Command::Consume(args) => return client_command(consume::run(*args)),
     };
     tracing_subscriber::fmt()
         .with_env_filter(

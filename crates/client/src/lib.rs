@@ -1,5 +1,5 @@
-//! Native async Kafka client: connections, metadata, admin (producer and consumer come in later
-//! work).
+//! Native async Kafka client: connections, metadata, admin, an idempotent producer and a group
+//! consumer.
 //!
 //! Layers, bottom up:
 //! - [`Connection`]: one TCP connection to one broker. Requests are encoded with the
@@ -9,6 +9,10 @@
 //! - [`Cluster`]: the bootstrap list, brokers and topics from Metadata, a connection per
 //!   broker, group coordinators from FindCoordinator.
 //! - [`Admin`]: topics, partitions, consumer groups and their offsets.
+//! - [`Producer`]: serializers, murmur2/sticky partitioner, a record accumulator with one open
+//!   batch per partition, a pipelined sender, compression, idempotence on by default.
+//! - [`Consumer`]: assign or subscribe (range, roundrobin, cooperative-sticky), prefetching
+//!   fetchers per broker, heartbeats, auto and manual commits, seek/pause/resume.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vltava_client::ClientError> {
@@ -30,8 +34,10 @@
 pub mod admin;
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod consumer_protocol;
 pub mod error;
+pub mod producer;
 pub mod versions;
 
 #[cfg(test)]
@@ -43,6 +49,10 @@ pub use admin::{
 };
 pub use cluster::{BrokerInfo, ClientConfig, Cluster, Metadata, PartitionMetadata, TopicMetadata};
 pub use connection::{Connection, ConnectionConfig};
-pub use consumer_protocol::{ConsumerAssignment, decode_assignment};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener};
+pub use consumer_protocol::{
+    ConsumerAssignment, ConsumerSubscription, decode_assignment, decode_subscription,
+};
 pub use error::{ClientError, ErrorCode, Result};
 pub use kafka_protocol;
+pub use producer::{Producer, ProducerConfig, ProducerError, ProducerRecord, RecordMetadata};

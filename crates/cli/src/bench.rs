@@ -1,0 +1,370 @@
+//! `vltava bench produce`: produce fixed-size records as fast as allowed (or at `--rate`) and
+//! report throughput and latency.
+//!
+//! Latency is measured per record from the moment `send` is called to its acknowledgement,
+//! as the Java client's ProducerPerformance does, in microseconds into an HDR histogram
+//! (`hdrhistogram`: fixed memory, 3 significant digits at any magnitude, exact percentiles
+//! of millions of samples without keeping them). MB/s are decimal megabytes of record values.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Subcommand;
+use hdrhistogram::Histogram;
+use vltava_client::producer::{Producer, ProducerError, ProducerRecord};
+use vltava_client::{Admin, NewTopic};
+
+use crate::group::ClientArgs;
+use crate::produce::{parse_acks, parse_codec, parse_key_value, producer_config};
+
+/// `vltava bench ...`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Produce records and report MB/s, records/s and latency percentiles.
+    Produce(ProduceBench),
+}
+
+#[derive(clap::Args, Debug)]
+struct ProduceBench {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Topic (created with --partitions partitions if missing).
+    #[arg(long, default_value = "vltava-bench")]
+    topic: String,
+    /// Bytes of each record's value (no key).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    record_size: u32,
+    /// Records to produce (default 1000000 unless --duration is given).
+    #[arg(long, value_name = "N", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Produce for this many seconds instead of a count.
+    #[arg(long, value_name = "S", value_parser = positive_f64)]
+    duration: Option<f64>,
+    /// Records per second to aim at (default: as fast as possible).
+    #[arg(long, value_name = "R", value_parser = positive_f64)]
+    rate: Option<f64>,
+    /// Acknowledgements: 0, 1 or all.
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
+    acks: String,
+    /// Compression codec per batch.
+    #[arg(long, default_value = "none", value_parser = parse_codec)]
+    compression: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10000))]
+    partitions: i32,
+    /// batch.size (the default matches bench/run.sh's rdkafka_performance run).
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_size: usize,
+    /// linger.ms.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Any other producer setting by its Kafka name (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    set: Vec<(String, String)>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}': expected a positive number")),
+    }
+}
+
+/// Runs `vltava bench ...`.
+pub fn main(args: BenchArgs) -> ExitCode {
+    let BenchCommand::Produce(b) = args.command;
+    let mut set = vec![
+        ("batch.size".to_string(), b.batch_size.to_string()),
+        ("linger.ms".to_string(), b.linger_ms.to_string()),
+    ];
+    set.extend(b.set.iter().cloned());
+    let config = match producer_config(&b.client, &b.compression, &b.acks, &set) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(produce(b, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Latencies and outcomes, written by the delivery callbacks.
+struct Stats {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+    first_error: Mutex<Option<ProducerError>>,
+}
+
+/// Value bytes: random text from a 64-letter alphabet (compresses to about 3/4, so codecs do
+/// real work but are not flattered). Records are slices of it (no copy per record).
+fn payload_pool(record_size: usize) -> Bytes {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let len = (4 << 20) + record_size;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for i in 0..8 {
+            v.push(ALPHABET[((x >> (i * 8)) & 63) as usize]);
+        }
+    }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+async fn ensure_topic(
+    b: &ProduceBench,
+    config: &vltava_client::ProducerConfig,
+) -> Result<(), String> {
+    let mut admin = Admin::connect(config.client.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let existing = admin
+        .describe_topics(std::slice::from_ref(&b.topic))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some((_, Ok(t))) = existing.first()
+        && t.error.is_none()
+        && !t.partitions.is_empty()
+    {
+        return Ok(());
+    }
+    let created = admin
+        .create_topics(&[NewTopic::new(b.topic.clone(), b.partitions)], false)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (name, r) in created {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(vltava_client::error::codes::TOPIC_ALREADY_EXISTS) => {}
+            Err(e) => return Err(format!("cannot create topic '{name}': {e}")),
+        }
+    }
+    Ok(())
+}
+
+async fn produce(b: ProduceBench, config: vltava_client::ProducerConfig) -> Result<(), String> {
+    ensure_topic(&b, &config).await?;
+    let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
+    let size = b.record_size as usize;
+    let pool = payload_pool(size);
+    let stats = Arc::new(Stats {
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        hist: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .map_err(|e| format!("histogram: {e}"))?,
+        ),
+        first_error: Mutex::new(None),
+    });
+    let count = match (b.count, b.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(1_000_000),
+    };
+    let duration = b.duration.map(Duration::from_secs_f64);
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = std::io::stdout()
+        .is_terminal()
+        .then(|| spawn_progress(count, duration, Arc::clone(&sent), Arc::clone(&stats), size));
+
+    // Metadata before the clock starts (the producer id is asked for at connect).
+    producer
+        .partition_count(&b.topic)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    let mut offset = 0usize;
+    let mut stop: Option<String> = None;
+    loop {
+        if count.is_some_and(|n| i >= n) || duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if let Some(rate) = b.rate {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        let value = pool.slice(offset..offset + size);
+        offset = (offset + size) % (pool.len() - size);
+        let st = Arc::clone(&stats);
+        let t0 = Instant::now();
+        let r = producer
+            .enqueue_with_callback(ProducerRecord::new(b.topic.as_str(), value), move |r| {
+                let us = t0.elapsed().as_micros() as u64;
+                match r {
+                    Ok(_) => {
+                        let mut h = st.hist.lock().unwrap_or_else(|p| p.into_inner());
+                        h.saturating_record(us.max(1));
+                        st.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        st.failed.fetch_add(1, Ordering::Relaxed);
+                        let mut f = st.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(e);
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = r {
+            stop = Some(e.to_string());
+            break;
+        }
+        i += 1;
+        sent.store(i, Ordering::Relaxed);
+    }
+    producer.close().await;
+    let elapsed = start.elapsed();
+    if let Some((bar, task)) = progress {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    let acked = stats.acked.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let records_per_sec = acked as f64 / secs;
+    let mb_per_sec = acked as f64 * size as f64 / secs / 1e6;
+    let h = stats.hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    if b.json {
+        let out = serde_json::json!({
+            "topic": b.topic,
+            "records": acked,
+            "failed": failed,
+            "record_size": size,
+            "bytes": acked * size as u64,
+            "seconds": round3(secs),
+            "records_per_sec": round3(records_per_sec),
+            "mb_per_sec": round3(mb_per_sec),
+            "latency_ms": {
+                "mean": round3(h.mean() / 1000.0),
+                "p50": ms(0.50),
+                "p90": ms(0.90),
+                "p99": ms(0.99),
+                "p99_9": ms(0.999),
+                "max": h.max() as f64 / 1000.0,
+            },
+            "acks": b.acks,
+            "compression": b.compression,
+            "batch_size": b.batch_size,
+            "linger_ms": b.linger_ms,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{acked} records sent, {records_per_sec:.1} records/sec ({mb_per_sec:.2} MB/sec), \
+             {:.2} ms avg latency, {:.2} ms max latency",
+            h.mean() / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+        println!(
+            "latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            ms(0.50),
+            ms(0.90),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    if failed > 0 {
+        let first = stats
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        return Err(format!(
+            "{failed} of {} records failed: {first}",
+            acked + failed
+        ));
+    }
+    match stop {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// A live progress bar (only when stdout is a terminal), redrawn ten times a second.
+fn spawn_progress(
+    count: Option<u64>,
+    duration: Option<Duration>,
+    sent: Arc<AtomicU64>,
+    stats: Arc<Stats>,
+    size: usize,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = match count {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new(duration.map_or(0, |d| d.as_millis() as u64)),
+    };
+    let template = if count.is_some() {
+        "{bar:40} {pos}/{len} records {msg}"
+    } else {
+        "{bar:40} {elapsed}/{duration} {msg}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    let b = bar.clone();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let acked = stats.acked.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            match count {
+                Some(_) => b.set_position(acked),
+                None => b.set_position(started.elapsed().as_millis() as u64),
+            }
+            b.set_message(format!(
+                "sent {} acked {acked} | {:.0} rec/s {:.1} MB/s",
+                sent.load(Ordering::Relaxed),
+                acked as f64 / secs,
+                acked as f64 * size as f64 / secs / 1e6
+            ));
+        }
+    });
+    (bar, task)
+}

@@ -1,0 +1,1777 @@
+//! The consumer: [`Consumer::assign`] partitions or [`Consumer::subscribe`] to topics as a
+//! member of a consumer group, then [`Consumer::poll`] for records.
+//!
+//! Structure (the Java client's):
+//! - **Fetcher** (`fetcher.rs`): a background task per leader broker sends Fetch requests
+//!   (`fetch.min.bytes`, `fetch.max.wait.ms`, `max.partition.fetch.bytes`, `fetch.max.bytes`)
+//!   and decodes the batches ([`record`]); `poll` hands out at most `max.poll.records` and
+//!   sends the next fetches before returning, so they travel while the application works.
+//! - **Group membership** (`group.rs`): JoinGroup (with MEMBER_ID_REQUIRED), SyncGroup where
+//!   the leader runs the assignor ([`assignor`]: `range`, `roundrobin`, `cooperative-sticky`,
+//!   in the standard ConsumerProtocol format so the group can mix clients), heartbeats from a
+//!   background task every `heartbeat.interval.ms` (they keep the session while a rebalance
+//!   waits for the next `poll`), `max.poll.interval.ms` enforced by leaving the group, and
+//!   LeaveGroup on [`Consumer::close`]. The rebalance protocol is eager (every partition is
+//!   revoked before a rejoin) unless `cooperative-sticky` is the only strategy: then only the
+//!   partitions that move are revoked, and the member rejoins at once so they can be
+//!   reassigned ([`RebalanceListener`] hears about both).
+//! - **Offsets**: positions advance as `poll` returns records; `enable.auto.commit` commits
+//!   them every `auto.commit.interval.ms` (and before a rebalance and on close);
+//!   [`Consumer::commit_sync`] and [`Consumer::commit_async`] commit on demand. A partition
+//!   without a position starts at its committed offset, else where `auto.offset.reset` says;
+//!   OFFSET_OUT_OF_RANGE resets the same way (or fails with `none`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vltava_client::ClientError> {
+//! use std::time::Duration;
+//! use vltava_client::consumer::{Consumer, ConsumerConfig};
+//! let mut config = ConsumerConfig::new("127.0.0.1:9092")?;
+//! config.set("group.id", "billing")?.set("auto.offset.reset", "earliest")?;
+//! let mut consumer = Consumer::new(config).await?;
+//! consumer.subscribe(&["orders".to_string()])?;
+//! loop {
+//!     for r in consumer.poll(Duration::from_secs(1)).await? {
+//!         println!("{}-{}@{}: {:?}", r.topic, r.partition, r.offset, r.value);
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! `poll` may run longer than its timeout while a rebalance it takes part in completes
+//! (bounded by the rebalance timeout, `max.poll.interval.ms`): a JoinGroup cannot be
+//! abandoned half way without leaving the group.
+
+pub mod assignor;
+pub mod config;
+mod fetcher;
+mod group;
+pub mod record;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, OffsetSpec, PartitionOffset, TopicPartition};
+use crate::connection::{Connection, ConnectionConfig};
+use crate::consumer_protocol::{
+    ConsumerAssignment, ConsumerSubscription, SUBSCRIPTION_MAX_VERSION, decode_assignment,
+    decode_subscription,
+};
+use crate::error::{ClientError, ErrorCode, Result, codes};
+
+pub use assignor::{
+    GroupAssignment, MemberSubscription, PartitionAssignor, RangeAssignor, RoundRobinAssignor,
+};
+pub use config::{AssignmentStrategy, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use record::{ConsumerRecord, Header, TimestampType};
+
+use fetcher::{BrokerFetcher, FetchJob, FetchOutcome, FetchPartition, FetchSettings};
+use group::{GroupConn, HeartbeatSettings, MemberState, OffsetToCommit, Shared, lock};
+use record::DecodeOptions;
+
+/// Called when the group moves partitions, from inside [`Consumer::poll`] (or
+/// [`Consumer::close`] / [`Consumer::unsubscribe`]).
+pub trait RebalanceListener: Send {
+    /// Before a rebalance, with the partitions the consumer gives up (auto-commit has already
+    /// committed their positions).
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]);
+    /// After a rebalance, with the partitions the consumer now owns (possibly none).
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]);
+    /// When the partitions were taken away without a rebalance the consumer took part in
+    /// (session expired, `max.poll.interval.ms` passed): committing them is no longer
+    /// possible. By default the same as a revocation.
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.on_partitions_revoked(partitions);
+    }
+}
+
+/// Called with the outcome of [`Consumer::commit_async`], from a later `poll`, `commit_sync`
+/// or `close`.
+pub type CommitCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// The negotiated version of `api` on `conn` within `range` (for APIs outside the client's
+/// shared version table).
+pub(crate) fn pick_version(conn: &Connection, api: ApiKey, range: (i16, i16)) -> Result<i16> {
+    let (min, max) = range;
+    let unsupported = |broker: String| ClientError::UnsupportedApi {
+        addr: conn.addr().to_string(),
+        api,
+        ours: format!("v{min}-v{max}"),
+        broker,
+    };
+    let Some((bmin, bmax)) = conn.versions().advertised(api) else {
+        return Err(unsupported("none".into()));
+    };
+    let v = max.min(bmax);
+    if v < min.max(bmin) {
+        return Err(unsupported(format!("v{bmin}-v{bmax}")));
+    }
+    Ok(v)
+}
+
+fn tp_name(tp: &TopicPartition) -> String {
+    format!("{}-{}", tp.topic, tp.partition)
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// Where a partition's position comes from when it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResetTo {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+/// Per assigned partition.
+#[derive(Debug)]
+struct PartitionState {
+    /// Offset of the next record to hand out; `None` until looked up.
+    position: Option<i64>,
+    /// Leader epoch of the last record handed out (-1 if none), committed with the offset.
+    leader_epoch: i32,
+    /// An explicit reset to apply when the position is looked up (seek_to_*).
+    reset: Option<ResetTo>,
+    paused: bool,
+    /// Bumped whenever the position is set from outside the fetch path: outcomes and buffered
+    /// data of an older epoch are dropped.
+    epoch: u64,
+    in_flight: bool,
+    buffered: bool,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+impl PartitionState {
+    fn new() -> PartitionState {
+        PartitionState {
+            position: None,
+            leader_epoch: -1,
+            reset: None,
+            paused: false,
+            epoch: 0,
+            in_flight: false,
+            buffered: false,
+            high_watermark: -1,
+            log_start_offset: -1,
+        }
+    }
+
+    fn set_position(&mut self, position: Option<i64>, reset: Option<ResetTo>) {
+        self.position = position;
+        self.reset = reset;
+        self.epoch += 1;
+        self.buffered = false;
+    }
+}
+
+/// Fetched records waiting to be handed out.
+#[derive(Debug)]
+struct Completed {
+    tp: TopicPartition,
+    epoch: u64,
+    records: VecDeque<ConsumerRecord>,
+    next_offset: i64,
+    error: Option<ClientError>,
+}
+
+/// The result of an asynchronous commit, sent back by its task.
+struct CommitDone {
+    id: u64,
+    offsets: Vec<OffsetToCommit>,
+    result: Result<()>,
+}
+
+/// Everything about the consumer's group (present when `group.id` is set).
+struct GroupCtx {
+    id: String,
+    conn: Arc<tokio::sync::Mutex<GroupConn>>,
+    shared: Arc<Mutex<Shared>>,
+    wake: Arc<Notify>,
+    heartbeat: Option<JoinHandle<()>>,
+    commits_tx: mpsc::Sender<CommitDone>,
+    commits_rx: mpsc::Receiver<CommitDone>,
+    callbacks: HashMap<u64, Option<CommitCallback>>,
+    next_commit_id: u64,
+    next_auto_commit: Instant,
+    /// Offsets last committed, so auto-commit skips unchanged ones.
+    last_committed: HashMap<TopicPartition, i64>,
+    /// When this member led the last assignment: the partition counts it assigned from
+    /// (a change triggers a rebalance) and every member's topics.
+    leader_counts: Option<BTreeMap<String, i32>>,
+    group_topics: Vec<String>,
+}
+
+impl Drop for GroupCtx {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+/// A Kafka consumer. See the [module documentation](self).
+pub struct Consumer {
+    config: ConsumerConfig,
+    admin: Admin,
+    /// Subscribed topics (sorted), in group mode.
+    subscription: Option<Vec<String>>,
+    /// Manually assigned (assign mode).
+    manual: bool,
+    parts: BTreeMap<TopicPartition, PartitionState>,
+    buffer: VecDeque<Completed>,
+    fetchers: HashMap<i32, BrokerFetcher>,
+    fetch_settings: Arc<FetchSettings>,
+    fetch_connection: ConnectionConfig,
+    results_tx: mpsc::Sender<FetchOutcome>,
+    results_rx: mpsc::Receiver<FetchOutcome>,
+    leaders: HashMap<TopicPartition, i32>,
+    node_backoff: HashMap<i32, Instant>,
+    metadata_stale: bool,
+    metadata_at: Option<Instant>,
+    pending_error: Option<ClientError>,
+    group: Option<GroupCtx>,
+    listener: Option<Box<dyn RebalanceListener>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.config.group_id)
+            .field("subscription", &self.subscription)
+            .field("assignment", &self.parts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors after which joining again (after a pause, maybe at a new coordinator) may work.
+fn join_retriable(e: &ClientError) -> bool {
+    if e.breaks_connection() || matches!(e, ClientError::Connect { .. }) {
+        return true;
+    }
+    match e.code() {
+        Some(
+            codes::UNKNOWN_MEMBER_ID
+            | codes::ILLEGAL_GENERATION
+            | codes::REBALANCE_IN_PROGRESS
+            | group::MEMBER_ID_REQUIRED,
+        ) => true,
+        Some(c) => ErrorCode(c).is_retriable(),
+        None => false,
+    }
+}
+
+/// Fetch errors that mean "the metadata is out of date": find the leader again.
+fn refresh_metadata_error(code: i16) -> bool {
+    matches!(
+        code,
+        codes::UNKNOWN_TOPIC_OR_PARTITION
+            | codes::LEADER_NOT_AVAILABLE
+            | codes::NOT_LEADER_OR_FOLLOWER
+            | 9   // REPLICA_NOT_AVAILABLE
+            | 56  // KAFKA_STORAGE_ERROR
+            | 74  // FENCED_LEADER_EPOCH
+            | 75  // UNKNOWN_LEADER_EPOCH
+            | 78  // OFFSET_NOT_AVAILABLE
+            | 100 // UNKNOWN_TOPIC_ID
+    ) || ErrorCode(code).is_retriable()
+}
+
+impl Consumer {
+    /// Connects to the cluster (reads the broker list). Nothing is fetched before `assign` or
+    /// `subscribe` and `poll`.
+    pub async fn new(config: ConsumerConfig) -> Result<Consumer> {
+        config.validate()?;
+        let admin = Admin::connect(config.client.clone()).await?;
+        let fetch_settings = Arc::new(FetchSettings {
+            max_wait_ms: millis(config.fetch_max_wait),
+            min_bytes: config.fetch_min_bytes,
+            max_bytes: config.fetch_max_bytes,
+            partition_max_bytes: config.max_partition_fetch_bytes,
+            isolation_level: match config.isolation_level {
+                IsolationLevel::ReadUncommitted => 0,
+                IsolationLevel::ReadCommitted => 1,
+            },
+            decode: DecodeOptions {
+                check_crcs: config.check_crcs,
+                max_inflated_bytes: config.max_batch_inflated_bytes,
+            },
+        });
+        let mut fetch_connection = config.client.connection.clone();
+        // A fetch may wait fetch.max.wait.ms at the broker before it answers.
+        fetch_connection.request_timeout += config.fetch_max_wait;
+        let fetch_bytes = usize::try_from(config.fetch_max_bytes).unwrap_or(usize::MAX);
+        fetch_connection.max_response_bytes = fetch_connection
+            .max_response_bytes
+            .max(fetch_bytes.saturating_add(1 << 20));
+        let (results_tx, results_rx) = mpsc::channel(64);
+        let group = config.group_id.clone().map(|id| {
+            let mut conn_config = config.client.connection.clone();
+            // A JoinGroup waits for the whole rebalance.
+            conn_config.request_timeout = conn_config
+                .request_timeout
+                .max(config.max_poll_interval + Duration::from_secs(5));
+            let (commits_tx, commits_rx) = mpsc::channel(256);
+            GroupCtx {
+                conn: Arc::new(tokio::sync::Mutex::new(GroupConn::new(
+                    id.clone(),
+                    conn_config,
+                ))),
+                id,
+                shared: Arc::new(Mutex::new(Shared::new())),
+                wake: Arc::new(Notify::new()),
+                heartbeat: None,
+                commits_tx,
+                commits_rx,
+                callbacks: HashMap::new(),
+                next_commit_id: 0,
+                next_auto_commit: Instant::now() + config.auto_commit_interval,
+                last_committed: HashMap::new(),
+                leader_counts: None,
+                group_topics: Vec::new(),
+            }
+        });
+        Ok(Consumer {
+            config,
+            admin,
+            subscription: None,
+            manual: false,
+            parts: BTreeMap::new(),
+            buffer: VecDeque::new(),
+            fetchers: HashMap::new(),
+            fetch_settings,
+            fetch_connection,
+            results_tx,
+            results_rx,
+            leaders: HashMap::new(),
+            node_backoff: HashMap::new(),
+            metadata_stale: true,
+            metadata_at: None,
+            pending_error: None,
+            group,
+            listener: None,
+        })
+    }
+
+    /// The settings the consumer was created with.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// The admin client over the consumer's cluster connections (metadata, offsets).
+    pub fn admin(&mut self) -> &mut Admin {
+        &mut self.admin
+    }
+
+    // ------------------------------------------------------------------ assignment
+
+    /// Reads exactly `partitions`, without a group (offsets can still be committed when
+    /// `group.id` is set). Replaces an earlier assignment; partitions kept keep their
+    /// positions. Fails while subscribed.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if self.subscription.is_some() {
+            return Err(ClientError::InvalidArgument(
+                "assign: the consumer is subscribed to topics; unsubscribe first".into(),
+            ));
+        }
+        if self.config.enable_auto_commit && self.group.is_some() {
+            self.commit_async_internal(self.consumed_offsets(true), None);
+        }
+        let wanted: BTreeSet<&TopicPartition> = partitions.iter().collect();
+        self.parts.retain(|tp, _| wanted.contains(tp));
+        for tp in partitions {
+            self.parts
+                .entry(tp.clone())
+                .or_insert_with(PartitionState::new);
+        }
+        self.buffer.retain(|c| wanted.contains(&c.tp));
+        self.manual = !partitions.is_empty();
+        self.metadata_stale = true;
+        self.metadata_at = None;
+        Ok(())
+    }
+
+    /// Joins the consumer group (`group.id`) with a subscription to `topics`; the group
+    /// assigns the partitions at the next `poll` (a changed subscription rebalances). Fails
+    /// without a group id, for an empty list (use [`Consumer::unsubscribe`]) or while
+    /// partitions are assigned manually.
+    pub fn subscribe(&mut self, topics: &[String]) -> Result<()> {
+        let Some(g) = &self.group else {
+            return Err(ClientError::InvalidArgument(
+                "subscribe needs a group.id".into(),
+            ));
+        };
+        if self.manual {
+            return Err(ClientError::InvalidArgument(
+                "subscribe: partitions are assigned manually; assign(&[]) first".into(),
+            ));
+        }
+        let mut topics: Vec<String> = topics.to_vec();
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "subscribe: no topics (unsubscribe to leave the group)".into(),
+            ));
+        }
+        if topics.iter().any(String::is_empty) {
+            return Err(ClientError::InvalidArgument(
+                "subscribe: empty topic name".into(),
+            ));
+        }
+        if self.subscription.as_ref() != Some(&topics) {
+            lock(&g.shared).rejoin_needed = true;
+        }
+        self.subscription = Some(topics);
+        Ok(())
+    }
+
+    /// [`Consumer::subscribe`] with a listener for partition moves.
+    pub fn subscribe_with_listener(
+        &mut self,
+        topics: &[String],
+        listener: Box<dyn RebalanceListener>,
+    ) -> Result<()> {
+        self.subscribe(topics)?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// Sets (or replaces) the rebalance listener.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// Leaves the group (committing first with auto-commit) and forgets the subscription, or
+    /// drops a manual assignment.
+    pub async fn unsubscribe(&mut self) -> Result<()> {
+        let result = if self.subscription.is_some() {
+            self.leave_group_now().await
+        } else {
+            Ok(())
+        };
+        self.subscription = None;
+        self.manual = false;
+        self.parts.clear();
+        self.buffer.clear();
+        result
+    }
+
+    /// The partitions assigned now (by the group or by `assign`).
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+
+    /// The subscribed topics (empty in assign mode).
+    pub fn subscription(&self) -> Vec<String> {
+        self.subscription.clone().unwrap_or_default()
+    }
+
+    /// The member id the coordinator gave this consumer (empty outside a group).
+    pub fn member_id(&self) -> String {
+        self.group
+            .as_ref()
+            .map(|g| lock(&g.shared).member_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The group generation of the current assignment (-1 outside a group).
+    pub fn generation(&self) -> i32 {
+        self.group
+            .as_ref()
+            .map_or(-1, |g| lock(&g.shared).generation)
+    }
+
+    // ------------------------------------------------------------------ positions
+
+    fn state_mut(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
+        self.parts.get_mut(tp).ok_or_else(|| {
+            ClientError::InvalidArgument(format!(
+                "partition {} is not assigned to this consumer",
+                tp_name(tp)
+            ))
+        })
+    }
+
+    fn drop_buffered(&mut self, tp: &TopicPartition) {
+        self.buffer.retain(|c| &c.tp != tp);
+    }
+
+    /// Makes the next `poll` read `tp` from `offset`.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "seek {}: negative offset {offset}",
+                tp_name(tp)
+            )));
+        }
+        self.state_mut(tp)?.set_position(Some(offset), None);
+        self.drop_buffered(tp);
+        Ok(())
+    }
+
+    fn seek_reset(&mut self, tps: &[TopicPartition], to: ResetTo) -> Result<()> {
+        let tps: Vec<TopicPartition> = if tps.is_empty() {
+            self.assignment()
+        } else {
+            tps.to_vec()
+        };
+        for tp in &tps {
+            self.state_mut(tp)?.set_position(None, Some(to));
+            self.drop_buffered(tp);
+        }
+        Ok(())
+    }
+
+    /// Makes the next `poll` read from the log start of `tps` (all assigned if empty).
+    pub fn seek_to_beginning(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        self.seek_reset(tps, ResetTo::Earliest)
+    }
+
+    /// Makes the next `poll` read from the log end of `tps` (all assigned if empty).
+    pub fn seek_to_end(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        self.seek_reset(tps, ResetTo::Latest)
+    }
+
+    /// Makes the next `poll` read `tps` (all assigned if empty) from the first record with a
+    /// timestamp at or after `timestamp_ms`, or from the log end if there is none.
+    pub fn seek_to_timestamp(&mut self, tps: &[TopicPartition], timestamp_ms: i64) -> Result<()> {
+        if timestamp_ms < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "negative timestamp {timestamp_ms}"
+            )));
+        }
+        self.seek_reset(tps, ResetTo::Timestamp(timestamp_ms))
+    }
+
+    /// Stops fetching `tps` (their already fetched records are kept until `resume`).
+    pub fn pause(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.state_mut(tp)?.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Fetches `tps` again after [`Consumer::pause`].
+    pub fn resume(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.state_mut(tp)?.paused = false;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// The offset of the next record `poll` will return for `tp`, looking it up (committed
+    /// offset or `auto.offset.reset`) if not known yet.
+    pub async fn position(&mut self, tp: &TopicPartition) -> Result<i64> {
+        self.state_mut(tp)?;
+        self.update_fetch_positions().await?;
+        self.state_mut(tp)?.position.ok_or_else(|| {
+            ClientError::NotFound(format!("no position for partition {}", tp_name(tp)))
+        })
+    }
+
+    /// The high watermark of `tp` from the last fetch (`None` before one).
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts
+            .get(tp)
+            .map(|s| s.high_watermark)
+            .filter(|h| *h >= 0)
+    }
+
+    /// The log start offset of `tp` from the last fetch (`None` before one).
+    pub fn log_start_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts
+            .get(tp)
+            .map(|s| s.log_start_offset)
+            .filter(|h| *h >= 0)
+    }
+
+    /// The group's committed offsets of `tps` (`None` where nothing is committed).
+    pub async fn committed(
+        &mut self,
+        tps: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        let found = self.fetch_committed(tps).await?;
+        Ok(tps
+            .iter()
+            .map(|tp| {
+                let off = found.get(tp).copied().flatten().map(|c| c.offset);
+                (tp.clone(), off)
+            })
+            .collect())
+    }
+
+    // ------------------------------------------------------------------ poll
+
+    /// Returns the next records (at most `max.poll.records`), waiting up to `timeout` for
+    /// some to arrive. Takes part in group rebalances, runs the rebalance listener and
+    /// commit callbacks, auto-commits, and reports fetch errors (a partition's error after
+    /// the records before it).
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        if self.subscription.is_none() && !self.manual {
+            return Err(ClientError::InvalidArgument(
+                "poll: the consumer is neither subscribed to topics nor assigned partitions".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        if let Some(g) = &self.group {
+            lock(&g.shared).last_poll = Instant::now();
+        }
+        self.run_commit_callbacks();
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        loop {
+            if !self.ensure_group_active(deadline).await? {
+                return Ok(Vec::new());
+            }
+            self.maybe_auto_commit();
+            self.maybe_refresh_metadata().await;
+            self.update_fetch_positions().await?;
+            while let Ok(o) = self.results_rx.try_recv() {
+                self.handle_outcome(o);
+            }
+            let records = self.drain_buffer();
+            if !records.is_empty() {
+                self.send_fetches();
+                return Ok(records);
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
+            }
+            self.send_fetches();
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut wait = deadline - now;
+            if !self.fetchers.values().any(|f| f.in_flight) {
+                // Nothing on its way: look again soon (leaders, positions, backoffs).
+                wait = wait.min(self.config.retry_backoff.max(Duration::from_millis(10)));
+            }
+            if let Some(g) = &self.group
+                && self.config.enable_auto_commit
+                && g.next_auto_commit > now
+            {
+                wait = wait.min(g.next_auto_commit - now);
+            }
+            let wake = self.group.as_ref().map(|g| Arc::clone(&g.wake));
+            tokio::select! {
+                o = self.results_rx.recv() => {
+                    if let Some(o) = o {
+                        self.handle_outcome(o);
+                    }
+                }
+                _ = async {
+                    match wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            self.run_commit_callbacks();
+        }
+    }
+
+    /// Hands out buffered records, at most `max.poll.records`, advancing positions.
+    fn drain_buffer(&mut self) -> Vec<ConsumerRecord> {
+        let max = self.config.max_poll_records;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.buffer.len() && out.len() < max {
+            let c = &mut self.buffer[i];
+            let Some(st) = self.parts.get_mut(&c.tp) else {
+                self.buffer.remove(i);
+                continue;
+            };
+            let Some(mut position) = st.position.filter(|_| st.epoch == c.epoch) else {
+                self.buffer.remove(i);
+                continue;
+            };
+            if st.paused {
+                i += 1;
+                continue;
+            }
+            while out.len() < max {
+                let Some(r) = c.records.pop_front() else {
+                    break;
+                };
+                if r.offset < position {
+                    continue;
+                }
+                position = r.offset + 1;
+                st.leader_epoch = r.leader_epoch;
+                out.push(r);
+            }
+            st.position = Some(position);
+            if c.records.is_empty() {
+                st.position = Some(position.max(c.next_offset));
+                st.buffered = false;
+                if let Some(e) = c.error.take() {
+                    self.pending_error = Some(e);
+                }
+                self.buffer.remove(i);
+            } else {
+                break;
+            }
+        }
+        out
+    }
+
+    fn handle_outcome(&mut self, o: FetchOutcome) {
+        if let Some(f) = self.fetchers.get_mut(&o.node) {
+            f.in_flight = false;
+            f.pending.clear();
+        }
+        for tp in &o.requested {
+            if let Some(st) = self.parts.get_mut(tp) {
+                st.in_flight = false;
+            }
+        }
+        let list = match o.result {
+            Ok(l) => l,
+            Err(e) => {
+                self.metadata_stale = true;
+                self.node_backoff
+                    .insert(o.node, Instant::now() + self.config.retry_backoff);
+                if matches!(e, ClientError::UnsupportedApi { .. }) {
+                    self.pending_error = Some(e);
+                } else {
+                    tracing::debug!(node = o.node, error = %e, "fetch failed");
+                }
+                return;
+            }
+        };
+        for p in list {
+            let Some(st) = self.parts.get_mut(&p.tp) else {
+                continue;
+            };
+            if st.epoch != p.epoch || st.position != Some(p.fetch_offset) {
+                continue;
+            }
+            if p.high_watermark >= 0 {
+                st.high_watermark = p.high_watermark;
+            }
+            if p.log_start_offset >= 0 {
+                st.log_start_offset = p.log_start_offset;
+            }
+            match p.error_code {
+                0 => {
+                    let d = p.decoded;
+                    if d.records.is_empty() && d.error.is_none() {
+                        // Nothing for the application (or only control batches): move on.
+                        if d.next_offset > p.fetch_offset {
+                            st.position = Some(d.next_offset);
+                        }
+                        continue;
+                    }
+                    st.buffered = true;
+                    self.buffer.push_back(Completed {
+                        tp: p.tp,
+                        epoch: p.epoch,
+                        records: d.records.into(),
+                        next_offset: d.next_offset,
+                        error: d.error,
+                    });
+                }
+                codes::OFFSET_OUT_OF_RANGE => match self.config.auto_offset_reset {
+                    OffsetReset::Earliest => st.set_position(None, Some(ResetTo::Earliest)),
+                    OffsetReset::Latest => st.set_position(None, Some(ResetTo::Latest)),
+                    OffsetReset::None => {
+                        self.pending_error = Some(ClientError::broker(
+                            codes::OFFSET_OUT_OF_RANGE,
+                            format!(
+                                "fetch {} at offset {} (log start {}, end {}) with \
+                                 auto.offset.reset=none",
+                                tp_name(&p.tp),
+                                p.fetch_offset,
+                                p.log_start_offset,
+                                p.high_watermark
+                            ),
+                            None,
+                        ));
+                    }
+                },
+                code if refresh_metadata_error(code) => {
+                    self.metadata_stale = true;
+                    self.node_backoff
+                        .insert(o.node, Instant::now() + self.config.retry_backoff);
+                }
+                code => {
+                    self.pending_error = Some(ClientError::broker(
+                        code,
+                        format!("fetch {}", tp_name(&p.tp)),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Sends a Fetch to every leader with fetchable partitions and no request in flight.
+    fn send_fetches(&mut self) {
+        let now = Instant::now();
+        // A fetch task that died (a panic) never answers: forget it and its job.
+        let dead: Vec<i32> = self
+            .fetchers
+            .iter()
+            .filter(|(_, f)| f.is_dead())
+            .map(|(n, _)| *n)
+            .collect();
+        for node in dead {
+            if let Some(f) = self.fetchers.remove(&node) {
+                for tp in &f.pending {
+                    if let Some(st) = self.parts.get_mut(tp) {
+                        st.in_flight = false;
+                    }
+                }
+            }
+        }
+        let mut by_node: BTreeMap<i32, Vec<FetchPartition>> = BTreeMap::new();
+        for (tp, st) in &self.parts {
+            let Some(offset) = st.position else {
+                continue;
+            };
+            if st.paused || st.in_flight || st.buffered {
+                continue;
+            }
+            let Some(&node) = self.leaders.get(tp).filter(|n| **n >= 0) else {
+                self.metadata_stale = true;
+                continue;
+            };
+            if self.fetchers.get(&node).is_some_and(|f| f.in_flight)
+                || self.node_backoff.get(&node).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            by_node.entry(node).or_default().push(FetchPartition {
+                tp: tp.clone(),
+                offset,
+                epoch: st.epoch,
+            });
+        }
+        for (node, partitions) in by_node {
+            let Some(addr) = self
+                .admin
+                .cluster()
+                .brokers()
+                .iter()
+                .find(|b| b.node_id == node)
+                .map(|b| b.addr())
+            else {
+                self.metadata_stale = true;
+                continue;
+            };
+            if self.fetchers.get(&node).is_none_or(|f| f.addr != addr) {
+                self.fetchers.insert(
+                    node,
+                    BrokerFetcher::spawn(
+                        node,
+                        addr,
+                        self.fetch_connection.clone(),
+                        Arc::clone(&self.fetch_settings),
+                        self.results_tx.clone(),
+                    ),
+                );
+            }
+            let tps: Vec<TopicPartition> = partitions.iter().map(|p| p.tp.clone()).collect();
+            let submitted = self
+                .fetchers
+                .get_mut(&node)
+                .is_some_and(|f| f.submit(FetchJob { partitions }));
+            if submitted {
+                for tp in tps {
+                    if let Some(st) = self.parts.get_mut(&tp) {
+                        st.in_flight = true;
+                    }
+                }
+            } else {
+                // The task is gone: start a new one next time.
+                self.fetchers.remove(&node);
+            }
+        }
+    }
+
+    /// Topics whose metadata the consumer needs.
+    fn metadata_topics(&self) -> Vec<String> {
+        let mut topics: BTreeSet<String> = self.parts.keys().map(|tp| tp.topic.clone()).collect();
+        if let Some(g) = &self.group
+            && g.leader_counts.is_some()
+        {
+            topics.extend(g.group_topics.iter().cloned());
+        }
+        topics.into_iter().collect()
+    }
+
+    async fn maybe_refresh_metadata(&mut self) {
+        let now = Instant::now();
+        let due = match self.metadata_at {
+            None => true,
+            Some(t) => {
+                (self.metadata_stale && now.duration_since(t) >= self.config.retry_backoff)
+                    || now.duration_since(t) >= self.config.metadata_max_age
+            }
+        };
+        let topics = self.metadata_topics();
+        if !due || topics.is_empty() {
+            return;
+        }
+        self.metadata_at = Some(now);
+        let md = match self.admin.cluster().metadata(Some(&topics)).await {
+            Ok(md) => md,
+            Err(e) => {
+                tracing::debug!(error = %e, "metadata refresh failed");
+                self.metadata_stale = true;
+                return;
+            }
+        };
+        self.leaders.clear();
+        let mut counts: BTreeMap<String, i32> = BTreeMap::new();
+        for t in &md.topics {
+            if t.error.is_some() && t.partitions.is_empty() {
+                continue;
+            }
+            counts.insert(t.name.clone(), t.partitions.len() as i32);
+            for p in &t.partitions {
+                self.leaders
+                    .insert(TopicPartition::new(t.name.clone(), p.partition), p.leader);
+            }
+        }
+        self.metadata_stale = self
+            .parts
+            .keys()
+            .any(|tp| self.leaders.get(tp).is_none_or(|l| *l < 0));
+        let brokers: HashMap<i32, String> =
+            md.brokers.iter().map(|b| (b.node_id, b.addr())).collect();
+        self.fetchers
+            .retain(|node, f| brokers.get(node) == Some(&f.addr) || f.in_flight);
+        if let Some(g) = &self.group
+            && let Some(assigned) = &g.leader_counts
+        {
+            let now_counts: BTreeMap<String, i32> = g
+                .group_topics
+                .iter()
+                .filter_map(|t| counts.get(t).map(|c| (t.clone(), *c)))
+                .collect();
+            if &now_counts != assigned {
+                tracing::info!(group = %g.id, "partition counts changed: rebalancing");
+                lock(&g.shared).rejoin_needed = true;
+            }
+        }
+    }
+
+    /// Looks up positions of partitions that have none: an explicit seek_to_*, else the
+    /// committed offset, else `auto.offset.reset`.
+    async fn update_fetch_positions(&mut self) -> Result<()> {
+        let missing: Vec<(TopicPartition, Option<ResetTo>)> = self
+            .parts
+            .iter()
+            .filter(|(_, s)| s.position.is_none())
+            .map(|(tp, s)| (tp.clone(), s.reset))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut resets: Vec<(TopicPartition, ResetTo)> = Vec::new();
+        let mut need_committed = Vec::new();
+        for (tp, reset) in missing {
+            match reset {
+                Some(r) => resets.push((tp, r)),
+                None => need_committed.push(tp),
+            }
+        }
+        if !need_committed.is_empty() {
+            let committed = if self.group.is_some() {
+                self.fetch_committed(&need_committed).await?
+            } else {
+                HashMap::new()
+            };
+            for tp in need_committed {
+                match committed.get(&tp).copied().flatten() {
+                    Some(c) => {
+                        if let Some(st) = self.parts.get_mut(&tp) {
+                            st.set_position(Some(c.offset), None);
+                            st.leader_epoch = c.leader_epoch;
+                        }
+                    }
+                    None => match self.config.auto_offset_reset {
+                        OffsetReset::Earliest => resets.push((tp, ResetTo::Earliest)),
+                        OffsetReset::Latest => resets.push((tp, ResetTo::Latest)),
+                        OffsetReset::None => {
+                            return Err(ClientError::NotFound(format!(
+                                "no committed offset for {} and auto.offset.reset is none",
+                                tp_name(&tp)
+                            )));
+                        }
+                    },
+                }
+            }
+        }
+        let mut by_spec: BTreeMap<(u8, i64), Vec<TopicPartition>> = BTreeMap::new();
+        for (tp, r) in resets {
+            let key = match r {
+                ResetTo::Earliest => (0, 0),
+                ResetTo::Latest => (1, 0),
+                ResetTo::Timestamp(t) => (2, t),
+            };
+            by_spec.entry(key).or_default().push(tp);
+        }
+        let mut to_latest: Vec<TopicPartition> = Vec::new();
+        for ((kind, ts), tps) in by_spec {
+            let spec = match kind {
+                0 => OffsetSpec::Earliest,
+                1 => OffsetSpec::Latest,
+                _ => OffsetSpec::Timestamp(ts),
+            };
+            for o in self.admin.list_offsets(&tps, spec).await? {
+                let tp = TopicPartition::new(o.topic, o.partition);
+                match o.offset {
+                    Some(off) => {
+                        if let Some(st) = self.parts.get_mut(&tp) {
+                            st.set_position(Some(off), None);
+                        }
+                    }
+                    // A timestamp after every record: read from the end.
+                    None => to_latest.push(tp),
+                }
+            }
+        }
+        if !to_latest.is_empty() {
+            for o in self
+                .admin
+                .list_offsets(&to_latest, OffsetSpec::Latest)
+                .await?
+            {
+                let tp = TopicPartition::new(o.topic, o.partition);
+                if let (Some(off), Some(st)) = (o.offset, self.parts.get_mut(&tp)) {
+                    st.set_position(Some(off), None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ group
+
+    fn group_ref(&self) -> Result<&GroupCtx> {
+        self.group.as_ref().ok_or_else(|| {
+            ClientError::InvalidArgument("this needs a consumer with a group.id".into())
+        })
+    }
+
+    /// Finds the coordinator if it is not known.
+    async fn ensure_coordinator(&mut self) -> Result<()> {
+        let g = self.group_ref()?;
+        let (id, conn, shared) = (g.id.clone(), Arc::clone(&g.conn), Arc::clone(&g.shared));
+        if conn.lock().await.addr.is_some() {
+            return Ok(());
+        }
+        let addr = self.admin.cluster().find_coordinator(&id).await?;
+        conn.lock().await.set_coordinator(Some(addr.clone()));
+        lock(&shared).coordinator = Some(addr);
+        Ok(())
+    }
+
+    async fn forget_coordinator(&mut self) {
+        let Some(g) = &self.group else {
+            return;
+        };
+        let (id, conn, shared) = (g.id.clone(), Arc::clone(&g.conn), Arc::clone(&g.shared));
+        self.admin.cluster().forget_coordinator(&id);
+        conn.lock().await.forget();
+        lock(&shared).coordinator = None;
+    }
+
+    /// After an error from the coordinator: forget it if it moved or the connection broke.
+    async fn after_coordinator_error(&mut self, e: &ClientError) {
+        let moved = e.code().is_some_and(group::is_coordinator_error);
+        if moved || e.breaks_connection() || matches!(e, ClientError::Connect { .. }) {
+            self.forget_coordinator().await;
+        }
+    }
+
+    fn coordinator_retriable(e: &ClientError) -> bool {
+        e.breaks_connection()
+            || matches!(e, ClientError::Connect { .. })
+            || e.code().is_some_and(|c| {
+                group::is_coordinator_error(c) || c == codes::COORDINATOR_LOAD_IN_PROGRESS
+            })
+    }
+
+    async fn fetch_committed(
+        &mut self,
+        tps: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Option<group::Committed>>> {
+        let conn = Arc::clone(&self.group_ref()?.conn);
+        let deadline = Instant::now() + self.config.client.connection.request_timeout;
+        loop {
+            let r = match self.ensure_coordinator().await {
+                Ok(()) => conn.lock().await.fetch_committed(tps).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if Self::coordinator_retriable(&e) && Instant::now() < deadline => {
+                    self.after_coordinator_error(&e).await;
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Generation and member id to commit with: the current ones while in the group, -1 and
+    /// "" for a consumer with assigned partitions.
+    fn commit_identity(&self) -> (i32, String) {
+        match (&self.group, &self.subscription) {
+            (Some(g), Some(_)) => {
+                let s = lock(&g.shared);
+                (s.generation, s.member_id.clone())
+            }
+            _ => (-1, String::new()),
+        }
+    }
+
+    /// Positions of assigned partitions (`only_changed`: those not committed already).
+    fn consumed_offsets(&self, only_changed: bool) -> Vec<OffsetToCommit> {
+        let last = self.group.as_ref().map(|g| &g.last_committed);
+        self.parts
+            .iter()
+            .filter_map(|(tp, st)| {
+                let offset = st.position?;
+                if only_changed && last.and_then(|l| l.get(tp)) == Some(&offset) {
+                    return None;
+                }
+                Some(OffsetToCommit {
+                    tp: tp.clone(),
+                    offset,
+                    leader_epoch: st.leader_epoch,
+                })
+            })
+            .collect()
+    }
+
+    fn to_commit(offsets: &[PartitionOffset]) -> Vec<OffsetToCommit> {
+        offsets
+            .iter()
+            .map(|o| OffsetToCommit {
+                tp: TopicPartition::new(o.topic.clone(), o.partition),
+                offset: o.offset,
+                leader_epoch: -1,
+            })
+            .collect()
+    }
+
+    /// Reacts to a commit error the way the group needs (rejoin, find the coordinator).
+    fn note_commit_error(&self, e: &ClientError) {
+        let Some(g) = &self.group else {
+            return;
+        };
+        match e.code() {
+            Some(codes::UNKNOWN_MEMBER_ID) => {
+                let mut s = lock(&g.shared);
+                s.reset_member();
+                s.rejoin_needed = true;
+                s.partitions_lost = true;
+            }
+            Some(codes::ILLEGAL_GENERATION | codes::REBALANCE_IN_PROGRESS) => {
+                lock(&g.shared).rejoin_needed = true;
+            }
+            Some(c) if group::is_coordinator_error(c) => {
+                lock(&g.shared).coordinator_unknown = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Commits `offsets` (`None`: the positions of every assigned partition) and waits for
+    /// the answer, retrying while the coordinator moves or loads. Earlier asynchronous
+    /// commits are sent (and their callbacks run) first.
+    pub async fn commit_sync(&mut self, offsets: Option<&[PartitionOffset]>) -> Result<()> {
+        let list = match offsets {
+            Some(o) => Self::to_commit(o),
+            None => self.consumed_offsets(false),
+        };
+        let r = self.commit_now(&list).await;
+        self.run_commit_callbacks();
+        r
+    }
+
+    async fn commit_now(&mut self, list: &[OffsetToCommit]) -> Result<()> {
+        let conn = Arc::clone(&self.group_ref()?.conn);
+        self.wait_async_commits().await;
+        if list.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.config.client.connection.request_timeout;
+        loop {
+            let (generation, member_id) = self.commit_identity();
+            let r = match self.ensure_coordinator().await {
+                Ok(()) => conn.lock().await.commit(generation, &member_id, list).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => {
+                    if let Some(g) = self.group.as_mut() {
+                        for o in list {
+                            g.last_committed.insert(o.tp.clone(), o.offset);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) if Self::coordinator_retriable(&e) && Instant::now() < deadline => {
+                    self.after_coordinator_error(&e).await;
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+                Err(e) => {
+                    self.note_commit_error(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Commits `offsets` (`None`: current positions) in the background; `callback` runs with
+    /// the outcome during a later `poll`, `commit_sync` or `close`. Commits reach the
+    /// coordinator in the order they were made.
+    pub fn commit_async(
+        &mut self,
+        offsets: Option<&[PartitionOffset]>,
+        callback: Option<CommitCallback>,
+    ) {
+        let list = match offsets {
+            Some(o) => Self::to_commit(o),
+            None => self.consumed_offsets(false),
+        };
+        if self.group.is_none() {
+            if let Some(cb) = callback {
+                cb(Err(ClientError::InvalidArgument(
+                    "commit needs a consumer with a group.id".into(),
+                )));
+            }
+            return;
+        }
+        self.commit_async_internal(list, callback);
+    }
+
+    fn commit_async_internal(
+        &mut self,
+        list: Vec<OffsetToCommit>,
+        callback: Option<CommitCallback>,
+    ) {
+        let (generation, member_id) = self.commit_identity();
+        let Some(g) = self.group.as_mut() else {
+            return;
+        };
+        if list.is_empty() {
+            if let Some(cb) = callback {
+                cb(Ok(()));
+            }
+            return;
+        }
+        let id = g.next_commit_id;
+        g.next_commit_id += 1;
+        g.callbacks.insert(id, callback);
+        let conn = Arc::clone(&g.conn);
+        let tx = g.commits_tx.clone();
+        tokio::spawn(async move {
+            let result = conn
+                .lock()
+                .await
+                .commit(generation, &member_id, &list)
+                .await;
+            let _ = tx
+                .send(CommitDone {
+                    id,
+                    offsets: list,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Runs the callbacks of finished asynchronous commits.
+    fn run_commit_callbacks(&mut self) {
+        loop {
+            let Some(g) = self.group.as_mut() else {
+                return;
+            };
+            let Ok(done) = g.commits_rx.try_recv() else {
+                return;
+            };
+            self.finish_async_commit(done);
+        }
+    }
+
+    /// Waits (up to the request timeout) until every asynchronous commit made so far has its
+    /// answer, and runs their callbacks: what follows reaches the coordinator after them.
+    async fn wait_async_commits(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.config.client.connection.request_timeout;
+        loop {
+            let Some(g) = self.group.as_mut() else {
+                return;
+            };
+            if g.callbacks.is_empty() {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, g.commits_rx.recv()).await {
+                Ok(Some(done)) => self.finish_async_commit(done),
+                _ => return,
+            }
+        }
+    }
+
+    fn finish_async_commit(&mut self, done: CommitDone) {
+        let Some(g) = self.group.as_mut() else {
+            return;
+        };
+        let cb = g.callbacks.remove(&done.id).flatten();
+        match &done.result {
+            Ok(()) => {
+                for o in &done.offsets {
+                    g.last_committed.insert(o.tp.clone(), o.offset);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %g.id, error = %e, "asynchronous commit failed");
+                self.note_commit_error(e);
+            }
+        }
+        if let Some(cb) = cb {
+            cb(done.result);
+        }
+    }
+
+    fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit {
+            return;
+        }
+        let Some(g) = &self.group else {
+            return;
+        };
+        let now = Instant::now();
+        if now < g.next_auto_commit {
+            return;
+        }
+        if self.subscription.is_some() && lock(&g.shared).state != MemberState::Stable {
+            return;
+        }
+        let list = self.consumed_offsets(true);
+        self.commit_async_internal(list, None);
+        if let Some(g) = self.group.as_mut() {
+            g.next_auto_commit = now + self.config.auto_commit_interval;
+        }
+    }
+
+    fn ensure_heartbeat_task(&mut self) {
+        let Some(g) = self.group.as_mut() else {
+            return;
+        };
+        if g.heartbeat.is_some() {
+            return;
+        }
+        let settings = HeartbeatSettings {
+            group_id: g.id.clone(),
+            interval: self.config.heartbeat_interval,
+            session_timeout: self.config.session_timeout,
+            max_poll_interval: self.config.max_poll_interval,
+            retry_backoff: self.config.retry_backoff,
+            connection: self.config.client.connection.clone(),
+        };
+        g.heartbeat = Some(tokio::spawn(group::heartbeat_loop(
+            settings,
+            Arc::clone(&g.shared),
+            Arc::clone(&g.wake),
+        )));
+    }
+
+    /// Makes sure the member is in the group with an assignment; `false` if `deadline`
+    /// passed while joining kept failing with retriable errors.
+    async fn ensure_group_active(&mut self, deadline: Instant) -> Result<bool> {
+        let Some(topics) = self.subscription.clone() else {
+            return Ok(true);
+        };
+        self.ensure_heartbeat_task();
+        loop {
+            let Some(g) = &self.group else {
+                return Ok(true);
+            };
+            let (stable, lost, coordinator_unknown, fatal) = {
+                let mut s = lock(&g.shared);
+                let r = (
+                    s.state == MemberState::Stable && !s.rejoin_needed,
+                    s.partitions_lost,
+                    s.coordinator_unknown,
+                    s.fatal.take(),
+                );
+                s.coordinator_unknown = false;
+                r
+            };
+            if let Some(code) = fatal {
+                return Err(ClientError::broker(
+                    code,
+                    format!("heartbeat of group '{}'", g.id),
+                    None,
+                ));
+            }
+            if coordinator_unknown {
+                self.forget_coordinator().await;
+                // Heartbeats need the coordinator's address: find it again now.
+                if stable && let Err(e) = self.ensure_coordinator().await {
+                    tracing::debug!(error = %e, "finding the coordinator failed");
+                    if let Some(g) = &self.group {
+                        lock(&g.shared).coordinator_unknown = true;
+                    }
+                }
+            }
+            if stable {
+                return Ok(true);
+            }
+            self.prepare_rejoin(lost).await;
+            match self.join_and_sync(&topics).await {
+                Ok(()) => {}
+                Err(e) if join_retriable(&e) => {
+                    tracing::debug!(error = %e, "joining the group failed; retrying");
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Before (re)joining: commit (auto-commit, unless the partitions were lost); then, for
+    /// the eager protocol (or lost partitions), tell the listener and drop the assignment. A
+    /// cooperative member keeps its partitions through the rebalance.
+    async fn prepare_rejoin(&mut self, lost: bool) {
+        self.wait_async_commits().await;
+        let owned = self.assignment();
+        if !owned.is_empty() {
+            if !lost && self.config.enable_auto_commit {
+                let list = self.consumed_offsets(true);
+                if let Err(e) = self.commit_now(&list).await {
+                    tracing::warn!(error = %e, "commit before rebalance failed");
+                }
+            }
+            let keep = !lost && self.config.is_cooperative();
+            if let Some(l) = self.listener.as_mut() {
+                if lost {
+                    l.on_partitions_lost(&owned);
+                } else if !keep {
+                    l.on_partitions_revoked(&owned);
+                }
+            }
+            if !keep {
+                self.parts.clear();
+                self.buffer.clear();
+            }
+        }
+        if let Some(g) = &self.group {
+            let mut s = lock(&g.shared);
+            s.partitions_lost = false;
+            s.rejoin_needed = false;
+        }
+    }
+
+    /// One JoinGroup + SyncGroup round; on success the member is Stable with its assignment.
+    async fn join_and_sync(&mut self, topics: &[String]) -> Result<()> {
+        self.ensure_coordinator().await?;
+        let (conn, shared, group_id) = {
+            let g = self.group_ref()?;
+            (Arc::clone(&g.conn), Arc::clone(&g.shared), g.id.clone())
+        };
+        // What the member still owns (cooperative: everything it kept; eager: nothing, it
+        // revoked all before joining), and since which generation.
+        let mut owned: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for tp in self.parts.keys() {
+            owned
+                .entry(tp.topic.clone())
+                .or_default()
+                .push(tp.partition);
+        }
+        let subscription = ConsumerSubscription {
+            version: SUBSCRIPTION_MAX_VERSION,
+            topics: topics.to_vec(),
+            user_data: None,
+            owned_partitions: owned.into_iter().collect(),
+            generation_id: if self.parts.is_empty() {
+                -1
+            } else {
+                lock(&shared).generation
+            },
+            rack_id: self.config.client_rack.clone(),
+        }
+        .encode()?;
+        let protocols: Vec<(&'static str, Bytes)> = self
+            .config
+            .assignment_strategies
+            .iter()
+            .map(|s| (s.name(), subscription.clone()))
+            .collect();
+        let session_ms = millis(self.config.session_timeout);
+        let rebalance_ms = millis(self.config.max_poll_interval);
+        let mut member_id = {
+            let mut s = lock(&shared);
+            s.state = MemberState::Rebalancing;
+            s.member_id.clone()
+        };
+        let context = || format!("join group '{group_id}'");
+        let join = loop {
+            let r = conn
+                .lock()
+                .await
+                .join(&member_id, session_ms, rebalance_ms, &protocols)
+                .await;
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    self.after_coordinator_error(&e).await;
+                    return Err(e);
+                }
+            };
+            match r.error_code {
+                0 => break r,
+                group::MEMBER_ID_REQUIRED => {
+                    member_id = r.member_id.to_string();
+                    lock(&shared).member_id = member_id.clone();
+                }
+                code => {
+                    let e = ClientError::broker(code, context(), None);
+                    if code == codes::UNKNOWN_MEMBER_ID {
+                        let mut s = lock(&shared);
+                        s.reset_member();
+                        s.partitions_lost = true;
+                    }
+                    self.after_coordinator_error(&e).await;
+                    return Err(e);
+                }
+            }
+        };
+        let generation = join.generation_id;
+        let member_id = join.member_id.to_string();
+        let protocol = join
+            .protocol_name
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        {
+            let mut s = lock(&shared);
+            s.member_id = member_id.clone();
+            s.generation = generation;
+        }
+        let assignments = if join.leader == join.member_id {
+            self.lead_assignment(&protocol, &join.members).await?
+        } else {
+            if let Some(g) = self.group.as_mut() {
+                g.leader_counts = None;
+            }
+            Vec::new()
+        };
+        let synced = conn
+            .lock()
+            .await
+            .sync(generation, &member_id, &protocol, assignments)
+            .await;
+        let bytes = match synced {
+            Ok(b) => b,
+            Err(e) => {
+                match e.code() {
+                    Some(codes::UNKNOWN_MEMBER_ID) => {
+                        let mut s = lock(&shared);
+                        s.reset_member();
+                        s.partitions_lost = true;
+                    }
+                    Some(codes::ILLEGAL_GENERATION) => {
+                        let mut s = lock(&shared);
+                        s.generation = -1;
+                        s.partitions_lost = true;
+                    }
+                    _ => {}
+                }
+                self.after_coordinator_error(&e).await;
+                return Err(e);
+            }
+        };
+        let assignment = decode_assignment(&bytes)?;
+        let mut assigned: Vec<TopicPartition> = assignment
+            .partitions
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.clone(), *p)))
+            .collect();
+        assigned.sort();
+        assigned.dedup();
+        // Eager members own nothing here (they revoked everything before joining);
+        // cooperative ones give up only what moved, then join again so it can be reassigned.
+        let new: BTreeSet<&TopicPartition> = assigned.iter().collect();
+        let revoked: Vec<TopicPartition> = self
+            .parts
+            .keys()
+            .filter(|tp| !new.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = assigned
+            .iter()
+            .filter(|tp| !self.parts.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_revoked(&revoked);
+            }
+            for tp in &revoked {
+                self.parts.remove(tp);
+            }
+            self.buffer.retain(|c| new.contains(&c.tp));
+        }
+        for tp in &added {
+            self.parts.insert(tp.clone(), PartitionState::new());
+        }
+        self.metadata_stale = true;
+        self.metadata_at = None;
+        {
+            let mut s = lock(&shared);
+            s.state = MemberState::Stable;
+            if !revoked.is_empty() && self.config.is_cooperative() {
+                s.rejoin_needed = true;
+            }
+        }
+        tracing::debug!(group = %group_id, generation, member = %member_id, partitions = assigned.len(), "joined");
+        if let Some(l) = self.listener.as_mut() {
+            l.on_partitions_assigned(&added);
+        }
+        Ok(())
+    }
+
+    /// As the leader: decode every member's subscription, read the partition counts, run the
+    /// chosen assignor and encode each member's assignment.
+    async fn lead_assignment(
+        &mut self,
+        protocol: &str,
+        members: &[JoinGroupResponseMember],
+    ) -> Result<Vec<(String, Bytes)>> {
+        let assignor = assignor::assignor_for(protocol).ok_or_else(|| {
+            ClientError::InvalidArgument(format!(
+                "the group chose assignor '{protocol}', which this client does not have"
+            ))
+        })?;
+        let mut subs = Vec::with_capacity(members.len());
+        let mut all_topics: BTreeSet<String> = BTreeSet::new();
+        for m in members {
+            let sub = decode_subscription(&m.metadata)?;
+            all_topics.extend(sub.topics.iter().cloned());
+            subs.push(MemberSubscription {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+                topics: sub.topics,
+                generation_id: sub.generation_id,
+                owned_partitions: sub
+                    .owned_partitions
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.clone(), *p)))
+                    .collect(),
+            });
+        }
+        let topics: Vec<String> = all_topics.into_iter().collect();
+        let md = self.admin.cluster().metadata(Some(&topics)).await?;
+        let counts: BTreeMap<String, i32> = md
+            .topics
+            .iter()
+            .filter(|t| t.error.is_none() && !t.partitions.is_empty())
+            .map(|t| (t.name.clone(), t.partitions.len() as i32))
+            .collect();
+        let result = assignor.assign(&counts, &subs);
+        let mut out = Vec::with_capacity(result.len());
+        for (member, tps) in result {
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for tp in tps {
+                by_topic.entry(tp.topic).or_default().push(tp.partition);
+            }
+            let a = ConsumerAssignment {
+                version: 3,
+                partitions: by_topic.into_iter().collect(),
+                user_data: None,
+            };
+            out.push((member, a.encode()?));
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.leader_counts = Some(counts);
+            g.group_topics = topics;
+        }
+        Ok(out)
+    }
+
+    /// Commits (auto-commit), revokes and sends LeaveGroup, if in the group.
+    async fn leave_group_now(&mut self) -> Result<()> {
+        let Some(g) = &self.group else {
+            return Ok(());
+        };
+        let (conn, shared) = (Arc::clone(&g.conn), Arc::clone(&g.shared));
+        let (stable, member_id) = {
+            let s = lock(&shared);
+            (s.state == MemberState::Stable, s.member_id.clone())
+        };
+        self.wait_async_commits().await;
+        let mut result = Ok(());
+        if stable && self.config.enable_auto_commit {
+            let list = self.consumed_offsets(true);
+            result = self.commit_now(&list).await;
+        }
+        let owned = self.assignment();
+        if !owned.is_empty()
+            && let Some(l) = self.listener.as_mut()
+        {
+            l.on_partitions_revoked(&owned);
+        }
+        if !member_id.is_empty() {
+            let left = conn.lock().await.leave(&member_id).await;
+            if let Err(e) = left {
+                tracing::debug!(error = %e, "leave group failed");
+            }
+        }
+        lock(&shared).reset_member();
+        self.parts.clear();
+        self.buffer.clear();
+        result
+    }
+
+    /// Leaves the group (after committing, with auto-commit, and revoking), waits for
+    /// outstanding asynchronous commits (up to the request timeout) and stops the background
+    /// tasks. Dropping a consumer without `close` stops the tasks too, but the group notices
+    /// only when the session times out.
+    pub async fn close(mut self) -> Result<()> {
+        let mut result = Ok(());
+        if self.subscription.is_some() {
+            result = self.leave_group_now().await;
+        } else if self.manual && self.group.is_some() && self.config.enable_auto_commit {
+            let list = self.consumed_offsets(true);
+            result = self.commit_now(&list).await;
+        }
+        if let Some(g) = self.group.as_mut()
+            && let Some(h) = g.heartbeat.take()
+        {
+            h.abort();
+        }
+        self.wait_async_commits().await;
+        self.fetchers.clear();
+        result
+    }
+}
