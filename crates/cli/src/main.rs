@@ -1,12 +1,14 @@
 //! The `vltava` command line: `vltava serve`, a single-node broker that needs no
-//! configuration, and `vltava group`, the consumer group tool (list, describe, reset offsets,
-//! delete) built on the native client.
+//! configuration, `vltava group`, the consumer group tool (list, describe, reset offsets,
+//! delete), and `vltava topic` (create, list, describe, alter, delete), built on the native
+//! client.
 
 mod bench;
 mod consume;
 mod group;
 mod produce;
 mod timestamp;
+mod topic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,9 +33,11 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups: list, describe, reset offsets, delete.
     Group(group::GroupArgs),
+    /// Topics: create, list, describe, alter, delete.
+    Topic(topic::TopicArgs),
     /// Write lines from stdin or a file to a topic, one record per line.
     Produce(Box<produce::ProduceArgs>),
-    /// Benchmarks: `vltava bench produce`.
+    /// Benchmarks: `vltava bench produce|consume|e2e`.
     Bench(Box<bench::BenchArgs>),
     /// Read a topic and print its records (as a group member with --group).
     Consume(Box<consume::ConsumeArgs>),
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Group(args) => return client_command(group::run(args)),
+        Command::Topic(args) => return client_command(topic::run(args)),
         Command::Produce(args) => return produce::main(*args),
         Command::Bench(args) => return bench::main(*args),
         Command::Consume(args) => return client_command(consume::run(*args)),

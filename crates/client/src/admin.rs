@@ -196,7 +196,7 @@ pub struct CommittedOffset {
 /// Admin client.
 #[derive(Debug)]
 pub struct Admin {
-    cluster: Cluster,
+    pub(crate) cluster: Cluster,
 }
 
 impl Admin {
@@ -217,7 +217,7 @@ impl Admin {
         &mut self.cluster
     }
 
-    fn timeout_ms(&self) -> i32 {
+    pub(crate) fn timeout_ms(&self) -> i32 {
         i32::try_from(self.cluster.config().connection.request_timeout.as_millis())
             .unwrap_or(i32::MAX)
     }
@@ -914,7 +914,7 @@ impl Admin {
     }
 }
 
-fn topic_name(n: &str) -> TopicName {
+pub(crate) fn topic_name(n: &str) -> TopicName {
     TopicName(StrBytes::from_string(n.to_string()))
 }
 

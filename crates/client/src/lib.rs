@@ -32,6 +32,7 @@
 //! come from other clients, are parsed by hand with bounds checks ([`consumer_protocol`]).
 
 pub mod admin;
+pub mod admin_configs;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
@@ -47,6 +48,7 @@ pub use admin::{
     Admin, CommittedOffset, GroupDescription, GroupListing, ListedOffset, MemberDescription,
     NewTopic, OffsetSpec, PartitionOffset, PerItem, TopicPartition,
 };
+pub use admin_configs::{ConfigEntry, ConfigSource};
 pub use cluster::{BrokerInfo, ClientConfig, Cluster, Metadata, PartitionMetadata, TopicMetadata};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener};
