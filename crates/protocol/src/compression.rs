@@ -196,6 +196,16 @@ pub fn decompress(
                     codec,
                     reason: e.to_string(),
                 })?;
+            // A frame may declare a window far larger than its output (11 bytes can ask for a
+            // 128 MiB window): cap the window by the output limit, with 8 MiB as a floor.
+            let window_log = (usize::BITS - max_out.max(1).leading_zeros()).clamp(23, 27);
+            let mut decoder = decoder;
+            decoder
+                .window_log_max(window_log)
+                .map_err(|e| DecompressError::Corrupt {
+                    codec,
+                    reason: e.to_string(),
+                })?;
             read_bounded(codec, decoder, max_out)
         }
     }
@@ -255,6 +265,13 @@ mod tests {
         let z = zstd::encode_all(&data[..], 3).expect("z");
         assert_eq!(decompress(Compression::Zstd, &z, 5000).expect("zstd"), data);
         assert!(decompress(Compression::Zstd, &z, 100).is_err());
+    }
+
+    #[test]
+    fn zstd_huge_declared_window_is_refused() {
+        // An 11-byte frame declaring a 128 MiB window (found by the decompress fuzz target).
+        let frame = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88, 0x09, 0x00, 0x00, 0x61];
+        assert!(decompress(Compression::Zstd, &frame, 1 << 20).is_err());
     }
 
     proptest::proptest! {
