@@ -693,3 +693,132 @@ async fn cooperative_members_give_up_only_what_moves() -> TestResult {
     b.shutdown().await?;
     Ok(())
 }
+
+/// Polls until `cond` holds for the consumer (or fails after `limit`), keeping the records.
+async fn poll_until(
+    c: &mut Consumer,
+    limit: Duration,
+    what: &str,
+    mut cond: impl FnMut(&Consumer, &[ConsumerRecord]) -> bool,
+) -> Result<Vec<ConsumerRecord>, BoxError> {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    while !cond(c, &out) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out waiting for {what}: assignment {:?}, {} records",
+                c.assignment(),
+                out.len()
+            )
+            .into());
+        }
+        out.extend(c.poll(Duration::from_millis(100)).await?);
+    }
+    Ok(out)
+}
+
+fn topics_of(records: &[ConsumerRecord]) -> BTreeSet<String> {
+    records.iter().map(|r| r.topic.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_subscription_follows_created_and_deleted_topics() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let b = start(dir.path()).await?;
+    create_topic(&b, "pat-a", 2).await?;
+    create_topic(&b, "other-a", 1).await?;
+    let mut conn = Connection::connect(&b.local_addr.to_string(), &Default::default()).await?;
+    for p in 0..2 {
+        produce(&mut conn, "pat-a", p, 0, 3, Compression::None).await?;
+    }
+    produce(&mut conn, "other-a", 0, 0, 3, Compression::None).await?;
+
+    let mut cfg = consumer_config(&b, Some("by-pattern"))?;
+    // Topic changes are seen at the next metadata refresh.
+    cfg.set("metadata.max.age.ms", "300")?;
+    let mut c = Consumer::new(cfg.clone()).await?;
+    for bad in ["pat-(", ""] {
+        assert!(
+            matches!(
+                c.subscribe_pattern(bad),
+                Err(ClientError::InvalidArgument(_))
+            ),
+            "pattern {bad:?} accepted"
+        );
+    }
+    let moves = Moves::default();
+    c.subscribe_pattern_with_listener("pat-.*", Box::new(moves.clone()))?;
+    assert_eq!(c.subscription_pattern(), Some("pat-.*"));
+
+    // The topics matching at subscription time are read, the others never.
+    let first = poll_n(&mut c, 6, Duration::from_secs(20)).await?;
+    assert_eq!(topics_of(&first), BTreeSet::from(["pat-a".to_string()]));
+    assert_eq!(c.subscription(), vec!["pat-a".to_string()]);
+    assert_eq!(c.assignment(), vec![tp("pat-a", 0), tp("pat-a", 1)]);
+    let generation = c.generation();
+
+    // A topic created after subscribing is assigned after a rejoin and read from its start
+    // (auto.offset.reset=earliest); a topic that does not match still is not.
+    create_topic(&b, "pat-b", 1).await?;
+    produce(&mut conn, "pat-b", 0, 0, 4, Compression::Lz4).await?;
+    produce(&mut conn, "other-a", 0, 3, 2, Compression::None).await?;
+    let more = poll_until(&mut c, Duration::from_secs(20), "pat-b read", |_, got| {
+        got.iter().filter(|r| &*r.topic == "pat-b").count() >= 4
+    })
+    .await?;
+    assert_eq!(topics_of(&more), BTreeSet::from(["pat-b".to_string()]));
+    let values: Vec<String> = more.iter().map(value).collect();
+    assert_eq!(values, ["pat-b/0/0", "pat-b/0/1", "pat-b/0/2", "pat-b/0/3"]);
+    assert_eq!(
+        c.subscription(),
+        vec!["pat-a".to_string(), "pat-b".to_string()]
+    );
+    assert!(c.generation() > generation, "no rejoin for the new topic");
+    assert_eq!(
+        c.assignment(),
+        vec![tp("pat-a", 0), tp("pat-a", 1), tp("pat-b", 0)]
+    );
+
+    // A deleted topic is dropped from the subscription and the assignment.
+    let mut admin = Admin::connect(client_config(&b)?).await?;
+    for (_, r) in admin.delete_topics(&["pat-a".to_string()]).await? {
+        r?;
+    }
+    poll_until(&mut c, Duration::from_secs(20), "pat-a dropped", |c, _| {
+        c.assignment() == vec![tp("pat-b", 0)]
+    })
+    .await?;
+    assert_eq!(c.subscription(), vec!["pat-b".to_string()]);
+    produce(&mut conn, "pat-b", 0, 4, 1, Compression::None).await?;
+    let last = poll_n(&mut c, 1, Duration::from_secs(20)).await?;
+    assert_eq!(last.iter().map(value).collect::<Vec<_>>(), ["pat-b/0/4"]);
+    let log = moves.0.lock().map(|v| v.clone()).unwrap_or_default();
+    assert_eq!(log.first().map(String::as_str), Some("assigned 0,1"));
+    c.close().await?;
+
+    // A pattern matching everything reads every topic but the internal ones. (Vltava leaves
+    // __consumer_offsets out of an all-topics Metadata answer, where Kafka lists it flagged
+    // internal; the unit tests of `pattern` cover that case.)
+    cfg.set("group.id", "everything")?;
+    let mut all = Consumer::new(cfg).await?;
+    all.subscribe_pattern(".*")?;
+    let got = poll_until(
+        &mut all,
+        Duration::from_secs(20),
+        "other-a and pat-b",
+        |_, got| topics_of(got).len() == 2,
+    )
+    .await?;
+    assert_eq!(
+        topics_of(&got),
+        BTreeSet::from(["other-a".to_string(), "pat-b".to_string()])
+    );
+    assert_eq!(
+        all.subscription(),
+        vec!["other-a".to_string(), "pat-b".to_string()]
+    );
+    assert!(all.assignment().iter().all(|t| !t.topic.starts_with("__")));
+    all.close().await?;
+    b.shutdown().await?;
+    Ok(())
+}

@@ -1,5 +1,6 @@
-//! The consumer: [`Consumer::assign`] partitions or [`Consumer::subscribe`] to topics as a
-//! member of a consumer group, then [`Consumer::poll`] for records.
+//! The consumer: [`Consumer::assign`] partitions or [`Consumer::subscribe`] to topics (or
+//! [`Consumer::subscribe_pattern`] to the topics a regex matches, [`pattern`]) as a member of
+//! a consumer group, then [`Consumer::poll`] for records.
 //!
 //! Structure (the Java client's):
 //! - **Fetcher** (`fetcher.rs`): a background task per leader broker sends Fetch requests
@@ -45,6 +46,7 @@ pub mod assignor;
 pub mod config;
 mod fetcher;
 mod group;
+pub mod pattern;
 pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -69,10 +71,12 @@ pub use assignor::{
     GroupAssignment, MemberSubscription, PartitionAssignor, RangeAssignor, RoundRobinAssignor,
 };
 pub use config::{AssignmentStrategy, ConsumerConfig, IsolationLevel, OffsetReset};
+pub use pattern::TopicPattern;
 pub use record::{ConsumerRecord, Header, TimestampType};
 
 use fetcher::{BrokerFetcher, FetchJob, FetchOutcome, FetchPartition, FetchSettings};
 use group::{GroupConn, HeartbeatSettings, MemberState, OffsetToCommit, Shared, lock};
+use pattern::PatternSubscription;
 use record::DecodeOptions;
 
 /// Called when the group moves partitions, from inside [`Consumer::poll`] (or
@@ -222,8 +226,11 @@ impl Drop for GroupCtx {
 pub struct Consumer {
     config: ConsumerConfig,
     admin: Admin,
-    /// Subscribed topics (sorted), in group mode.
+    /// Subscribed topics (sorted), in group mode; with a pattern, those it matched at the
+    /// last metadata refresh.
     subscription: Option<Vec<String>>,
+    /// The pattern of a pattern subscription.
+    pattern: Option<PatternSubscription>,
     /// Manually assigned (assign mode).
     manual: bool,
     parts: BTreeMap<TopicPartition, PartitionState>,
@@ -343,6 +350,7 @@ impl Consumer {
             config,
             admin,
             subscription: None,
+            pattern: None,
             manual: false,
             parts: BTreeMap::new(),
             buffer: VecDeque::new(),
@@ -431,6 +439,7 @@ impl Consumer {
             lock(&g.shared).rejoin_needed = true;
         }
         self.subscription = Some(topics);
+        self.pattern = None;
         Ok(())
     }
 
@@ -443,6 +452,53 @@ impl Consumer {
         self.subscribe(topics)?;
         self.listener = Some(listener);
         Ok(())
+    }
+
+    /// Joins the consumer group (`group.id`) with a subscription to every topic whose whole
+    /// name matches the regular expression `pattern` ([`TopicPattern`]), internal topics
+    /// (`__consumer_offsets`, ...) excepted, as the Java client's `subscribe(Pattern)`.
+    ///
+    /// The pattern is evaluated against all topics at the next `poll`, before joining, and
+    /// again at every metadata refresh (`metadata.max.age.ms`, or sooner after a fetch error);
+    /// when the set of matching topics changes the consumer rejoins the group, so topics
+    /// created later are assigned and deleted ones dropped. Replaces an earlier subscription.
+    /// Fails for an empty or invalid pattern, without a group id, or while partitions are
+    /// assigned manually.
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<()> {
+        let compiled = TopicPattern::new(pattern)?;
+        if self.group.is_none() {
+            return Err(ClientError::InvalidArgument(
+                "subscribe_pattern needs a group.id".into(),
+            ));
+        }
+        if self.manual {
+            return Err(ClientError::InvalidArgument(
+                "subscribe_pattern: partitions are assigned manually; assign(&[]) first".into(),
+            ));
+        }
+        // The topics already subscribed stay until the pattern's own are known (the next
+        // poll refreshes metadata first); a change then rejoins.
+        self.subscription.get_or_insert_with(Vec::new);
+        self.pattern = Some(PatternSubscription::new(compiled));
+        self.metadata_at = None;
+        Ok(())
+    }
+
+    /// [`Consumer::subscribe_pattern`] with a listener for partition moves.
+    pub fn subscribe_pattern_with_listener(
+        &mut self,
+        pattern: &str,
+        listener: Box<dyn RebalanceListener>,
+    ) -> Result<()> {
+        self.subscribe_pattern(pattern)?;
+        self.listener = Some(listener);
+        Ok(())
+    }
+
+    /// The pattern of a pattern subscription (`None` when subscribed to a list of topics,
+    /// assigned partitions or idle).
+    pub fn subscription_pattern(&self) -> Option<&str> {
+        self.pattern.as_ref().map(|p| p.pattern.as_str())
     }
 
     /// Sets (or replaces) the rebalance listener.
@@ -459,6 +515,7 @@ impl Consumer {
             Ok(())
         };
         self.subscription = None;
+        self.pattern = None;
         self.manual = false;
         self.parts.clear();
         self.buffer.clear();
@@ -470,7 +527,8 @@ impl Consumer {
         self.parts.keys().cloned().collect()
     }
 
-    /// The subscribed topics (empty in assign mode).
+    /// The subscribed topics (empty in assign mode); with a pattern, the topics it matched at
+    /// the last metadata refresh.
     pub fn subscription(&self) -> Vec<String> {
         self.subscription.clone().unwrap_or_default()
     }
@@ -639,6 +697,15 @@ impl Consumer {
             return Err(e);
         }
         loop {
+            if !self.pattern_evaluated().await {
+                // Joining before the pattern's topics are known would only rebalance twice.
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::time::sleep((deadline - now).min(self.config.retry_backoff)).await;
+                continue;
+            }
             if !self.ensure_group_active(deadline).await? {
                 return Ok(Vec::new());
             }
@@ -921,6 +988,16 @@ impl Consumer {
         topics.into_iter().collect()
     }
 
+    /// Whether the topics of a pattern subscription are known (always, without a pattern),
+    /// refreshing metadata if they are not.
+    async fn pattern_evaluated(&mut self) -> bool {
+        if self.pattern.as_ref().is_none_or(|p| p.topics().is_some()) {
+            return true;
+        }
+        self.maybe_refresh_metadata().await;
+        self.pattern.as_ref().is_none_or(|p| p.topics().is_some())
+    }
+
     async fn maybe_refresh_metadata(&mut self) {
         let now = Instant::now();
         let due = match self.metadata_at {
@@ -931,11 +1008,15 @@ impl Consumer {
             }
         };
         let topics = self.metadata_topics();
-        if !due || topics.is_empty() {
+        // A pattern needs every topic's name, as in the Java client: the metadata refresh
+        // is what discovers new and deleted topics.
+        let all_topics = self.pattern.is_some();
+        if !due || (topics.is_empty() && !all_topics) {
             return;
         }
         self.metadata_at = Some(now);
-        let md = match self.admin.cluster().metadata(Some(&topics)).await {
+        let asked = if all_topics { None } else { Some(&topics[..]) };
+        let md = match self.admin.cluster().metadata(asked).await {
             Ok(md) => md,
             Err(e) => {
                 tracing::debug!(error = %e, "metadata refresh failed");
@@ -963,6 +1044,7 @@ impl Consumer {
             md.brokers.iter().map(|b| (b.node_id, b.addr())).collect();
         self.fetchers
             .retain(|node, f| brokers.get(node) == Some(&f.addr) || f.in_flight);
+        self.update_pattern_subscription(&md.topics);
         if let Some(g) = &self.group
             && let Some(assigned) = &g.leader_counts
         {
@@ -973,6 +1055,30 @@ impl Consumer {
                 .collect();
             if &now_counts != assigned {
                 tracing::info!(group = %g.id, "partition counts changed: rebalancing");
+                lock(&g.shared).rejoin_needed = true;
+            }
+        }
+    }
+
+    /// Re-evaluates a pattern subscription against a metadata answer listing all topics; a
+    /// changed set of matching topics becomes the subscription and makes the member rejoin.
+    fn update_pattern_subscription(&mut self, topics: &[crate::cluster::TopicMetadata]) {
+        let Some(p) = self.pattern.as_mut() else {
+            return;
+        };
+        let Some(change) = p.update(topics) else {
+            return;
+        };
+        let matched = p.topics().map(<[String]>::to_vec).unwrap_or_default();
+        tracing::info!(
+            pattern = %p.pattern.as_str(),
+            added = ?change.added,
+            removed = ?change.removed,
+            "topics matching the subscribed pattern changed"
+        );
+        if self.subscription.as_ref() != Some(&matched) {
+            self.subscription = Some(matched);
+            if let Some(g) = &self.group {
                 lock(&g.shared).rejoin_needed = true;
             }
         }
