@@ -5,14 +5,17 @@
 //! the log) or a time (`--from-timestamp`). With `--group` the consumer joins that group,
 //! reads the partitions the group assigns it, starts at the group's committed offsets
 //! (`--from-beginning` only decides where partitions without one start) and commits as it
-//! goes. It stops after `--count` records or at SIGINT/SIGTERM, leaving the group cleanly.
+//! goes. With `--pattern REGEX --group G` it subscribes to every topic whose whole name
+//! matches (internal topics excepted) and follows topics created or deleted later, at each
+//! metadata refresh. It stops after `--count` records or at SIGINT/SIGTERM, leaving the
+//! group cleanly.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use vltava_client::consumer::ConsumerRecord;
+use vltava_client::consumer::{ConsumerRecord, TopicPattern};
 use vltava_client::{
     ClientConfig, ClientError, Consumer, ConsumerConfig, OffsetSpec, TopicPartition,
 };
@@ -44,7 +47,14 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Topic to read.
-    topic: String,
+    #[arg(required_unless_present = "pattern", conflicts_with = "pattern")]
+    topic: Option<String>,
+    /// Read every topic whose whole name matches this regular expression (internal topics
+    /// excepted) as a member of --group; topics created or deleted later are followed at the
+    /// next metadata refresh (metadata.max.age.ms, default 5 min; e.g. --set
+    /// metadata.max.age.ms=1000).
+    #[arg(long, value_name = "REGEX", requires = "group", value_parser = parse_pattern)]
+    pattern: Option<String>,
     /// Start at the log start (with --group: where the group has no committed offset).
     #[arg(long)]
     from_beginning: bool,
@@ -71,6 +81,16 @@ pub struct ConsumeArgs {
     /// (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+/// Checks the pattern while parsing arguments, so a bad one is a usage error (exit 2).
+fn parse_pattern(s: &str) -> Result<String, String> {
+    TopicPattern::new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| match e {
+            ClientError::InvalidArgument(m) => m,
+            other => other.to_string(),
+        })
 }
 
 const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -190,27 +210,28 @@ fn consumer_config(args: &ConsumeArgs) -> Result<ConsumerConfig, Failure> {
     Ok(config)
 }
 
-/// The partitions of the topic (all, or the one asked for); fails if they do not exist.
-async fn partitions(consumer: &mut Consumer, args: &ConsumeArgs) -> Result<Vec<i32>, Failure> {
+/// The partitions of `topic` (all, or the one asked for); fails if they do not exist.
+async fn partitions(
+    consumer: &mut Consumer,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Vec<i32>, Failure> {
     let mut described = consumer
         .admin()
-        .describe_topics(std::slice::from_ref(&args.topic))
+        .describe_topics(&[topic.to_string()])
         .await?;
     let t = match described.pop() {
         Some((_, Ok(t))) => t,
         Some((_, Err(ClientError::NotFound(_)))) | None => {
-            return Err(Failure(format!("topic '{}' does not exist", args.topic)));
+            return Err(Failure(format!("topic '{topic}' does not exist")));
         }
         Some((_, Err(e))) => return Err(e.into()),
     };
     let all: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    match args.partition {
+    match partition {
         None => Ok(all),
         Some(p) if all.contains(&p) => Ok(vec![p]),
-        Some(p) => Err(Failure(format!(
-            "topic '{}' has no partition {p}",
-            args.topic
-        ))),
+        Some(p) => Err(Failure(format!("topic '{topic}' has no partition {p}"))),
     }
 }
 
@@ -278,16 +299,23 @@ async fn shutdown_signal() {
 pub async fn run(args: ConsumeArgs) -> Result<(), Failure> {
     let config = consumer_config(&args)?;
     let mut consumer = Consumer::new(config).await?;
-    let tps: Vec<TopicPartition> = partitions(&mut consumer, &args)
-        .await?
-        .into_iter()
-        .map(|p| TopicPartition::new(args.topic.clone(), p))
-        .collect();
-    if args.group.is_some() {
-        consumer.subscribe(std::slice::from_ref(&args.topic))?;
-    } else {
-        consumer.assign(&tps)?;
-        start_positions(&mut consumer, &args, &tps).await?;
+    match (&args.pattern, &args.topic) {
+        (Some(pattern), _) => consumer.subscribe_pattern(pattern)?,
+        (None, Some(topic)) => {
+            let tps: Vec<TopicPartition> = partitions(&mut consumer, topic, args.partition)
+                .await?
+                .into_iter()
+                .map(|p| TopicPartition::new(topic.clone(), p))
+                .collect();
+            if args.group.is_some() {
+                consumer.subscribe(std::slice::from_ref(topic))?;
+            } else {
+                consumer.assign(&tps)?;
+                start_positions(&mut consumer, &args, &tps).await?;
+            }
+        }
+        // clap requires one of the two.
+        (None, None) => return Err(Failure("a topic or --pattern is required".into())),
     }
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -345,6 +373,36 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use vltava_client::consumer::{Header, TimestampType};
+
+    #[derive(clap::Parser, Debug)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ConsumeArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<ConsumeArgs, clap::Error> {
+        use clap::Parser;
+        Cmd::try_parse_from(std::iter::once("consume").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn pattern_arguments() {
+        let a = parse(&["--pattern", "orders-.*", "--group", "g"]);
+        assert!(a.is_ok_and(|a| a.pattern.as_deref() == Some("orders-.*") && a.topic.is_none()));
+        for bad in [
+            &["--pattern", "orders-(", "--group", "g"][..],
+            &["--pattern", "orders-.*"],
+            &["orders", "--pattern", "orders-.*", "--group", "g"],
+            &["--pattern", "o.*", "--group", "g", "--partition", "1"],
+            &["--group", "g"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            parse_pattern("orders-("),
+            Err("invalid topic pattern 'orders-(': unclosed group".to_string())
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648() {
