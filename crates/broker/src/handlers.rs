@@ -46,7 +46,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 use vltava_protocol::batch;
-use vltava_storage::StorageError;
+use vltava_storage::{FileRegion, StorageError};
 
 use crate::errors::*;
 use crate::meta::NodeMeta;
@@ -131,6 +131,39 @@ pub enum Reply {
     Silent,
     /// Close the connection (a request type that reached dispatch without a handler).
     Close,
+    /// A Fetch response whose record sets are still in the log files.
+    Fetch(Box<FetchReply>),
+}
+
+/// A Fetch response plus, per partition in response order, the file ranges that hold its
+/// records (`None`: the partition's `records` field is used as is).
+#[derive(Debug)]
+pub struct FetchReply {
+    /// The response; `records` is unset where `regions` has ranges.
+    pub response: FetchResponse,
+    /// Ranges per partition, in response order.
+    pub regions: Vec<Option<Vec<FileRegion>>>,
+}
+
+impl FetchReply {
+    /// The response with every record set read into memory (for writers without zero-copy
+    /// transfer).
+    pub fn materialize(self) -> std::io::Result<FetchResponse> {
+        let mut resp = self.response;
+        let mut regions = self.regions.into_iter();
+        for t in &mut resp.responses {
+            for p in &mut t.partitions {
+                if let Some(Some(rs)) = regions.next() {
+                    let mut out = Vec::with_capacity(rs.iter().map(FileRegion::len).sum());
+                    for r in &rs {
+                        r.read_into(&mut out)?;
+                    }
+                    p.records = Some(Bytes::from(out));
+                }
+            }
+        }
+        Ok(resp)
+    }
 }
 
 /// Dispatches a decoded request.
@@ -150,7 +183,7 @@ pub async fn handle(
                 None => Reply::Silent,
             };
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(ctx, version, r).await),
+        RequestKind::Fetch(r) => return Reply::Fetch(Box::new(fetch(ctx, version, r).await)),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, version, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics(ctx, version, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(ctx, version, r)),
@@ -526,7 +559,7 @@ async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<Produce
     Some(resp)
 }
 
-async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse {
+async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchReply {
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
     let max_bytes = if version >= 3 {
         req.max_bytes.max(0) as usize
@@ -584,8 +617,9 @@ fn fetch_once(
     version: i16,
     resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
     max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchReply, usize, bool) {
     let mut resp = FetchResponse::default();
+    let mut regions = Vec::new();
     let mut total = 0usize;
     let mut has_error = false;
     for (topic, ft) in resolved {
@@ -614,19 +648,26 @@ fn fetch_once(
                 };
                 has_error = true;
                 tr.partitions.push(pd);
+                regions.push(None);
                 continue;
             };
+            let mut found = None;
             let budget =
                 (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            match partition.read(fp.fetch_offset, budget, total == 0) {
+            match partition.read_regions(fp.fetch_offset, budget, total == 0) {
                 Ok((slice, wm)) => {
                     pd.high_watermark = wm.high_watermark;
                     pd.last_stable_offset = wm.high_watermark;
                     if version >= 5 {
                         pd.log_start_offset = wm.log_start_offset;
                     }
-                    total += slice.bytes.len();
-                    pd.records = Some(slice.bytes);
+                    total += slice.len();
+                    if slice.is_empty() {
+                        pd.records = Some(Bytes::new());
+                    } else {
+                        pd.records = None;
+                        found = Some(slice.regions);
+                    }
                 }
                 Err(e) => {
                     let wm = partition.watermarks();
@@ -641,10 +682,15 @@ fn fetch_once(
                 }
             }
             tr.partitions.push(pd);
+            regions.push(found);
         }
         resp.responses.push(tr);
     }
-    (resp, total, has_error)
+    let reply = FetchReply {
+        response: resp,
+        regions,
+    };
+    (reply, total, has_error)
 }
 
 fn list_offsets(ctx: &Ctx, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod meta;
 pub mod offsets;
 pub mod replica;
+mod sendout;
 pub mod server;
 
 use std::net::SocketAddr;

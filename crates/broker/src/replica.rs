@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use uuid::Uuid;
 use vltava_protocol::batch::BatchHeader;
-use vltava_storage::{AppendInfo, Log, LogManager, ReadSlice, StorageError};
+use vltava_storage::{AppendInfo, Log, LogManager, ReadSlice, RegionSlice, StorageError};
 
 use crate::config::BrokerConfig;
 use crate::meta::{Catalogue, MetaError, PRODUCER_ID_BLOCK, TopicRecord};
@@ -151,6 +151,30 @@ impl Partition {
             wm.high_watermark as u64,
             min_one_batch,
         )?;
+        Ok((slice, wm))
+    }
+
+    /// Locates whole batches for a consumer without copying them (see
+    /// [`vltava_storage::Log::read_regions`]); the log's lock is held only while they are found.
+    pub fn read_regions(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(RegionSlice, Watermarks), StorageError> {
+        let log = self.log();
+        let wm = Watermarks {
+            log_start_offset: log.log_start_offset() as i64,
+            high_watermark: high_watermark(&log) as i64,
+        };
+        let Ok(offset) = u64::try_from(offset) else {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: 0,
+                log_start: wm.log_start_offset as u64,
+                log_end: wm.high_watermark as u64,
+            });
+        };
+        let slice = log.read_regions(offset, max_bytes, wm.high_watermark as u64, min_one_batch)?;
         Ok((slice, wm))
     }
 

@@ -14,10 +14,14 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
+use kafka_protocol::messages::ResponseKind;
+use vltava_protocol::fetch;
 use vltava_protocol::frame::{self, FrameError};
+use vltava_storage::FileRegion;
 
 use crate::errors::UNSUPPORTED_VERSION;
 use crate::handlers::{self, Ctx};
+use crate::sendout::{self, Outgoing};
 
 /// Responses queued per connection before the reader waits for the writer: with a peer that
 /// stops reading, at most this many responses (plus the one being written) are held.
@@ -109,10 +113,10 @@ async fn connection(
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
-    let (tx, mut rx) = mpsc::channel::<BytesMut>(RESPONSE_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(RESPONSE_QUEUE);
     let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            wr.write_all(&buf).await?;
+        while let Some(out) = rx.recv().await {
+            sendout::write(&mut wr, out).await?;
         }
         wr.shutdown().await
     });
@@ -199,7 +203,7 @@ async fn process(
     ctx: &Ctx,
     peer: &SocketAddr,
     frame_bytes: Bytes,
-) -> Result<Option<BytesMut>, ConnError> {
+) -> Result<Option<Outgoing>, ConnError> {
     let raw = match frame::decode_header(frame_bytes) {
         Ok(r) => r,
         Err(FrameError::UnknownApiKey {
@@ -207,10 +211,10 @@ async fn process(
             correlation_id,
         }) => {
             tracing::debug!(api_key, "unknown api key");
-            return Ok(Some(frame::encode_raw_response(
+            return Ok(Some(Outgoing::Frame(frame::encode_raw_response(
                 correlation_id,
                 &UNSUPPORTED_VERSION.to_be_bytes(),
-            )));
+            ))));
         }
         Err(e) => return Err(e.into()),
     };
@@ -225,24 +229,29 @@ async fn process(
             let body = kafka_protocol::messages::ResponseKind::ApiVersions(handlers::api_versions(
                 UNSUPPORTED_VERSION,
             ));
-            return Ok(Some(frame::encode_response(api, 0, correlation_id, &body)?));
+            return Ok(Some(Outgoing::Frame(frame::encode_response(
+                api,
+                0,
+                correlation_id,
+                &body,
+            )?)));
         }
         tracing::debug!(?api, version, "unsupported api version");
         let codec_ok = version >= api.valid_versions().min && version <= api.valid_versions().max;
         if codec_ok && let Some(body) = handlers::error_response(api, UNSUPPORTED_VERSION) {
-            return Ok(Some(frame::encode_response(
+            return Ok(Some(Outgoing::Frame(frame::encode_response(
                 api,
                 version,
                 correlation_id,
                 &body,
-            )?));
+            )?)));
         }
         // No response schema we can fill: a bare error code after the correlation id, as
         // for unknown api keys.
-        return Ok(Some(frame::encode_raw_response(
+        return Ok(Some(Outgoing::Frame(frame::encode_raw_response(
             correlation_id,
             &UNSUPPORTED_VERSION.to_be_bytes(),
-        )));
+        ))));
     }
     if handlers::advertised_only(api, version) {
         tracing::warn!(
@@ -263,13 +272,44 @@ async fn process(
         client_host: format!("/{}", peer.ip()),
     };
     match handlers::handle(ctx, &client, version, request).await {
-        handlers::Reply::Respond(body) => Ok(Some(frame::encode_response(
+        handlers::Reply::Respond(body) => Ok(Some(Outgoing::Frame(frame::encode_response(
             api,
             version,
             correlation_id,
             &body,
-        )?)),
+        )?))),
+        handlers::Reply::Fetch(reply) => fetch_outgoing(version, correlation_id, *reply).map(Some),
         handlers::Reply::Silent => Ok(None),
         handlers::Reply::Close => Err(ConnError::Refused(api, version)),
+    }
+}
+
+/// Encodes a Fetch response so its record sets can go straight from the files to the socket;
+/// versions the spliced encoder does not write get the records read into memory instead.
+fn fetch_outgoing(
+    version: i16,
+    correlation_id: i32,
+    reply: handlers::FetchReply,
+) -> Result<Outgoing, ConnError> {
+    let lens: Vec<Option<usize>> = reply
+        .regions
+        .iter()
+        .map(|r| r.as_ref().map(|rs| rs.iter().map(FileRegion::len).sum()))
+        .collect();
+    match fetch::encode_fetch_response(version, correlation_id, &reply.response, &lens) {
+        Ok(frame) => {
+            let records = reply.regions.into_iter().map(Option::unwrap_or_default).collect();
+            Ok(Outgoing::Spliced { frame, records })
+        }
+        Err(e) => {
+            tracing::debug!(version, error = %e, "fetch response encoded in memory");
+            let body = ResponseKind::Fetch(reply.materialize()?);
+            Ok(Outgoing::Frame(frame::encode_response(
+                ApiKey::Fetch,
+                version,
+                correlation_id,
+                &body,
+            )?))
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod bounds;
 pub mod compression;
+pub mod fetch;
 pub mod frame;
 pub mod records;
 

@@ -39,6 +39,12 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
     }
+
+    /// The operating system's descriptor, for zero-copy transfers (sendfile) by the layers
+    /// above; `None` for files that exist only in memory.
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// One entry of a directory listing.
@@ -144,6 +150,10 @@ impl FsFile for RealFile {
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
     }
+
+    fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(std::os::fd::AsFd::as_fd(&self.0))
+    }
 }
 
 impl Fs for RealFs {
@@ -239,6 +249,11 @@ impl DataFile {
     /// Current length of the file.
     pub(crate) fn len(&self) -> io::Result<u64> {
         self.file.len()
+    }
+
+    /// The shared open file, kept alive by whoever holds the clone.
+    pub(crate) fn shared(&self) -> Arc<dyn FsFile> {
+        Arc::clone(&self.file)
     }
 
     /// Fills `buf` from position `pos` (pread); a short file is an error.

@@ -131,7 +131,6 @@ impl<E: IndexEntry> Index<E> {
     }
 
     /// All entries, in order.
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> &[E] {
         &self.entries
     }

@@ -25,7 +25,8 @@ pub use error::StorageError;
 pub use fileio::{DirEntry, FileLock, Fs, FsFile, RealFs, atomic_write, atomic_write_with};
 pub use group_commit::GroupCommit;
 pub use log::{
-    AppendInfo, COMPACTION_METADATA_FILE, FlushHandle, Log, PARTITION_METADATA_FILE, ReadSlice,
+    AppendInfo, COMPACTION_METADATA_FILE, FileRegion, FlushHandle, Log, PARTITION_METADATA_FILE,
+    ReadSlice, RegionSlice,
 };
 pub use manager::{
     CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager, RECOVERY_CHECKPOINT_FILE,

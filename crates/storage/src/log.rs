@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
+use vltava_protocol::batch::{BatchHeader, HEADER_LEN};
 
 use crate::cleaner::{BatchFilter, CleanOptions, CleanStats, CleanedWriter, KeyMap};
 use crate::config::LogConfig;
 use crate::error::StorageError;
-use crate::fileio::{self, DataFile, Fs};
+use crate::fileio::{self, DataFile, Fs, FsFile};
 use crate::group_commit::GroupCommit;
 use crate::producer::ProducerStateManager;
 use crate::segment::{self, LoadMode, Segment};
@@ -49,12 +49,92 @@ pub struct ReadSlice {
     /// offset is inside a batch, or above it when compaction removed the records there;
     /// `None` if `bytes` is empty.
     pub first_offset: Option<u64>,
-    /// Offset after the last returned batch (the offset asked for if nothing was returned).
+    /// Offset to read next: after the last returned batch (the offset asked for if nothing
+    /// was returned); it may pass offsets compaction removed.
     pub next_offset: u64,
     /// Log start offset at the time of the read.
     pub log_start_offset: u64,
     /// Log end offset at the time of the read.
     pub log_end_offset: u64,
+}
+
+/// A byte range of a segment file holding whole batches, as [`Log::read_regions`] found it.
+/// Holding it keeps the file open.
+#[derive(Clone)]
+pub struct FileRegion {
+    file: Arc<dyn FsFile>,
+    position: u64,
+    len: usize,
+}
+
+impl FileRegion {
+    /// Bytes in the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Position of the range in its file.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The file's descriptor for a zero-copy transfer of `[position, position + len)`, or
+    /// `None` if the file has none (then use [`FileRegion::read_into`]).
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.file.as_fd()
+    }
+
+    /// Appends the range's bytes to `out`.
+    pub fn read_into(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let old = out.len();
+        out.resize(old + self.len, 0);
+        let res = self.file.read_exact_at(&mut out[old..], self.position);
+        if res.is_err() {
+            out.truncate(old);
+        }
+        res
+    }
+}
+
+impl std::fmt::Debug for FileRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileRegion")
+            .field("position", &self.position)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Whole batches located by [`Log::read_regions`].
+#[derive(Debug, Clone)]
+pub struct RegionSlice {
+    /// The ranges, in log order; empty if nothing is readable.
+    pub regions: Vec<FileRegion>,
+    /// As [`ReadSlice::first_offset`].
+    pub first_offset: Option<u64>,
+    /// As [`ReadSlice::next_offset`].
+    pub next_offset: u64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: u64,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: u64,
+}
+
+impl RegionSlice {
+    /// Total bytes of all ranges.
+    pub fn len(&self) -> usize {
+        self.regions.iter().map(FileRegion::len).sum()
+    }
+
+    /// True if nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
 }
 
 /// Descriptors and targets of a flush that runs without the log's lock (see
@@ -596,6 +676,7 @@ impl Log {
     /// (unless `min_one_batch` and the first batch alone is larger: then exactly that batch),
     /// never a batch whose base offset is `>= max_offset` (the high watermark). May span
     /// segments. Offsets outside `[log_start, log_end]` are out of range; `log_end` reads empty.
+    /// The bytes are copied out of the files; [`Log::read_regions`] only locates them.
     pub fn read(
         &self,
         offset: u64,
@@ -603,9 +684,34 @@ impl Log {
         max_offset: u64,
         min_one_batch: bool,
     ) -> Result<ReadSlice, StorageError> {
+        let regions = self.read_regions(offset, max_bytes, max_offset, min_one_batch)?;
+        let mut out = Vec::with_capacity(regions.len());
+        for r in &regions.regions {
+            r.read_into(&mut out)?;
+        }
+        Ok(ReadSlice {
+            bytes: Bytes::from(out),
+            first_offset: regions.first_offset,
+            next_offset: regions.next_offset,
+            log_start_offset: regions.log_start_offset,
+            log_end_offset: regions.log_end_offset,
+        })
+    }
+
+    /// Locates what [`Log::read`] would return without copying it: byte ranges of segment
+    /// files, each holding whole batches, that stay readable (even if the segment is deleted
+    /// or replaced meanwhile) after the log's lock is released. Appends only add bytes after
+    /// them, so their contents never change.
+    pub fn read_regions(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+        min_one_batch: bool,
+    ) -> Result<RegionSlice, StorageError> {
         let log_end = self.log_end_offset();
-        let mut slice = ReadSlice {
-            bytes: Bytes::new(),
+        let mut slice = RegionSlice {
+            regions: Vec::new(),
             first_offset: None,
             next_offset: offset,
             log_start_offset: self.log_start_offset,
@@ -622,7 +728,6 @@ impl Log {
         if offset >= upper {
             return Ok(slice);
         }
-        let mut out = Vec::new();
         let mut budget = max_bytes;
         let mut idx = self.segment_index(offset);
         let mut target = offset;
@@ -639,7 +744,7 @@ impl Log {
             }
             let first_len = first.total_len();
             let available = usize::try_from(seg.size() - pos).unwrap_or(usize::MAX);
-            let allowed = if out.is_empty() && min_one_batch {
+            let allowed = if slice.regions.is_empty() && min_one_batch {
                 budget.max(first_len)
             } else {
                 budget
@@ -648,43 +753,28 @@ impl Log {
             if want < first_len {
                 break;
             }
-            let old = out.len();
-            seg.read_into(pos, want, &mut out)?;
-            // The window may end inside a batch or pass the high watermark: keep whole
-            // batches below it.
-            let mut end = old;
-            let mut hit_upper = false;
-            while out.len() - end >= HEADER_LEN {
-                let h = parse_header(&out[end..]).map_err(|e| {
-                    StorageError::Corrupt(format!(
-                        "{} segment {} position {}: {e}",
-                        self.dir.display(),
-                        seg.base_offset(),
-                        pos + (end - old) as u64
-                    ))
-                })?;
-                if h.total_len() > out.len() - end {
-                    break;
-                }
-                if h.base_offset as u64 >= upper {
-                    hit_upper = true;
-                    break;
-                }
-                slice.first_offset.get_or_insert(h.base_offset as u64);
-                slice.next_offset = h.last_offset() as u64 + 1;
-                end += h.total_len();
+            let (end, next, hit_upper) = seg.whole_batches_end(pos, pos + want as u64, upper)?;
+            let len = usize::try_from(end - pos).unwrap_or(usize::MAX);
+            if len == 0 {
+                break;
             }
-            out.truncate(end);
-            budget = budget.saturating_sub(end - old);
-            let consumed_segment = pos + (end - old) as u64 == seg.size();
-            if hit_upper || !consumed_segment || budget == 0 {
+            slice.first_offset.get_or_insert(first.base_offset as u64);
+            if let Some(next) = next {
+                slice.next_offset = next;
+            }
+            slice.regions.push(FileRegion {
+                file: seg.shared_file(),
+                position: pos,
+                len,
+            });
+            budget = budget.saturating_sub(len);
+            if hit_upper || end != seg.size() || budget == 0 {
                 break;
             }
             if let Some(next) = self.segments.get(idx) {
                 target = next.base_offset();
             }
         }
-        slice.bytes = Bytes::from(out);
         Ok(slice)
     }
 

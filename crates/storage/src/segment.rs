@@ -741,6 +741,64 @@ impl Segment {
         Ok(())
     }
 
+    /// The longest run of whole batches starting at batch position `pos` that ends at or
+    /// before position `limit` and holds no batch whose base offset is `>= upper`. Returns its
+    /// end position, the offset to read after it (`None` if the run is empty) and whether a
+    /// batch at or above `upper` stopped it. The sparse index brings the header walk close to
+    /// `limit`, so finding the end reads a few headers, not the bytes in between.
+    pub(crate) fn whole_batches_end(
+        &self,
+        pos: u64,
+        limit: u64,
+        upper: u64,
+    ) -> Result<(u64, Option<u64>, bool), StorageError> {
+        let limit = limit.min(self.size);
+        let entries = self.offset_index.entries();
+        // Entries are ordered by both position and offset, so the usable ones are a prefix.
+        let usable = entries.partition_point(|e| {
+            u64::from(e.position) <= limit && self.base_offset + u64::from(e.rel_offset) < upper
+        });
+        let start = usable
+            .checked_sub(1)
+            .map(|i| u64::from(entries[i].position))
+            .filter(|&p| p > pos)
+            .unwrap_or(pos);
+        let mut win = Window::new();
+        let mut p = start;
+        let mut next = None;
+        let mut hit_upper = false;
+        while p < self.size {
+            if self.size - p < HEADER_LEN as u64 {
+                return Err(self.corrupt(p, "truncated batch header"));
+            }
+            let bytes = win.get(&self.log, p, HEADER_LEN, self.size, HEADER_LEN)?;
+            let h = parse_header(bytes).map_err(|e| self.corrupt(p, &e.to_string()))?;
+            let total = h.total_len() as u64;
+            let stop_upper = h.base_offset as u64 >= upper;
+            if stop_upper || p + total > limit {
+                hit_upper = stop_upper;
+                // Stopped right at an index entry: whatever precedes it ends the run, and the
+                // next offset to read is this batch's base (equal to the previous batch's last
+                // offset + 1 unless compaction left a gap).
+                if next.is_none() && p > pos {
+                    next = Some(h.base_offset as u64);
+                }
+                break;
+            }
+            if total > self.size - p {
+                return Err(self.corrupt(p, "batch runs past the segment end"));
+            }
+            next = Some(h.last_offset() as u64 + 1);
+            p += total;
+        }
+        Ok((p, next, hit_upper))
+    }
+
+    /// A shared handle on the log file, readable after the log's lock is released.
+    pub(crate) fn shared_file(&self) -> Arc<dyn crate::fileio::FsFile> {
+        self.log.shared()
+    }
+
     /// Appends bytes `[pos, pos + len)` of the log file to `out`.
     pub(crate) fn read_into(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         let old = out.len();

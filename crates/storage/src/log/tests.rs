@@ -2,7 +2,7 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use proptest::prelude::*;
-use vltava_protocol::batch::{set_base_offset_and_epoch, verify};
+use vltava_protocol::batch::{parse_header, set_base_offset_and_epoch, verify};
 
 use super::*;
 use crate::segment::segment_file;
@@ -862,6 +862,63 @@ proptest! {
             prop_assert!(got.len() <= written.len());
             prop_assert_eq!(&got[..], &mask(&written)[..got.len()]);
             prop_assert_eq!(log.log_end_offset(), got.len() as u64 * 2);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// `read_regions` (index-guided, header-only) finds exactly the batches a greedy walk over
+    /// every batch in the log picks: the one holding `offset`, then whole batches while they
+    /// fit `max_bytes` and start below `max_offset`.
+    #[test]
+    fn regions_match_a_greedy_walk_over_all_batches(
+        specs in proptest::collection::vec((1usize..6, 0usize..200), 1..40),
+        segment_bytes in 1200u64..4000,
+        index_interval_bytes in prop_oneof![Just(1u64), 50u64..600, Just(1u64 << 20)],
+        reads in proptest::collection::vec(
+            (any::<proptest::sample::Index>(), 0usize..3000, any::<proptest::sample::Index>(), any::<bool>()),
+            1..20,
+        ),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig { index_interval_bytes, ..cfg(segment_bytes) };
+        let mut log = Log::open(dir.path(), config, 0, NOW).expect("open");
+        let mut all: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for &(n, v) in &specs {
+            let b = Spec::plain(n, v).build();
+            let info = log.append(std::slice::from_ref(&b), EPOCH, NOW).expect("append");
+            all.push((info.first_offset, info.last_offset, stored(&b, info.first_offset)));
+        }
+        let end = log.log_end_offset();
+        for (o, max_bytes, u, min_one) in reads {
+            let offset = o.index(end as usize + 1) as u64;
+            let upper = u.index(end as usize + 2) as u64;
+            let mut want: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut used = 0usize;
+            let mut next = offset;
+            // Nothing at or past the high watermark, even inside a batch that starts below it.
+            let readable = all.iter().filter(|(_, last, _)| *last >= offset && offset < upper);
+            for (base, last, bytes) in readable {
+                if *base >= upper.min(end) {
+                    break;
+                }
+                let fits = used + bytes.len() <= max_bytes || (want.is_empty() && min_one);
+                if !fits {
+                    break;
+                }
+                used += bytes.len();
+                want.push((*base, bytes.clone()));
+                next = last + 1;
+            }
+            let got = log.read(offset, max_bytes, upper, min_one).expect("read");
+            prop_assert_eq!(batches_of(&got.bytes), want.clone());
+            prop_assert_eq!(got.first_offset, want.first().map(|(b, _)| *b));
+            prop_assert_eq!(got.next_offset, next);
+            let regions = log.read_regions(offset, max_bytes, upper, min_one).expect("regions");
+            prop_assert_eq!(regions.len(), got.bytes.len());
+            prop_assert!(regions.regions.iter().all(|r| r.fd().is_some() && !r.is_empty()));
         }
     }
 }
