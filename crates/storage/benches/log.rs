@@ -6,11 +6,13 @@
 //!   the 16-byte header rewrite and one vectored write into the page cache, plus index
 //!   upkeep. Every 64 appends the log is truncated back outside the timed region, so the
 //!   bench never holds more than 64 MiB in the page cache and never waits for the disk.
-//! - `read`: `Log::read` as the fetch path calls it (`min_one_batch`, the high watermark at the
-//!   log end): a 1 MiB budget over 1 MiB batches (one batch a read), a 16 MiB budget (16
-//!   batches), and a 1 MiB budget over small batches (about 1000 batches a read, so the
-//!   per-batch header walk shows). Files are in the page cache: this is CPU and copy cost,
-//!   not disk speed.
+//! - `read`: `Log::read` (locate, then copy into one buffer) with `min_one_batch` and the high
+//!   watermark at the log end: a 1 MiB budget over 1 MiB batches (one batch a read), a 16 MiB
+//!   budget (16 batches), and a 1 MiB budget over small batches (about 1000 batches a read).
+//!   `regions_*` is `Log::read_regions` on the same reads: what the broker's fetch does under
+//!   the partition lock before it sends the ranges with sendfile (locating only, so its
+//!   throughput is in calls/s). Files are in the page cache: this is CPU and copy cost, not
+//!   disk speed.
 //! - `lookup`: one segment of 100 000 single-record batches (about 110 MB; with the default
 //!   `index.interval.bytes` of 4096, about 25 000 offset and time index entries).
 //!   `offset` is `Log::read` with a zero budget at a pseudo-random offset, which does exactly
@@ -19,12 +21,13 @@
 //!   is `Log::offset_for_timestamp` (ListOffsets by time: time index, then offset lookup,
 //!   then header walk) at a pseudo-random time.
 //!
-//! Throughput: records/s and bytes/s for `append` and `read`, lookups/s for `lookup`.
+//! Throughput: records/s and bytes/s for `append` and `read`, calls/s for `read/regions_*`
+//! and `lookup`.
 //!
 //! Batches are built with `vltava_protocol::records::RecordView::encode` and
 //! `vltava_protocol::batch::build_batch`, uncompressed, from a non-idempotent producer.
 //!
-//! Run: `cargo bench -p vltava-storage --bench log` (under half a minute of measuring, plus a
+//! Run: `cargo bench -p vltava-storage --bench log` (about 40 s of measuring, plus a
 //! few seconds to build the logs, about 250 MB in all), a subset with a filter
 //! (`... -- lookup/`), a smoke run with `... -- --quick`. The temporary directories are under
 //! `$TMPDIR` (default `/tmp`) and removed at the end. Numbers from a shared 2-core machine are
@@ -212,6 +215,18 @@ fn bench_read(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 7) % starts.len();
                 log.read(starts[i], budget, end, true).expect("read")
+            })
+        });
+        // What the broker's fetch does under the partition lock since it sends by sendfile:
+        // locate the same batches as file ranges, copy nothing. Per call: the work is a few
+        // index lookups and header reads, whatever the size of the range.
+        g.throughput(Throughput::Elements(1));
+        let mut i = 0;
+        g.bench_function(format!("regions_{name}"), |b| {
+            b.iter(|| {
+                i = (i + 7) % starts.len();
+                log.read_regions(starts[i], budget, end, true)
+                    .expect("read_regions")
             })
         });
     }
