@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::ResponseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
-use kafka_protocol::messages::ResponseKind;
 use vltava_protocol::fetch;
 use vltava_protocol::frame::{self, FrameError};
 use vltava_storage::FileRegion;
@@ -298,7 +298,11 @@ fn fetch_outgoing(
         .collect();
     match fetch::encode_fetch_response(version, correlation_id, &reply.response, &lens) {
         Ok(frame) => {
-            let records = reply.regions.into_iter().map(Option::unwrap_or_default).collect();
+            let records = reply
+                .regions
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect();
             Ok(Outgoing::Spliced { frame, records })
         }
         Err(e) => {

@@ -163,7 +163,9 @@ impl Fs for RealFs {
             .append(true)
             .create(true)
             .open(path)?;
-        if truncate {
+        // ext4 flushes a file's dirty pages at close and unlink once it has been truncated
+        // (auto_da_alloc), so a truncation that changes nothing must not happen.
+        if truncate && file.metadata()?.len() > 0 {
             file.set_len(0)?;
         }
         Ok(Arc::new(RealFile(file)))

@@ -84,20 +84,26 @@ impl SharedMetadata {
     }
 
     /// The topic's metadata once it has partitions, waiting (and asking for fetches) until
-    /// `deadline` (`max.block.ms`).
+    /// `deadline` (`max.block.ms`); true if it had to wait.
     pub(crate) async fn wait_for_topic(
         &self,
         topic: &str,
         deadline: Instant,
         max_block: Duration,
-    ) -> Result<Arc<TopicInfo>, ProducerError> {
+    ) -> Result<(Arc<TopicInfo>, bool), ProducerError> {
+        // Fast path, taken by nearly every record: the topic is known.
+        if let Some(t) = self.lock().topics.get(topic)
+            && t.count > 0
+        {
+            return Ok((Arc::clone(t), false));
+        }
         loop {
             let mut changed = self.version.subscribe();
             let last_error = {
                 let mut st = self.lock();
                 if let Some(t) = st.topics.get(topic) {
                     if t.count > 0 {
-                        return Ok(Arc::clone(t));
+                        return Ok((Arc::clone(t), true));
                     }
                     if let Some(code) = t.error.filter(|c| topic_error_is_final(*c)) {
                         return Err(ProducerError::broker(topic, -1, code, None));

@@ -33,7 +33,7 @@ use crate::producer::Shared;
 use crate::producer::accumulator::{Accumulator, ProducerBatch, earliest};
 use crate::producer::config::Acks;
 use crate::producer::conn::{
-    PRODUCE_VERSIONS, PipelinedConn, decode_response_header, encode_frame, open,
+    PRODUCE_VERSIONS, PipelinedConn, decode_response_header, encode_produce_frame, open,
 };
 use crate::producer::error::ProducerError;
 use crate::producer::metadata::{Command, ProducerIdResult, TopicInfo, backoff, pick_version};
@@ -624,8 +624,8 @@ impl Sender {
         for node in connect {
             self.ensure_connecting(node, now, next);
         }
-        for (node, (batches, size)) in requests {
-            self.send_request(node, batches, size, pid, now);
+        for (node, (batches, _size)) in requests {
+            self.send_request(node, batches, pid, now);
         }
     }
 
@@ -634,7 +634,6 @@ impl Sender {
         &mut self,
         node: i32,
         batches: Vec<ProducerBatch>,
-        size: usize,
         pid: (i64, i16),
         now: Instant,
     ) {
@@ -703,14 +702,7 @@ impl Sender {
         }
         let cid = conn.next_cid;
         conn.next_cid = conn.next_cid.wrapping_add(1);
-        let frame = match encode_frame(
-            ApiKey::Produce,
-            conn.version,
-            cid,
-            &self.client_id,
-            &req,
-            size + 64 * ready.len(),
-        ) {
+        let frame = match encode_produce_frame(conn.version, cid, &self.client_id, &req) {
             Ok(f) => f,
             Err(e) => {
                 let e = ProducerError::from(e);
