@@ -93,9 +93,15 @@ struct E2eBench {
 struct ProduceBench {
     #[command(flatten)]
     client: ClientArgs,
-    /// Topic (created with --partitions partitions if missing).
-    #[arg(long, default_value = "vltava-bench")]
-    topic: String,
+    /// Topic (created with --partitions partitions if missing). Several (comma-separated or
+    /// repeated) spread the records over them in turn, one topic after the other.
+    #[arg(
+        long = "topic",
+        value_name = "TOPIC",
+        default_value = "vltava-bench",
+        value_delimiter = ','
+    )]
+    topics: Vec<String>,
     /// Bytes of each record's value (no key).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     record_size: u32,
@@ -242,7 +248,9 @@ async fn ensure_topic(
 }
 
 async fn produce(b: ProduceBench, config: vltava_client::ProducerConfig) -> Result<(), String> {
-    ensure_topic(&config.client, &b.topic, b.partitions).await?;
+    for topic in &b.topics {
+        ensure_topic(&config.client, topic, b.partitions).await?;
+    }
     let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
     let size = b.record_size as usize;
     let pool = payload_pool(size);
@@ -267,10 +275,12 @@ async fn produce(b: ProduceBench, config: vltava_client::ProducerConfig) -> Resu
         .then(|| spawn_progress(count, duration, Arc::clone(&sent), Arc::clone(&stats), size));
 
     // Metadata before the clock starts (the producer id is asked for at connect).
-    producer
-        .partition_count(&b.topic)
-        .await
-        .map_err(|e| e.to_string())?;
+    for topic in &b.topics {
+        producer
+            .partition_count(topic)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
 
     let start = Instant::now();
     let mut i: u64 = 0;
@@ -291,8 +301,9 @@ async fn produce(b: ProduceBench, config: vltava_client::ProducerConfig) -> Resu
         offset = (offset + size) % (pool.len() - size);
         let st = Arc::clone(&stats);
         let t0 = Instant::now();
+        let topic = b.topics[(i % b.topics.len() as u64) as usize].as_str();
         let r = producer
-            .enqueue_with_callback(ProducerRecord::new(b.topic.as_str(), value), move |r| {
+            .enqueue_with_callback(ProducerRecord::new(topic, value), move |r| {
                 let us = t0.elapsed().as_micros() as u64;
                 match r {
                     Ok(_) => {
@@ -329,7 +340,7 @@ async fn produce(b: ProduceBench, config: vltava_client::ProducerConfig) -> Resu
     let h = stats.hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if b.json {
         let out = serde_json::json!({
-            "topic": b.topic,
+            "topic": b.topics.join(","),
             "records": acked,
             "failed": failed,
             "record_size": size,
