@@ -1,47 +1,66 @@
 #!/usr/bin/env bash
-# Vltava throughput benchmark: loopback TCP ceiling (iperf3) vs. produce and consume
-# throughput through a freshly started `vltava serve` (rdkafka_performance, 1 partition,
-# acks=1). Prints one table and appends it to bench/RESULTS.md. See bench/README.md.
+# Vltava performance benchmark: the targets of the performance issue, measured in one run
+# against freshly started `vltava serve` brokers, each beside the baseline it is judged by
+# (measured in the same run). Prints a table of targets (met / not met) and a table of every
+# measured step with the broker's CPU per GB and peak RSS, and appends both to bench/RESULTS.md.
+# See bench/README.md.
 #
-# Usage: bench/run.sh [--tools-only] [--no-record]
-#   --tools-only   install iperf3 / build rdkafka_performance, then stop
-#   --no-record    do not append the table to bench/RESULTS.md
-# Environment (all optional):
-#   BENCH_COUNT=5000000      messages per phase
-#   BENCH_MSG_SIZE=1024      bytes per message
-#   BENCH_IPERF_SECS=5       iperf3 duration
-#   BENCH_PHASE_TIMEOUT=600  seconds before a phase is declared hung and killed
-#   BENCH_NICE=10            niceness of the builds (cargo, make)
-#   BENCH_JOBS=2             parallel jobs for the librdkafka build
-#   BENCH_PORT=              broker port (default: a free one)
-#   BENCH_KEEP_DATA=0        1 keeps the broker's temporary data dir
+# Usage: bench/run.sh [--tools-only] [--no-record] [--peer]
+#   --tools-only   install iperf3 / build rdkafka_performance (and Tansu with --peer), then stop
+#   --no-record    do not append the tables to bench/RESULTS.md
+#   --peer         also build (cargo install, ~20 min the first time) and measure the Tansu peer
+# Environment (all optional; README.md lists every knob):
+#   BENCH_PHASES=produce,consume,latency,scale,restart,durable,native   phases to run (+ peer)
+#   BENCH_COUNT=5000000      records per produce run (produce, durable, native, scale)
+#   BENCH_MSG_SIZE=1024      bytes per record
+#   BENCH_PHASE_TIMEOUT=1200 seconds before a whole phase is killed and reported
+#   BENCH_CMD_TIMEOUT=600    seconds before one client command is killed
+#   BENCH_KEEP_DATA=0        1 keeps the brokers' data directories
+#   BENCH_VLTAVA=            use this vltava binary instead of building target/release/vltava
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
 BUILD_DIR="$BENCH_DIR/build"
 
-COUNT="${BENCH_COUNT:-5000000}"
-MSG_SIZE="${BENCH_MSG_SIZE:-1024}"
+ALL_PHASES="produce,consume,latency,scale,restart,durable,native"
+PHASES="${BENCH_PHASES:-$ALL_PHASES}"
+export BENCH_COUNT="${BENCH_COUNT:-5000000}"
+export MSG_SIZE="${BENCH_MSG_SIZE:-1024}"
 IPERF_SECS="${BENCH_IPERF_SECS:-5}"
-PHASE_TIMEOUT="${BENCH_PHASE_TIMEOUT:-600}"
-NICE="${BENCH_NICE:-10}"
+PHASE_TIMEOUT="${BENCH_PHASE_TIMEOUT:-1200}"
+export CMD_TIMEOUT="${BENCH_CMD_TIMEOUT:-600}"
+export NICE="${BENCH_NICE:-10}"
 JOBS="${BENCH_JOBS:-2}"
-KEEP_DATA="${BENCH_KEEP_DATA:-0}"
+export KEEP_DATA="${BENCH_KEEP_DATA:-0}"
+PEER_BUILD_TIMEOUT="${BENCH_PEER_BUILD_TIMEOUT:-3600}"
 
 TOOLS_ONLY=0
 RECORD=1
+PEER=0
 for arg in "$@"; do
     case "$arg" in
         --tools-only) TOOLS_ONLY=1 ;;
         --no-record) RECORD=0 ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --peer) PEER=1 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# The phases to run, in the order given; --peer adds "peer".
+IFS=',' read -r -a PHASE_LIST <<<"$PHASES"
+if [[ $PEER -eq 1 && ",$PHASES," != *,peer,* ]]; then PHASE_LIST+=(peer); fi
+for p in "${PHASE_LIST[@]}"; do
+    [[ -f "$BENCH_DIR/phases/$p.sh" ]] || die "unknown phase '$p' in BENCH_PHASES (known: $ALL_PHASES,peer)"
+done
+selected() { [[ " ${PHASE_LIST[*]} " == *" $1 "* ]]; }
+for n in BENCH_COUNT MSG_SIZE IPERF_SECS PHASE_TIMEOUT CMD_TIMEOUT; do
+    [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
+done
 
 # ---------------------------------------------------------------------------------------
 # 1. Tools
@@ -126,22 +145,53 @@ EOF
 
 install_apt_packages iperf3:iperf3 jq:jq ss:iproute2 make:make cc:gcc
 build_rdkafka_performance
-log "tools: $(iperf3 --version | head -1); rdkafka_performance $("$RDKPERF" 2>&1 | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p')"
+RDK_VERSION="$( { "$RDKPERF" 2>&1 || true; } | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p')"
+log "tools: $(iperf3 --version | head -1); rdkafka_performance $RDK_VERSION"
+
+# The peer: Tansu (a Kafka-compatible broker in Rust), installed with cargo into bench/build.
+TANSU="$BUILD_DIR/tansu/bin/tansu"
+PEER_NOTE=""
+build_tansu() {
+    [[ -x "$TANSU" ]] && return 0
+    log "building the peer: cargo install tansu --locked --features dynostore,libsql (about 20 min on 2 cores; log: $BUILD_DIR/tansu-install.log; at most ${PEER_BUILD_TIMEOUT}s)"
+    mkdir -p "$BUILD_DIR"
+    local rc=0
+    timeout --kill-after=30 "$PEER_BUILD_TIMEOUT" nice -n "$NICE" \
+        cargo install tansu --locked --features dynostore,libsql --root "$BUILD_DIR/tansu" \
+        >"$BUILD_DIR/tansu-install.log" 2>&1 || rc=$?
+    if [[ $rc -ne 0 || ! -x "$TANSU" ]]; then
+        tail -15 "$BUILD_DIR/tansu-install.log" >&2 || true
+        if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+            PEER_NOTE="cargo install tansu did not finish within ${PEER_BUILD_TIMEOUT}s"
+        else
+            PEER_NOTE="cargo install tansu failed (status $rc, log: $BUILD_DIR/tansu-install.log)"
+        fi
+        log "peer not available: $PEER_NOTE"
+        return 1
+    fi
+}
+if selected peer; then build_tansu || true; fi
 
 if [[ $TOOLS_ONLY -eq 1 ]]; then
-    log "tools ready ($RDKPERF)"
+    log "tools ready ($RDKPERF$(selected peer && [[ -x "$TANSU" ]] && echo ", $TANSU"))"
     exit 0
 fi
 
 # ---------------------------------------------------------------------------------------
-# 2. Broker
+# 2. Broker binary, work directory
 # ---------------------------------------------------------------------------------------
 
-log "building the broker (cargo build --release -p vltava-cli)"
-(cd "$REPO_DIR" && nice -n "$NICE" cargo build --release --quiet -p vltava-cli) \
-    || die "cargo build --release -p vltava-cli failed"
-VLTAVA="$REPO_DIR/target/release/vltava"
-[[ -x "$VLTAVA" ]] || die "$VLTAVA missing after the build"
+if [[ -n "${BENCH_VLTAVA:-}" ]]; then
+    VLTAVA="$(realpath "$BENCH_VLTAVA")"
+    log "using $VLTAVA (BENCH_VLTAVA; not built)"
+else
+    log "building the broker (cargo build --release -p vltava-cli)"
+    (cd "$REPO_DIR" && nice -n "$NICE" cargo build --release --quiet -p vltava-cli) \
+        || die "cargo build --release -p vltava-cli failed"
+    VLTAVA="$REPO_DIR/target/release/vltava"
+fi
+[[ -x "$VLTAVA" ]] || die "$VLTAVA missing"
+export VLTAVA RDKPERF TANSU
 
 free_port() {
     # A port the kernel considers free right now (small race until the server binds it).
@@ -166,31 +216,40 @@ wait_for_port() {
 }
 
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/vltava-bench.XXXXXX")"
-DATA_DIR="$WORK_DIR/data"
-mkdir -p "$DATA_DIR"
-BROKER_LOG="$WORK_DIR/broker.stderr"
-BROKER_PID=""
 IPERF_PID=""
+PHASE_PID=""
+ANY_FAILED=0
+
+# kill_leftovers PIDFILE: whatever a phase started and left running (it was killed before its own
+# cleanup ran). Only the PIDs it recorded, and only while they still run one of our programs.
+kill_leftovers() {
+    local file=$1 pid cmd alive=()
+    [[ -f "$file" ]] || return 0
+    while read -r pid; do
+        [[ "$pid" =~ ^[0-9]+$ ]] || continue
+        cmd="$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null || true)"
+        case "$cmd" in
+            *"$VLTAVA"*|*"$RDKPERF"*|*"$TANSU"*|timeout*) kill -TERM "$pid" 2>/dev/null && alive+=("$pid") ;;
+        esac
+    done <"$file"
+    [[ ${#alive[@]} -gt 0 ]] || return 0
+    log "stopped ${#alive[@]} process(es) a phase left behind"
+    sleep 2
+    for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
 
 cleanup() {
-    local rc=$?
+    local rc=$? d
     if [[ -n "$IPERF_PID" ]] && kill -0 "$IPERF_PID" 2>/dev/null; then kill "$IPERF_PID" 2>/dev/null || true; fi
-    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill -TERM "$BROKER_PID" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 100; i++)); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$BROKER_PID" 2>/dev/null; then
-            log "broker ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$BROKER_PID" 2>/dev/null || true
-        fi
-        wait "$BROKER_PID" 2>/dev/null || true
+    if [[ -n "$PHASE_PID" ]] && kill -0 "$PHASE_PID" 2>/dev/null; then
+        kill -TERM "$PHASE_PID" 2>/dev/null || true   # timeout passes it on to the phase's group
+        wait "$PHASE_PID" 2>/dev/null || true
     fi
-    if [[ $rc -ne 0 && -s "$BROKER_LOG" ]]; then
-        log "broker stderr (last 40 lines of $BROKER_LOG):"
-        tail -40 "$BROKER_LOG" >&2 || true
-    fi
-    if [[ "$KEEP_DATA" == 1 || $rc -ne 0 ]]; then
-        log "kept $WORK_DIR (broker data, logs, tool output)"
+    for d in "$WORK_DIR"/*/; do kill_leftovers "${d}pids"; done
+    if [[ "$KEEP_DATA" == 1 || $rc -ne 0 || $ANY_FAILED -ne 0 ]]; then
+        # Broker data directories are removed by the phases (unless BENCH_KEEP_DATA=1); what is
+        # kept here is the tool output and broker logs.
+        log "kept $WORK_DIR (tool output, broker logs$([[ "$KEEP_DATA" == 1 ]] && echo ", broker data"))"
     else
         rm -rf "$WORK_DIR"
     fi
@@ -201,165 +260,218 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------
-# 3. Measurements
+# 3. iperf3 loopback, one stream: the ceiling the produce and consume ratios refer to
 # ---------------------------------------------------------------------------------------
 
-CLK_TCK="$(getconf CLK_TCK)"
-
-broker_cpu_ticks() {
-    # utime + stime of the broker, in clock ticks (fields 14 and 15 of /proc/PID/stat;
-    # parsed after the ')' that ends the command name).
-    local stat
-    stat="$(cat "/proc/$BROKER_PID/stat")"
-    stat="${stat##*) }"
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-broker_hwm_kib() {
-    awk '/^VmHWM:/ { print $2 }' "/proc/$BROKER_PID/status"
-}
-
-reset_broker_hwm() {
-    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0); best effort.
-    echo 5 >"/proc/$BROKER_PID/clear_refs" 2>/dev/null && return 0
-    return 1
-}
-
-# --- 3a. iperf3 loopback, one stream ---
-IPERF_PORT="$(free_port)"
-log "iperf3: one TCP stream over loopback for ${IPERF_SECS}s (port $IPERF_PORT)"
-iperf3 -s -1 -p "$IPERF_PORT" >"$WORK_DIR/iperf3-server.txt" 2>&1 &
-IPERF_PID=$!
-wait_for_port "$IPERF_PORT" "$IPERF_PID" 10 || die "iperf3 server did not start: $(cat "$WORK_DIR/iperf3-server.txt")"
-iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_SECS" -J >"$WORK_DIR/iperf3.json" \
-    || die "iperf3 client failed: $(jq -r '.error // empty' "$WORK_DIR/iperf3.json" 2>/dev/null)"
-wait "$IPERF_PID" 2>/dev/null || true
-IPERF_PID=""
-IPERF_MBPS="$(jq -r '.end.sum_received.bits_per_second / 8 / 1e6' "$WORK_DIR/iperf3.json")"
-[[ "$IPERF_MBPS" =~ ^[0-9.]+$ ]] || die "could not read iperf3 bandwidth from $WORK_DIR/iperf3.json"
-log "iperf3 loopback: $(printf '%.0f' "$IPERF_MBPS") MB/s"
-
-# --- broker start ---
-BROKER_PORT="${BENCH_PORT:-$(free_port)}"
-log "starting $VLTAVA serve --listen 127.0.0.1:$BROKER_PORT --data-dir $DATA_DIR"
-"$VLTAVA" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$DATA_DIR" \
-    </dev/null >"$WORK_DIR/broker.stdout" 2>"$BROKER_LOG" &
-BROKER_PID=$!
-wait_for_port "$BROKER_PORT" "$BROKER_PID" 30 \
-    || die "broker did not listen on 127.0.0.1:$BROKER_PORT within 30 s"
-log "broker pid $BROKER_PID is listening"
-
-TOPIC="bench-$(date -u +%Y%m%d%H%M%S)-$$"
-BOOTSTRAP="127.0.0.1:$BROKER_PORT"
-PAYLOAD_GB="$(awk -v c="$COUNT" -v s="$MSG_SIZE" 'BEGIN { printf "%.6f", c * s / 1e9 }')"
-
-# Runs one rdkafka_performance phase; sets PHASE_OUT, PHASE_CPU_S, PHASE_HWM_KIB.
-run_phase() {
-    local name=$1; shift
-    local out="$WORK_DIR/rdkafka_performance-$name.txt"
-    local cpu0 cpu1 rc=0
-    reset_broker_hwm || true
-    cpu0="$(broker_cpu_ticks)"
-    log "$name: rdkafka_performance $*"
-    timeout --kill-after=10 "$PHASE_TIMEOUT" "$RDKPERF" "$@" >"$out" 2>&1 || rc=$?
-    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-        log "$name: the broker died during the phase; rdkafka_performance printed:"
-        tail -40 "$out" >&2
-        die "broker exited during $name"
-    fi
-    cpu1="$(broker_cpu_ticks)"
-    PHASE_HWM_KIB="$(broker_hwm_kib)"
-    PHASE_CPU_S="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')"
-    PHASE_OUT="$out"
-    if [[ $rc -ne 0 ]]; then
-        if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-            log "$name: rdkafka_performance did not finish within ${PHASE_TIMEOUT}s (killed)"
-        else
-            log "$name: rdkafka_performance exited with status $rc"
-        fi
-        log "$name: rdkafka_performance output (last 40 lines of $out):"
-        tail -40 "$out" >&2
-        die "$name phase failed"
-    fi
-}
-
-# --- 3b. produce ---
-run_phase produce -P -t "$TOPIC" -p 0 -s "$MSG_SIZE" -c "$COUNT" -b "$BOOTSTRAP" -a 1 \
-    -X linger.ms=5 -X batch.size=1000000 -X batch.num.messages=100000
-# "% 2000000 messages produced (2048000000 bytes), 2000000 delivered (offset 0, 0 failed)
-#  in 6000ms: 333333 msgs/s and 341.33 MB/s, 0 produce failures, 0 in queue, no compression"
-P_LINE="$(grep 'messages produced' "$PHASE_OUT" | tail -1)"
-[[ -n "$P_LINE" ]] || { tail -40 "$PHASE_OUT" >&2; die "no summary line in the produce output"; }
-P_DELIVERED="$(sed -n 's/.* \([0-9]*\) delivered .*/\1/p' <<<"$P_LINE")"
-P_FAILED="$(sed -n 's/.*, \([0-9]*\) failed).*/\1/p' <<<"$P_LINE")"
-P_MSGS="$(sed -n 's/.*: \([0-9]*\) msgs\/s and.*/\1/p' <<<"$P_LINE")"
-P_MBPS="$(sed -n 's/.* msgs\/s and \([0-9.]*\) MB\/s.*/\1/p' <<<"$P_LINE")"
-if [[ "$P_DELIVERED" != "$COUNT" || "$P_FAILED" != 0 ]]; then
-    tail -40 "$PHASE_OUT" >&2
-    die "produce: $P_DELIVERED of $COUNT delivered, $P_FAILED failed"
+IPERF_MBPS=""
+if selected produce || selected consume || selected peer; then
+    IPERF_PORT="$(free_port)"
+    log "iperf3: one TCP stream over loopback for ${IPERF_SECS}s (port $IPERF_PORT)"
+    iperf3 -s -1 -p "$IPERF_PORT" >"$WORK_DIR/iperf3-server.txt" 2>&1 &
+    IPERF_PID=$!
+    wait_for_port "$IPERF_PORT" "$IPERF_PID" 10 || die "iperf3 server did not start: $(cat "$WORK_DIR/iperf3-server.txt")"
+    timeout 60 iperf3 -c 127.0.0.1 -p "$IPERF_PORT" -t "$IPERF_SECS" -J >"$WORK_DIR/iperf3.json" \
+        || die "iperf3 client failed: $(jq -r '.error // empty' "$WORK_DIR/iperf3.json" 2>/dev/null)"
+    wait "$IPERF_PID" 2>/dev/null || true
+    IPERF_PID=""
+    IPERF_MBPS="$(jq -r '.end.sum_received.bits_per_second / 8 / 1e6' "$WORK_DIR/iperf3.json")"
+    [[ "$IPERF_MBPS" =~ ^[0-9.]+$ ]] || die "could not read iperf3 bandwidth from $WORK_DIR/iperf3.json"
+    log "iperf3 loopback: $(printf '%.0f' "$IPERF_MBPS") MB/s"
 fi
-P_CPU_S="$PHASE_CPU_S"; P_HWM_KIB="$PHASE_HWM_KIB"
-log "produce: $P_MBPS MB/s, $P_MSGS msgs/s"
-
-# --- 3c. consume (same topic, from the beginning) ---
-run_phase consume -C -t "$TOPIC" -p 0 -o beginning -c "$COUNT" -b "$BOOTSTRAP"
-# "% 2000000 messages (2048000000 bytes) consumed in 4000ms: 500000 msgs/s (512.00 MB/s)"
-C_LINE="$(grep -v INTERVAL "$PHASE_OUT" | grep 'consumed in' | tail -1)"
-[[ -n "$C_LINE" ]] || { tail -40 "$PHASE_OUT" >&2; die "no summary line in the consume output"; }
-C_COUNT="$(sed -n 's/^% \([0-9]*\) messages .*/\1/p' <<<"$C_LINE")"
-C_MSGS="$(sed -n 's/.*: \([0-9]*\) msgs\/s.*/\1/p' <<<"$C_LINE")"
-C_MBPS="$(sed -n 's/.* msgs\/s (\([0-9.]*\) MB\/s).*/\1/p' <<<"$C_LINE")"
-[[ "$C_COUNT" == "$COUNT" ]] || { tail -40 "$PHASE_OUT" >&2; die "consume: got $C_COUNT of $COUNT messages"; }
-C_CPU_S="$PHASE_CPU_S"; C_HWM_KIB="$PHASE_HWM_KIB"
-log "consume: $C_MBPS MB/s, $C_MSGS msgs/s"
 
 # ---------------------------------------------------------------------------------------
-# 4. Report
+# 4. Phases: each a script of bench/phases/ in its own process group, bounded in time
 # ---------------------------------------------------------------------------------------
 
-ratio() { awk -v a="$1" -v b="$IPERF_MBPS" 'BEGIN { printf "%.3f", a / b }'; }
-per_gb() { awk -v c="$1" -v g="$PAYLOAD_GB" 'BEGIN { printf "%.2f", c / g }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+declare -A R=()            # key=value figures reported by the phases
+declare -A STATUS=()       # phase -> ok | failed: ... | timed out ...
+MEASURE_ROWS="$WORK_DIR/measure.tsv"
+: >"$MEASURE_ROWS"
 
-IPERF_RATE="$(printf '%.0f' "$IPERF_MBPS")"
+run_phase() {
+    local name=$1 dir="$WORK_DIR/$1" rc=0 t0=$SECONDS k v
+    mkdir -p "$dir"
+    : >"$dir/results"; : >"$dir/measure.tsv"; : >"$dir/pids"
+    if [[ $name == peer && ! -x "$TANSU" ]]; then
+        STATUS[$name]="not run: ${PEER_NOTE:-Tansu is not built}"
+        return 0
+    fi
+    log "=== phase $name (at most ${PHASE_TIMEOUT}s) ==="
+    # timeout (without --foreground) makes its own process group and signals all of it: the
+    # phase script, its brokers and its clients.
+    PHASE="$name" PHASE_DIR="$dir" timeout --kill-after=30 "$PHASE_TIMEOUT" \
+        bash "$BENCH_DIR/phases/$name.sh" </dev/null &
+    PHASE_PID=$!
+    wait "$PHASE_PID" || rc=$?
+    PHASE_PID=""
+    kill_leftovers "$dir/pids"
+    while IFS='=' read -r k v; do [[ -n "$k" ]] && R[$k]="$v"; done <"$dir/results"
+    cat "$dir/measure.tsv" >>"$MEASURE_ROWS"
+    case $rc in
+        0) STATUS[$name]=ok ;;
+        124|137) STATUS[$name]="timed out after ${PHASE_TIMEOUT}s (killed)"; ANY_FAILED=1 ;;
+        *) STATUS[$name]="failed: ${R[error]:-exit status $rc}"; ANY_FAILED=1 ;;
+    esac
+    unset 'R[error]'
+    log "=== phase $name: ${STATUS[$name]} ($((SECONDS - t0)) s) ==="
+}
+
+for p in "${PHASE_LIST[@]}"; do run_phase "$p"; done
+
+# ---------------------------------------------------------------------------------------
+# 5. Report
+# ---------------------------------------------------------------------------------------
+
+num() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "–"; else printf "%.3f", a / b }'; }
+# judge VALUE OP LIMIT: "met" or "not met" (OP is >= or <=).
+judge() {
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? (v + 0 >= t + 0) : (v + 0 <= t + 0); print (ok ? "**met**" : "not met") }'
+}
+# The figure cell of a target whose phase did not give it.
+missing() {
+    local phase=$1
+    if ! selected "$phase"; then echo "not run"; return; fi
+    local s="${STATUS[$phase]:-not run}"
+    [[ "$s" == ok ]] && s="no figure"
+    echo "$phase: ${s//|//}"
+}
+has() { [[ -n "${R[$1]:-}" && "${R[$1]}" != null ]]; }
+
+IPERF_CELL="–"
+[[ -n "$IPERF_MBPS" ]] && IPERF_CELL="iperf3 $(num "$IPERF_MBPS" 0) MB/s"
+PEER_MBPS="${R[peer.mbps]:-}"
+
+# row NUM WHAT FIGURE BASELINE RATIO PEER TARGET RESULT
+TARGET_ROWS=()
+row() { TARGET_ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 |"); }
+peer_ratio() { if [[ -n "$PEER_MBPS" ]]; then div "$1" "$PEER_MBPS"; else echo "–"; fi; }
+
+# ratio_row NUM WHAT PHASE KEY BASELINE_VALUE BASELINE_CELL LIMIT [PEER]
+ratio_row() {
+    local n=$1 what=$2 phase=$3 key=$4 base=$5 base_cell=$6 limit=$7 peer=${8:-} r
+    if has "$key" && [[ -n "$base" ]]; then
+        r="$(div "${R[$key]}" "$base")"
+        row "$n" "$what" "$(num "${R[$key]}" 1) MB/s" "$base_cell" "$r" \
+            "$([[ -n "$peer" ]] && peer_ratio "${R[$key]}" || echo –)" "≥ $limit" "$(judge "$r" ">=" "$limit")"
+    else
+        row "$n" "$what" "$(missing "$phase")" "$base_cell" "–" "–" "≥ $limit" "–"
+    fi
+}
+# limit_row NUM WHAT PHASE KEY UNIT DECIMALS LIMIT [DETAIL]
+limit_row() {
+    local n=$1 what=$2 phase=$3 key=$4 unit=$5 dec=$6 limit=$7 detail=${8:-}
+    if has "$key"; then
+        row "$n" "$what" "$(num "${R[$key]}" "$dec") $unit${detail:+ ($detail)}" "–" "–" "–" "≤ $limit $unit" "$(judge "${R[$key]}" "<=" "$limit")"
+    else
+        row "$n" "$what" "$(missing "$phase")" "–" "–" "–" "≤ $limit $unit" "–"
+    fi
+}
+kib_to_mib() { if has "$1"; then R[$1.mib]="$(awk -v k="${R[$1]}" 'BEGIN { printf "%.1f", k / 1024 }')"; fi; }
+
+ratio_row 1 "produce, 1 partition, acks=all, linger.ms=5, rdkafka_performance ×1" produce produce.mbps "$IPERF_MBPS" "$IPERF_CELL" 0.50 peer
+ratio_row 1 "produce, same, rdkafka_performance ×${R[produce.par.procs]:-${BENCH_PRODUCE_PROCS:-2}} on the same partition" produce produce.par.mbps "$IPERF_MBPS" "$IPERF_CELL" 0.50 peer
+ratio_row 2 "consume 1 partition of $(( ${R[consume.bytes]:-${BENCH_CONSUME_BYTES:-1073741824}} >> 20 )) MiB from the page cache (2nd read)" consume consume.mbps "$IPERF_MBPS" "$IPERF_CELL" 0.70
+
+LAT_RATE="${R[latency.target_rate]:-${BENCH_LATENCY_RATE:-20000}}"
+rate_note() {
+    # The latency figures only count at the intended rate: flag a run that fell short.
+    local key=$1 r
+    has "$key" || return 0
+    r="$(num "${R[$key]}" 0)"
+    if awk -v a="$r" -v t="$LAT_RATE" 'BEGIN { exit !(a < 0.95 * t) }'; then
+        echo "RATE NOT SUSTAINED: $r records/s"
+    else
+        echo "p50 $(num "${R[${key%.rate}.p50]:-0}" 2), p99.9 $(num "${R[${key%.rate}.p99_9]:-0}" 2) ms at $r records/s"
+    fi
+}
+limit_row 3 "produce acknowledgement p99 at $LAT_RATE × $MSG_SIZE B/s, linger.ms=0, acks=all" latency latency.produce.p99 ms 2 2 "$(rate_note latency.produce.rate)"
+limit_row 3 "end-to-end p99 at $LAT_RATE × $MSG_SIZE B/s, linger.ms=0, acks=all" latency latency.e2e.p99 ms 2 5 "$(rate_note latency.e2e.rate)"
+
+SCALE_WHAT="aggregate produce, ${R[scale.partitions]:-1000} partitions, ${R[scale.producers]:-8} producers + ${R[scale.consumers]:-8} consumers (vltava bench produce; rdkafka_performance -G)"
+ratio_row 4 "$SCALE_WHAT" scale scale.mbps "${R[scale.base.mbps]:-}" \
+    "$(has scale.base.mbps && echo "1 partition, vltava bench produce ×1: $(num "${R[scale.base.mbps]}" 1) MB/s" || echo –)" 0.70
+kib_to_mib scale.peak_rss_kib; kib_to_mib scale.idle_rss_kib
+limit_row 4 "broker peak RSS under that load" scale scale.peak_rss_kib.mib MiB 0 300
+limit_row 4 "broker RSS idle, no topics, ${BENCH_IDLE_WAIT:-2} s after start" scale scale.idle_rss_kib.mib MiB 1 30
+
+RESTART_DESC="${R[restart.partitions]:-1000} partitions, $(awk -v b="${R[restart.bytes]:-${BENCH_RESTART_BYTES:-10737418240}}" 'BEGIN { printf "%.1f", b / 2^30 }') GiB"
+limit_row 5 "restart after clean shutdown (SIGTERM) until topic list answers, $RESTART_DESC" restart restart.term_s s 2 2
+limit_row 5 "restart after SIGKILL until topic list answers, $RESTART_DESC" restart restart.kill_s s 2 10
+
+ratio_row 6 "produce with flush.on.append=true, 1 partition, acks=all, rdkafka_performance" durable durable.on.mbps "${R[durable.off.mbps]:-}" \
+    "$(has durable.off.mbps && echo "flush.on.append=false: $(num "${R[durable.off.mbps]}" 1) MB/s" || echo –)" 0.50
+ratio_row 7 "vltava bench produce, 1 partition, acks=1, linger.ms=5" native native.vltava.mbps "${R[native.rdkafka.mbps]:-}" \
+    "$(has native.rdkafka.mbps && echo "rdkafka_performance: $(num "${R[native.rdkafka.mbps]}" 1) MB/s" || echo –)" 1.0
+
+TARGETS="$(
+    echo "| # | target | figure | baseline (same run) | ratio | ratio to peer | target | result |"
+    echo "|---|---|---:|---|---:|---:|---|---|"
+    printf '%s\n' "${TARGET_ROWS[@]}"
+)"
+
+MEASUREMENTS="$(
+    echo "| step | MB/s | records/s | ratio to iperf3 | broker CPU s per GB | broker peak RSS MiB |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    if [[ -n "$IPERF_MBPS" ]]; then echo "| iperf3 loopback, 1 stream | $(num "$IPERF_MBPS" 0) | – | 1.000 | – | – |"; fi
+    while IFS=$'\t' read -r label mbps recs payload cpu hwm; do
+        ratio="–"; per_gb="–"
+        if [[ "$mbps" != - && -n "$IPERF_MBPS" ]]; then ratio="$(div "$mbps" "$IPERF_MBPS")"; fi
+        if [[ "$payload" =~ ^[0-9]+$ && "$payload" -gt 0 ]]; then per_gb="$(awk -v c="$cpu" -v p="$payload" 'BEGIN { printf "%.2f", c / (p / 1e9) }')"; fi
+        [[ "$mbps" != - ]] && mbps="$(num "$mbps" 1)"
+        [[ "$recs" != - ]] && recs="$(num "$recs" 0)"
+        echo "| $label | $mbps | $recs | $ratio | $per_gb | $(awk -v k="$hwm" 'BEGIN { printf "%.0f", k / 1024 }') |"
+    done <"$MEASURE_ROWS"
+)"
+
+NOTES=()
+for p in "${PHASE_LIST[@]}"; do
+    [[ "${STATUS[$p]:-}" == ok ]] || NOTES+=("- phase **$p**: ${STATUS[$p]:-not run}")
+done
+if has scale.consumed; then
+    NOTES+=("- scale: consumers read ${R[scale.consumed]} of ${R[scale.produced]} records, $(num "${R[scale.consume_mbps]}" 1) MB/s from the producers' start until the last record; group stable after $(num "${R[scale.group_s]}" 1) s; creating the topics took $(num "${R[scale.create_s]}" 1) s; broker RSS with the topics and no load $(awk -v k="${R[scale.topics_rss_kib]}" 'BEGIN { printf "%.0f", k / 1024 }') MiB, 1 s after the load $(awk -v k="${R[scale.after_rss_kib]:-0}" 'BEGIN { printf "%.0f", k / 1024 }') MiB")
+fi
+if has restart.kill_s; then
+    NOTES+=("- restart: $(awk -v k="${R[restart.data_kib]}" 'BEGIN { printf "%.1f", k / 2^20 }') GiB on disk; clean shutdown took $(num "${R[restart.shutdown_s]:-0}" 2) s (exit status ${R[restart.shutdown_status]:-?}); records held after SIGKILL ${R[restart.kill_records]:-?}, after SIGTERM ${R[restart.term_records]:-?} of $(( ${R[restart.bytes]} / MSG_SIZE ))")
+fi
+if has latency.produce.max; then
+    NOTES+=("- latency: produce ack max $(num "${R[latency.produce.max]}" 2) ms, end-to-end max $(num "${R[latency.e2e.max]:-0}" 2) ms")
+fi
+if selected peer && [[ -n "$PEER_MBPS" ]]; then
+    NOTES+=("- peer: ${R[peer.version]:-Tansu} with memory storage, same producer command as target 1 (\"ratio to peer\" = Vltava / Tansu): $(num "$PEER_MBPS" 1) MB/s")
+fi
+
 REV="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=""
 if [[ -n "$(git -C "$REPO_DIR" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
     DIRTY=" (+ uncommitted changes)"
 fi
+if [[ -n "${BENCH_VLTAVA:-}" ]]; then DIRTY+=" (binary: $VLTAVA)"; fi
 NOW="$(date -u)"
+SETUP="Phases: ${PHASE_LIST[*]}. $MSG_SIZE B records; BENCH_COUNT=$BENCH_COUNT; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); rdkafka_performance $RDK_VERSION"
 
-TABLE="$(cat <<EOF
-| phase | MB/s | records/s | ratio to iperf3 | broker CPU s per GB | broker peak RSS MiB |
-|---|---:|---:|---:|---:|---:|
-| iperf3 loopback, 1 stream | $IPERF_RATE | – | 1.000 | – | – |
-| produce (acks=1) | $P_MBPS | $P_MSGS | $(ratio "$P_MBPS") | $(per_gb "$P_CPU_S") | $(mib "$P_HWM_KIB") |
-| consume | $C_MBPS | $C_MSGS | $(ratio "$C_MBPS") | $(per_gb "$C_CPU_S") | $(mib "$C_HWM_KIB") |
-EOF
+REPORT="$(
+    echo "## $NOW — $REV$DIRTY"
+    echo
+    echo "$SETUP"
+    echo
+    echo "$TARGETS"
+    echo
+    echo "$MEASUREMENTS"
+    if [[ ${#NOTES[@]} -gt 0 ]]; then echo; printf '%s\n' "${NOTES[@]}"; fi
 )"
 
-SETUP="$COUNT × $MSG_SIZE B records ($PAYLOAD_GB GB payload per phase), 1 partition, linger.ms=5, acks=1; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-
 echo
-echo "## $NOW — $REV$DIRTY"
-echo
-echo "$SETUP"
-echo
-echo "$TABLE"
+echo "$REPORT"
 echo
 
 if [[ $RECORD -eq 1 ]]; then
     RESULTS="$BENCH_DIR/RESULTS.md"
     if [[ ! -f "$RESULTS" ]]; then
-        printf '# Benchmark results\n\nAppended by `bench/run.sh`; newest last. See README.md for how to read them.\n' >"$RESULTS"
+        # shellcheck disable=SC2016  # backquotes are Markdown here
+    printf '# Benchmark results\n\nAppended by `bench/run.sh`; newest last. See README.md for how to read them.\n' >"$RESULTS"
     fi
-    {
-        echo
-        echo "## $NOW — $REV$DIRTY"
-        echo
-        echo "$SETUP"
-        echo
-        echo "$TABLE"
-    } >>"$RESULTS"
+    { echo; echo "$REPORT"; } >>"$RESULTS"
     log "appended to $RESULTS"
 fi
+[[ $ANY_FAILED -eq 0 ]] || { log "some phases failed (see the notes under the tables)"; exit 1; }
