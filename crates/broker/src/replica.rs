@@ -702,14 +702,10 @@ impl ReplicaManager {
         self.lock_logs().checkpoint()
     }
 
-    /// Flushes every log and writes checkpoints (clean shutdown).
+    /// Flushes every log, writes checkpoints and marks the shutdown clean, so the next start
+    /// recovers nothing.
     pub fn shutdown(&self) -> Result<(), StorageError> {
-        for t in self.all_topics() {
-            for p in &t.partitions {
-                p.log().flush()?;
-            }
-        }
-        self.checkpoint()
+        self.lock_logs().shutdown_cleanly()
     }
 }
 

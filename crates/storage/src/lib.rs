@@ -25,12 +25,12 @@ pub use error::StorageError;
 pub use fileio::{DirEntry, FileLock, Fs, FsFile, RealFs, atomic_write, atomic_write_with};
 pub use group_commit::GroupCommit;
 pub use log::{
-    AppendInfo, COMPACTION_METADATA_FILE, FileRegion, FlushHandle, Log, PARTITION_METADATA_FILE,
-    ReadSlice, RegionSlice,
+    AppendInfo, CLEAN_RECOVERY_POINT, COMPACTION_METADATA_FILE, FileRegion, FlushHandle, Log,
+    PARTITION_METADATA_FILE, ReadSlice, RegionSlice,
 };
 pub use manager::{
-    CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager, RECOVERY_CHECKPOINT_FILE,
-    TopicPartition,
+    CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager,
+    RECOVERY_CHECKPOINT_FILE, TopicPartition,
 };
 pub use producer::{BatchMetadata, ProducerEntry, ProducerStateManager, RETAINED_BATCHES};
 pub use simfs::{CrashMode, Fault, FaultKind, FaultOp, SimFs, SimStats};

@@ -40,6 +40,10 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// A recovery point meaning "closed cleanly, everything is flushed": [`Log::open`] then
+/// trusts every segment, as Kafka does after a clean shutdown.
+pub const CLEAN_RECOVERY_POINT: u64 = u64::MAX;
+
 /// Whole batches returned by [`Log::read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadSlice {
@@ -209,6 +213,7 @@ impl Log {
     /// `recovery_point` on are CRC-checked batch by batch; the log ends at the first invalid
     /// batch, and everything after it is removed. Earlier segments keep their index files if
     /// they check out. Producer state is rebuilt from the batch headers of the whole log.
+    /// [`CLEAN_RECOVERY_POINT`] says the log was closed cleanly: no segment is recovered.
     ///
     /// A cleaning interrupted by a crash is finished or forgotten first, as in Kafka: a
     /// committed replacement (`.swap`) takes the place of the segments it replaces, an
@@ -283,9 +288,13 @@ impl Log {
             }
         }
 
-        let first_to_recover = bases
-            .partition_point(|&b| b <= recovery_point)
-            .saturating_sub(1);
+        let first_to_recover = if recovery_point == CLEAN_RECOVERY_POINT {
+            bases.len()
+        } else {
+            bases
+                .partition_point(|&b| b <= recovery_point)
+                .saturating_sub(1)
+        };
         let mut producers = ProducerStateManager::new();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         let mut horizons: Vec<Option<i64>> = Vec::with_capacity(bases.len());

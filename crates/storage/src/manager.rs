@@ -11,7 +11,7 @@ use crate::cleaner::{CleanOptions, CleanStats};
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::fileio::{self, FileLock, Fs};
-use crate::log::Log;
+use crate::log::{CLEAN_RECOVERY_POINT, Log};
 
 /// Broker-wide file of per-partition recovery points.
 pub const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -20,6 +20,12 @@ pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 /// Broker-wide file of per-partition cleaner checkpoints (first offset not yet cleaned).
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const LOCK_FILE: &str = ".lock";
+/// Present only between a clean shutdown and the next start (Kafka's name and meaning): every
+/// log was flushed, so no segment needs recovery.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+/// Logs opened in parallel by [`LogManager::open`]: opening is mostly waiting for the disk
+/// (Kafka's num.recovery.threads.per.data.dir).
+const RECOVERY_THREADS: usize = 8;
 const DELETE_SUFFIX: &str = "-delete";
 
 /// A topic name and partition number; names the directory `<topic>-<partition>`.
@@ -120,7 +126,13 @@ impl LogManager {
         default_config: LogConfig,
         now_ms: i64,
     ) -> Result<LogManager, StorageError> {
-        LogManager::open_with_fs(fileio::real_fs(), data_dir, default_config, now_ms)
+        LogManager::open_with_threads(
+            fileio::real_fs(),
+            data_dir,
+            default_config,
+            now_ms,
+            RECOVERY_THREADS,
+        )
     }
 
     /// [`LogManager::open`] on the file system `fs` (a simulated one in tests); every log it
@@ -131,6 +143,17 @@ impl LogManager {
         default_config: LogConfig,
         now_ms: i64,
     ) -> Result<LogManager, StorageError> {
+        LogManager::open_with_threads(fs, data_dir, default_config, now_ms, 1)
+    }
+
+    /// [`LogManager::open_with_fs`] opening up to `threads` logs at once.
+    pub fn open_with_threads(
+        fs: Arc<dyn Fs>,
+        data_dir: &Path,
+        default_config: LogConfig,
+        now_ms: i64,
+        threads: usize,
+    ) -> Result<LogManager, StorageError> {
         fs.create_dir_all(data_dir)?;
         let dir_lock = fs
             .try_lock(&data_dir.join(LOCK_FILE))?
@@ -138,8 +161,10 @@ impl LogManager {
         let recovery_points = checkpoint::read(&*fs, &data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
         let log_starts = checkpoint::read(&*fs, &data_dir.join(LOG_START_CHECKPOINT_FILE))?;
         let cleaned = checkpoint::read(&*fs, &data_dir.join(CLEANER_CHECKPOINT_FILE))?;
-        let mut logs = LogMap::new();
+        let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = fileio::read_optional(&*fs, &marker)?.is_some();
         let mut removed = false;
+        let mut found = Vec::new();
         for entry in fs.list_dir(data_dir)? {
             if !entry.is_dir {
                 continue;
@@ -149,21 +174,38 @@ impl LogManager {
                 removed = true;
                 continue;
             }
-            let Some(tp) = TopicPartition::parse_dir_name(&entry.name) else {
-                continue;
+            if let Some(tp) = TopicPartition::parse_dir_name(&entry.name) {
+                found.push((tp, entry.path));
+            }
+        }
+        let open_one = |(tp, path): &(TopicPartition, PathBuf)| -> Result<Log, StorageError> {
+            let recovery_point = if clean {
+                CLEAN_RECOVERY_POINT
+            } else {
+                recovery_points.get(tp).copied().unwrap_or(0)
             };
             let mut log = Log::open_with_fs(
                 Arc::clone(&fs),
-                &entry.path,
+                path,
                 default_config.clone(),
-                recovery_points.get(&tp).copied().unwrap_or(0),
-                log_starts.get(&tp).copied(),
+                recovery_point,
+                log_starts.get(tp).copied(),
                 now_ms,
             )?;
-            if let Some(&offset) = cleaned.get(&tp) {
+            if let Some(&offset) = cleaned.get(tp) {
                 log.set_cleaner_checkpoint(offset);
             }
+            Ok(log)
+        };
+        let opened = open_all(&found, threads.max(1), open_one)?;
+        let mut logs = LogMap::new();
+        for ((tp, _), log) in found.into_iter().zip(opened) {
             logs.insert(tp, Arc::new(Mutex::new(log)));
+        }
+        // From here on the logs change: the next start must not trust them blindly.
+        if clean {
+            fileio::remove_file(&*fs, &marker)?;
+            removed = true;
         }
         if removed {
             fs.sync_dir(data_dir)?;
@@ -415,11 +457,69 @@ impl LogManager {
 
     /// Flushes every log and writes the checkpoints (clean shutdown).
     pub fn close(self) -> Result<(), StorageError> {
+        self.shutdown_cleanly()
+    }
+
+    /// Flushes every log, writes the checkpoints and then the clean-shutdown marker, so the
+    /// next start recovers nothing. Nothing may write to the logs afterwards.
+    pub fn shutdown_cleanly(&self) -> Result<(), StorageError> {
         for (_, log) in self.logs() {
             lock_log(&log).flush()?;
         }
-        self.checkpoint()
+        self.checkpoint()?;
+        fileio::atomic_write_with(&*self.fs, &self.data_dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+        Ok(())
     }
+}
+
+/// Runs `f` on every item with up to `threads` threads; results in item order, or the first
+/// error (in item order).
+fn open_all<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R, StorageError> + Sync,
+) -> Result<Vec<R>, StorageError> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<R, StorageError>>> = Vec::new();
+    results.resize_with(items.len(), || None);
+    let slots = Mutex::new(results);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    let failed = r.is_err();
+                    slots.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
+                    if failed {
+                        // Others stop picking up new work; the first error wins below.
+                        next.store(items.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let results = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut out = Vec::with_capacity(items.len());
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            // Skipped because another item failed.
+            None => {}
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -510,6 +610,49 @@ mod tests {
         // Opening recovered everything and checkpointed the new recovery points.
         let text = fs::read_to_string(dir.path().join(RECOVERY_CHECKPOINT_FILE))?;
         assert_eq!(text, "0\n2\norders-eu 0 12\norders-eu 1 4\n");
+        Ok(())
+    }
+
+    #[test]
+    fn a_clean_shutdown_skips_recovery_once() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir()?;
+        let marker = dir.path().join(CLEAN_SHUTDOWN_FILE);
+        let seg = dir.path().join("t-0").join("00000000000000000000.log");
+        {
+            let m = LogManager::open(dir.path(), config(), NOW)?;
+            for p in 0..12 {
+                append(&m.create_log("t", p, config())?, 2)?;
+            }
+            m.close()?;
+        }
+        assert!(marker.exists(), "a clean close leaves the marker");
+        // Damage the last batch of a flushed, cleanly closed log: a trusting open does not
+        // look (as in Kafka), which shows recovery was skipped.
+        let len = fs::metadata(&seg)?.len();
+        {
+            let f = fs::OpenOptions::new().write(true).open(&seg)?;
+            std::os::unix::fs::FileExt::write_all_at(&f, b"X", len - 3)?;
+        }
+        {
+            let m = LogManager::open(dir.path(), config(), NOW)?;
+            assert!(!marker.exists(), "the marker goes as soon as the logs may change");
+            let log = m.get("t", 0).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+            assert_eq!(lock_log(&log).log_end_offset(), 4);
+            for p in 0..12 {
+                let log = m.get("t", p).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+                assert_eq!(lock_log(&log).log_end_offset(), 4, "partition {p}");
+            }
+            // Dropped without close: a crash.
+        }
+        // Without the marker the recovery point decides again; the damaged batch lies in
+        // the segment holding it, so recovery finds it and truncates there.
+        let m = LogManager::open(dir.path(), config(), NOW)?;
+        let log = m.get("t", 0).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+        assert_eq!(lock_log(&log).log_end_offset(), 2);
+        for p in 1..12 {
+            let log = m.get("t", p).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+            assert_eq!(lock_log(&log).log_end_offset(), 4, "partition {p}");
+        }
         Ok(())
     }
 

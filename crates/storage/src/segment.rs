@@ -508,6 +508,13 @@ impl Segment {
             && ti_loaded
                 .as_deref()
                 .is_some_and(|e| index::time_entries_sane(e, max_rel, built.stats.max_timestamp));
+        // A recovered segment whose index files already say exactly what the scan found (an
+        // empty active segment, or one recovered after a clean stop) keeps them: rewriting
+        // them would cost two truncations and fsyncs per partition at every start.
+        let keep_loaded = keep_loaded
+            || (built.report.stop.is_none()
+                && oi_loaded.as_deref() == Some(&built.offset_entries[..])
+                && ti_loaded.as_deref() == Some(&built.time_entries[..]));
         let (offset_index, time_index) = match (keep_loaded, oi_loaded, ti_loaded) {
             (true, Some(o), Some(t)) => (
                 Index::from_loaded(oi_file, o),
@@ -529,7 +536,9 @@ impl Segment {
             next_offset: built.next_offset,
             stats: built.stats,
             rolling_ms: (size > 0).then_some(now_ms),
-            change_seq: if keep_loaded { 0 } else { 1 },
+            // Recovered bytes may not be on disk yet (the process died, not the machine):
+            // they count as changed until a sync, which lets the recovery point pass them.
+            change_seq: u64::from(!keep_loaded || (check_crc && size > 0)),
             synced_seq: 0,
             allow_gaps,
         };
