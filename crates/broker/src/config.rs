@@ -97,6 +97,8 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 0 },
     ),
     ("log.index.interval.bytes", "4096", Kind::Int { min: 0 }),
+    // Ours: acknowledge a produce only once an fsync covers it (group commit).
+    ("flush.on.append", "false", Kind::Bool),
     ("log.index.size.max.bytes", "10485760", Kind::Int { min: 4 }),
     (
         "log.flush.interval.messages",

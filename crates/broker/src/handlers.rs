@@ -123,7 +123,6 @@ fn tn(v: &str) -> TopicName {
 }
 
 /// What the connection does after a request.
-#[derive(Debug)]
 pub enum Reply {
     /// Send this response.
     Respond(Box<ResponseKind>),
@@ -133,6 +132,22 @@ pub enum Reply {
     Close,
     /// A Fetch response whose record sets are still in the log files.
     Fetch(Box<FetchReply>),
+    /// The request's effects are applied; the reply comes once this completes (a Produce
+    /// waiting for its fsync). The connection goes on with its next request meanwhile and
+    /// sends replies in request order.
+    Deferred(std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Respond(r) => f.debug_tuple("Respond").field(r).finish(),
+            Reply::Silent => f.write_str("Silent"),
+            Reply::Close => f.write_str("Close"),
+            Reply::Fetch(r) => f.debug_tuple("Fetch").field(r).finish(),
+            Reply::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
 }
 
 /// A Fetch response plus, per partition in response order, the file ranges that hold its
@@ -178,10 +193,13 @@ pub async fn handle(
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(ctx, version, r)),
         RequestKind::Produce(r) => {
-            return match produce(ctx, version, r).await {
-                Some(r) => Reply::Respond(Box::new(ResponseKind::Produce(r))),
-                None => Reply::Silent,
-            };
+            let rest = produce(ctx, version, r);
+            return Reply::Deferred(Box::pin(async move {
+                match rest.await {
+                    Some(r) => Reply::Respond(Box::new(ResponseKind::Produce(r))),
+                    None => Reply::Silent,
+                }
+            }));
         }
         RequestKind::Fetch(r) => return Reply::Fetch(Box::new(fetch(ctx, version, r).await)),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(ctx, version, r)),
@@ -383,13 +401,13 @@ struct PartitionAppend {
     log_start_offset: i64,
 }
 
-async fn append_partition(
+fn append_partition(
     ctx: &Ctx,
     topic: Option<&Arc<Topic>>,
     index: i32,
     records: Option<Bytes>,
     acks: i16,
-) -> (PartitionAppend, Option<(Arc<Partition>, i64)>) {
+) -> AppendStep {
     let fail = |code: i16, msg: Option<String>| PartitionAppend {
         index,
         error_code: code,
@@ -398,39 +416,36 @@ async fn append_partition(
         log_start_offset: -1,
     };
     let Some(topic) = topic else {
-        return (fail(UNKNOWN_TOPIC_OR_PARTITION, None), None);
+        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
     };
     let Some(partition) = usize::try_from(index)
         .ok()
         .and_then(|i| topic.partitions.get(i))
     else {
-        return (fail(UNKNOWN_TOPIC_OR_PARTITION, None), None);
+        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
     };
     if acks == -1 {
         let min_isr = ctx.rm.config().min_insync_replicas(&topic.configs);
         // One replica (this node) is in sync.
         if min_isr > 1 {
-            return (
-                fail(
-                    NOT_ENOUGH_REPLICAS,
-                    Some(format!(
-                        "in-sync replicas 1 < min.insync.replicas {min_isr}"
-                    )),
-                ),
-                None,
-            );
+            return AppendStep::Done(fail(
+                NOT_ENOUGH_REPLICAS,
+                Some(format!(
+                    "in-sync replicas 1 < min.insync.replicas {min_isr}"
+                )),
+            ));
         }
     }
     let records = records.unwrap_or_default();
     let batches = match batch::split_produced(records) {
         Ok(b) if !b.is_empty() => b,
-        Ok(_) => return (fail(INVALID_RECORD, Some("no record batches".into())), None),
+        Ok(_) => return AppendStep::Done(fail(INVALID_RECORD, Some("no record batches".into()))),
         Err(e) => {
             let code = match e {
                 batch::BatchError::CorruptCrc { .. } => CORRUPT_MESSAGE,
                 _ => INVALID_RECORD,
             };
-            return (fail(code, Some(e.to_string())), None);
+            return AppendStep::Done(fail(code, Some(e.to_string())));
         }
     };
     let log_config = ctx.rm.config().log_config(&topic.configs);
@@ -442,43 +457,90 @@ async fn append_partition(
             match batch::has_keyless_record(b, limit) {
                 Ok(false) => {}
                 Ok(true) => {
-                    return (
-                        fail(
-                            INVALID_RECORD,
-                            Some("compacted topic cannot accept a record without a key".into()),
-                        ),
-                        None,
-                    );
+                    return AppendStep::Done(fail(
+                        INVALID_RECORD,
+                        Some("compacted topic cannot accept a record without a key".into()),
+                    ));
                 }
-                Err(e) => return (fail(INVALID_RECORD, Some(e.to_string())), None),
+                Err(e) => return AppendStep::Done(fail(INVALID_RECORD, Some(e.to_string()))),
             }
         }
     }
-    match partition.append(&batches).await {
-        Ok(info) => (
-            PartitionAppend {
+    match partition.append_start(&batches) {
+        Ok(pending) => AppendStep::Pending {
+            index,
+            topic: Arc::clone(topic),
+            pending,
+        },
+        Err(e) => AppendStep::Done(append_failed(&topic.name, index, e)),
+    }
+}
+
+fn append_failed(topic: &str, index: i32, e: StorageError) -> PartitionAppend {
+    if matches!(e, StorageError::Io(_) | StorageError::Corrupt(_)) {
+        tracing::error!(topic, partition = index, error = %e, "append failed");
+    }
+    PartitionAppend {
+        index,
+        error_code: storage_code(&e),
+        error_message: Some(e.to_string()),
+        base_offset: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// A partition's part of a Produce request after the write: answered, or waiting for its
+/// fsync.
+enum AppendStep {
+    Done(PartitionAppend),
+    Pending {
+        index: i32,
+        topic: Arc<Topic>,
+        pending: crate::replica::PendingAppend,
+    },
+}
+
+impl AppendStep {
+    /// The outcome, and the partition and last offset acks=all waits for.
+    async fn finish(self) -> (PartitionAppend, Option<(Arc<Partition>, i64)>) {
+        match self {
+            AppendStep::Done(r) => (r, None),
+            AppendStep::Pending {
                 index,
-                error_code: NONE,
-                error_message: None,
-                base_offset: info.first_offset as i64,
-                log_start_offset: info.log_start_offset as i64,
-            },
-            Some((Arc::clone(partition), info.last_offset as i64)),
-        ),
-        Err(e) => {
-            if matches!(e, StorageError::Io(_) | StorageError::Corrupt(_)) {
-                tracing::error!(topic = %topic.name, partition = index, error = %e, "append failed");
+                topic,
+                pending,
+            } => {
+                let partition = pending.partition();
+                match pending.finish().await {
+                    Ok(info) => (
+                        PartitionAppend {
+                            index,
+                            error_code: NONE,
+                            error_message: None,
+                            base_offset: info.first_offset as i64,
+                            log_start_offset: info.log_start_offset as i64,
+                        },
+                        Some((partition, info.last_offset as i64)),
+                    ),
+                    Err(e) => (append_failed(&topic.name, index, e), None),
+                }
             }
-            (fail(storage_code(&e), Some(e.to_string())), None)
         }
     }
 }
 
-async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<ProduceResponse> {
+/// Writes a Produce request's batches now (in request order, before the connection reads its
+/// next request) and returns the rest: waiting for durability and acknowledgements, then the
+/// response (`None` for acks=0).
+fn produce(
+    ctx: &Ctx,
+    version: i16,
+    req: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
     let acks = req.acks;
-    let mut resp = ProduceResponse::default();
     let transactional = req.transactional_id.is_some();
-    let mut pending = Vec::new();
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut topics = Vec::new();
     for td in req.topic_data {
         let name = td.name.0.to_string();
         let topic_valid = validate_topic_name(&name).is_ok();
@@ -490,73 +552,69 @@ async fn produce(ctx: &Ctx, version: i16, req: ProduceRequest) -> Option<Produce
         };
         // Clients may not write to the broker's own topics.
         let topic_valid = topic_valid && !topic.as_ref().is_some_and(|t| t.is_internal());
-        let mut tr = TopicProduceResponse::default();
-        tr.name = td.name.clone();
+        let refused = |index: i32, code: i16, msg: Option<String>| {
+            AppendStep::Done(PartitionAppend {
+                index,
+                error_code: code,
+                error_message: msg,
+                base_offset: -1,
+                log_start_offset: -1,
+            })
+        };
+        let mut steps = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let (res, wait) = if !topic_valid {
-                (
-                    PartitionAppend {
-                        index: pd.index,
-                        error_code: INVALID_TOPIC_EXCEPTION,
-                        error_message: None,
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    },
-                    None,
-                )
+            steps.push(if !topic_valid {
+                refused(pd.index, INVALID_TOPIC_EXCEPTION, None)
             } else if !matches!(acks, -1..=1) {
-                (
-                    PartitionAppend {
-                        index: pd.index,
-                        error_code: INVALID_REQUIRED_ACKS,
-                        error_message: None,
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    },
-                    None,
-                )
+                refused(pd.index, INVALID_REQUIRED_ACKS, None)
             } else if transactional {
-                (
-                    PartitionAppend {
-                        index: pd.index,
-                        error_code: TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                        error_message: Some("transactions are not supported yet".into()),
-                        base_offset: -1,
-                        log_start_offset: -1,
-                    },
-                    None,
+                refused(
+                    pd.index,
+                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    Some("transactions are not supported yet".into()),
                 )
             } else {
-                append_partition(ctx, topic.as_ref(), pd.index, pd.records, acks).await
-            };
-            if let Some(w) = wait {
-                pending.push(w);
-            }
-            let mut pr = PartitionProduceResponse::default();
-            pr.index = res.index;
-            pr.error_code = res.error_code;
-            pr.base_offset = res.base_offset;
-            if version >= 5 {
-                pr.log_start_offset = res.log_start_offset;
-            }
-            if version >= 8 {
-                pr.error_message = res.error_message.map(s);
-            }
-            tr.partition_responses.push(pr);
+                append_partition(ctx, topic.as_ref(), pd.index, pd.records, acks)
+            });
         }
-        resp.responses.push(tr);
+        topics.push((td.name, steps));
     }
-    if acks == 0 {
-        return None;
-    }
-    if acks == -1 {
-        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-        for (p, last) in pending {
-            // Single replica: already satisfied; the call stays so replication can extend it.
-            p.wait_for_high_watermark(last, timeout).await;
+    async move {
+        let mut resp = ProduceResponse::default();
+        let mut pending = Vec::new();
+        for (name, steps) in topics {
+            let mut tr = TopicProduceResponse::default();
+            tr.name = name;
+            for step in steps {
+                let (res, wait) = step.finish().await;
+                if let Some(w) = wait {
+                    pending.push(w);
+                }
+                let mut pr = PartitionProduceResponse::default();
+                pr.index = res.index;
+                pr.error_code = res.error_code;
+                pr.base_offset = res.base_offset;
+                if version >= 5 {
+                    pr.log_start_offset = res.log_start_offset;
+                }
+                if version >= 8 {
+                    pr.error_message = res.error_message.map(s);
+                }
+                tr.partition_responses.push(pr);
+            }
+            resp.responses.push(tr);
         }
+        if acks == 0 {
+            return None;
+        }
+        if acks == -1 {
+            for (p, last) in pending {
+                // Single replica: already satisfied; the call stays so replication can extend it.
+                p.wait_for_high_watermark(last, timeout).await;
+            }
+        }
+        Some(resp)
     }
-    Some(resp)
 }
 
 async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchReply {

@@ -64,6 +64,39 @@ fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
     log.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An append whose batches are written but maybe not yet durable (see
+/// [`Partition::append_start`]).
+pub struct PendingAppend {
+    partition: Arc<Partition>,
+    info: AppendInfo,
+    group_commit: Option<Arc<vltava_storage::GroupCommit>>,
+}
+
+impl PendingAppend {
+    /// The partition appended to.
+    pub fn partition(&self) -> Arc<Partition> {
+        Arc::clone(&self.partition)
+    }
+
+    /// Waits until an fsync covers the batches (with `flush.on.append`), then wakes parked
+    /// fetchers.
+    pub async fn finish(self) -> Result<AppendInfo, StorageError> {
+        // A duplicate waits too: its original may still be waiting for its fsync.
+        if let Some(gc) = self.group_commit {
+            let log = Arc::clone(&self.partition.log);
+            let end = self.info.last_offset + 1;
+            tokio::task::spawn_blocking(move || gc.sync_through(&log, end))
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            // The high watermark follows the fsyncs: only now are the records readable.
+            if !self.info.duplicate {
+                self.partition.wake_waiters();
+            }
+        }
+        Ok(self.info)
+    }
+}
+
 impl Partition {
     /// Locks the log for one synchronous operation (never across an await).
     pub fn log(&self) -> MutexGuard<'_, Log> {
@@ -74,27 +107,37 @@ impl Partition {
     /// it returns only once an fsync covers the batches; concurrent appenders share fsyncs
     /// (group commit) and the log lock is not held during the fsync.
     pub async fn append(
-        &self,
+        self: &Arc<Self>,
         batches: &[(BatchHeader, Bytes)],
     ) -> Result<AppendInfo, StorageError> {
+        self.append_start(batches)?.finish().await
+    }
+
+    /// The part of [`Partition::append`] that writes: the batches are in the log (in the
+    /// page cache) when it returns. [`PendingAppend::finish`] waits for durability, so a
+    /// connection can write its next request while this one's fsync is shared with it.
+    pub fn append_start(
+        self: &Arc<Self>,
+        batches: &[(BatchHeader, Bytes)],
+    ) -> Result<PendingAppend, StorageError> {
         let (info, group_commit) = {
             let mut log = self.log();
             let info = log.append_deferred(batches, self.leader_epoch, now_ms())?;
-            let gc = log.config().flush_on_append.then(|| log.group_commit());
-            (info, gc)
+            (
+                info,
+                log.config().flush_on_append.then(|| log.group_commit()),
+            )
         };
-        // A duplicate waits too: its original may still be waiting for its fsync.
-        if let Some(gc) = group_commit {
-            let log = Arc::clone(&self.log);
-            let end = info.last_offset + 1;
-            tokio::task::spawn_blocking(move || gc.sync_through(&log, end))
-                .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-        }
-        if !info.duplicate {
+        // Without flush.on.append the records are readable now: fetchers must not wait for
+        // this connection's writer to get round to finishing.
+        if group_commit.is_none() && !info.duplicate {
             self.wake_waiters();
         }
-        Ok(info)
+        Ok(PendingAppend {
+            partition: Arc::clone(self),
+            info,
+            group_commit,
+        })
     }
 
     /// Appends from a synchronous context (the broker's own records); with `flush.on.append`

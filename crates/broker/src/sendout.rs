@@ -4,8 +4,10 @@
 //! them instead: below a few pages a pread and a shared write cost fewer syscalls than a
 //! separate sendfile, and that is the one user-space copy allowed.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::pin::Pin;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -28,13 +30,25 @@ pub(crate) enum Outgoing {
         frame: SplicedFrame,
         records: Vec<Vec<FileRegion>>,
     },
+    /// A response still being completed (a Produce waiting for its fsync); `None`: nothing
+    /// to send.
+    Deferred(Pin<Box<dyn Future<Output = io::Result<Option<Outgoing>>> + Send>>),
 }
 
-/// Writes one response.
-pub(crate) async fn write(wr: &mut OwnedWriteHalf, out: Outgoing) -> io::Result<()> {
-    match out {
-        Outgoing::Frame(buf) => wr.write_all(&buf).await,
-        Outgoing::Spliced { frame, records } => write_spliced(wr, &frame, &records).await,
+/// Writes one response, waiting first for a deferred one to complete.
+pub(crate) async fn write(wr: &mut OwnedWriteHalf, mut out: Outgoing) -> io::Result<()> {
+    loop {
+        return match out {
+            Outgoing::Frame(buf) => wr.write_all(&buf).await,
+            Outgoing::Spliced { frame, records } => write_spliced(wr, &frame, &records).await,
+            Outgoing::Deferred(rest) => match rest.await? {
+                Some(next) => {
+                    out = next;
+                    continue;
+                }
+                None => Ok(()),
+            },
+        };
     }
 }
 

@@ -271,7 +271,18 @@ async fn process(
             .unwrap_or_default(),
         client_host: format!("/{}", peer.ip()),
     };
-    match handlers::handle(ctx, &client, version, request).await {
+    let reply = handlers::handle(ctx, &client, version, request).await;
+    outgoing(api, version, correlation_id, reply)
+}
+
+/// What to send for `reply`; a deferred reply becomes a future the writer awaits in turn.
+fn outgoing(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: handlers::Reply,
+) -> Result<Option<Outgoing>, ConnError> {
+    match reply {
         handlers::Reply::Respond(body) => Ok(Some(Outgoing::Frame(frame::encode_response(
             api,
             version,
@@ -281,6 +292,10 @@ async fn process(
         handlers::Reply::Fetch(reply) => fetch_outgoing(version, correlation_id, *reply).map(Some),
         handlers::Reply::Silent => Ok(None),
         handlers::Reply::Close => Err(ConnError::Refused(api, version)),
+        handlers::Reply::Deferred(rest) => Ok(Some(Outgoing::Deferred(Box::pin(async move {
+            outgoing(api, version, correlation_id, rest.await)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })))),
     }
 }
 

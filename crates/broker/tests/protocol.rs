@@ -358,6 +358,51 @@ async fn pipelined_requests_answered_in_order_and_acks0_silent() -> Result<()> {
     Ok(())
 }
 
+/// With flush.on.append the connection reads on while a Produce waits for its fsync (so the
+/// requests share fsyncs), yet applies and answers them in order, and a record is readable
+/// only once it is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_produces_pipeline_in_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let b = start(dir.path(), &[("flush.on.append", "true")]).await?;
+    let mut c = Conn::connect(&b).await?;
+    create_topic(&mut c, "durable").await?;
+    let mut cids = vec![];
+    for i in 0..30 {
+        let v = format!("v{i}");
+        let req = produce_req(
+            "durable",
+            0,
+            batch(&[v.as_bytes(), b"x"], None, Compression::None),
+            -1,
+        );
+        cids.push(c.send(ApiKey::Produce, 9, &req).await?);
+    }
+    let fetch = c
+        .send(ApiKey::Fetch, 11, &fetch_req("durable", 0, 0, 0))
+        .await?;
+    for (i, cid) in cids.into_iter().enumerate() {
+        let p = produce_partition(c.recv(ApiKey::Produce, 9, cid).await?)?;
+        assert_eq!((p.error_code, p.base_offset), (0, 2 * i as i64));
+    }
+    // The Fetch was read after every Produce was written but may have run before their
+    // fsyncs: it never sees past the high watermark, which only durable records pass.
+    let ResponseKind::Fetch(f) = c.recv(ApiKey::Fetch, 11, fetch).await? else {
+        bail!("not fetch")
+    };
+    let hw = f.responses[0].partitions[0].high_watermark;
+    assert!((0..=60).contains(&hw) && hw % 2 == 0, "high watermark {hw}");
+    let ResponseKind::Fetch(f) = c
+        .call(ApiKey::Fetch, 11, fetch_req("durable", 0, 0, 0))
+        .await?
+    else {
+        bail!("not fetch")
+    };
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 60);
+    b.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_duplicates_and_gaps() -> Result<()> {
     let dir = tempfile::tempdir()?;
