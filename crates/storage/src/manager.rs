@@ -635,11 +635,18 @@ mod tests {
         }
         {
             let m = LogManager::open(dir.path(), config(), NOW)?;
-            assert!(!marker.exists(), "the marker goes as soon as the logs may change");
-            let log = m.get("t", 0).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+            assert!(
+                !marker.exists(),
+                "the marker goes as soon as the logs may change"
+            );
+            let log = m
+                .get("t", 0)
+                .ok_or_else(|| StorageError::Corrupt("missing".into()))?;
             assert_eq!(lock_log(&log).log_end_offset(), 4);
             for p in 0..12 {
-                let log = m.get("t", p).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+                let log = m
+                    .get("t", p)
+                    .ok_or_else(|| StorageError::Corrupt("missing".into()))?;
                 assert_eq!(lock_log(&log).log_end_offset(), 4, "partition {p}");
             }
             // Dropped without close: a crash.
@@ -647,10 +654,14 @@ mod tests {
         // Without the marker the recovery point decides again; the damaged batch lies in
         // the segment holding it, so recovery finds it and truncates there.
         let m = LogManager::open(dir.path(), config(), NOW)?;
-        let log = m.get("t", 0).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+        let log = m
+            .get("t", 0)
+            .ok_or_else(|| StorageError::Corrupt("missing".into()))?;
         assert_eq!(lock_log(&log).log_end_offset(), 2);
         for p in 1..12 {
-            let log = m.get("t", p).ok_or_else(|| StorageError::Corrupt("missing".into()))?;
+            let log = m
+                .get("t", p)
+                .ok_or_else(|| StorageError::Corrupt("missing".into()))?;
             assert_eq!(lock_log(&log).log_end_offset(), 4, "partition {p}");
         }
         Ok(())
