@@ -285,6 +285,7 @@ fi
 
 declare -A R=()            # key=value figures reported by the phases
 declare -A STATUS=()       # phase -> ok | failed: ... | timed out ...
+LOADS=()                   # per phase: load average at its start, niced and steal CPU shares
 MEASURE_ROWS="$WORK_DIR/measure.tsv"
 : >"$MEASURE_ROWS"
 
@@ -297,6 +298,9 @@ run_phase() {
         return 0
     fi
     log "=== phase $name (at most ${PHASE_TIMEOUT}s) ==="
+    local load0 stat0
+    load0="$(cut -d' ' -f1 /proc/loadavg)"
+    stat0="$(head -1 /proc/stat)"
     # timeout (without --foreground) makes its own process group and signals all of it: the
     # phase script, its brokers and its clients.
     PHASE="$name" PHASE_DIR="$dir" timeout --kill-after=30 "$PHASE_TIMEOUT" \
@@ -304,6 +308,12 @@ run_phase() {
     PHASE_PID=$!
     wait "$PHASE_PID" || rc=$?
     PHASE_PID=""
+    # How busy the machine was besides: load average at the start, and the share of all CPU
+    # time that went to niced processes (other people's builds) and to steal during the phase.
+    LOADS+=("$name $load0, $(awk -v a="$stat0" -v b="$(head -1 /proc/stat)" 'BEGIN {
+        split(a, x); split(b, y); for (i = 2; i <= 9; i++) t += y[i] - x[i]
+        if (t <= 0) t = 1
+        printf "nice %.0f%%, steal %.0f%%", 100 * (y[3] - x[3]) / t, 100 * (y[9] - x[9]) / t }')")
     kill_leftovers "$dir/pids"
     while IFS='=' read -r k v; do [[ -n "$k" ]] && R[$k]="$v"; done <"$dir/results"
     cat "$dir/measure.tsv" >>"$MEASURE_ROWS"
@@ -425,6 +435,10 @@ MEASUREMENTS="$(
 )"
 
 NOTES=()
+if [[ ${#LOADS[@]} -gt 0 ]]; then
+    loads="$(printf '%s; ' "${LOADS[@]}")"
+    NOTES+=("- machine during each phase (load average at its start; share of all CPU time taken by niced processes, i.e. others' builds, and by steal): ${loads%; }")
+fi
 for p in "${PHASE_LIST[@]}"; do
     [[ "${STATUS[$p]:-}" == ok ]] || NOTES+=("- phase **$p**: ${STATUS[$p]:-not run}")
 done

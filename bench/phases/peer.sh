@@ -6,13 +6,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 : "${TANSU:?}"
-COUNT="${BENCH_PEER_COUNT:-${BENCH_COUNT:?}}"
+# Tansu's memory engine keeps every record in RAM: at most 2,000,000 records (2 GB) by default.
+COUNT="${BENCH_PEER_COUNT:-$((BENCH_COUNT < 2000000 ? BENCH_COUNT : 2000000))}"
 
 BROKER_PORT="$(free_port)"
 BOOTSTRAP="127.0.0.1:$BROKER_PORT"
 BROKER_LOG="$PHASE_DIR/tansu.stderr"
-"$TANSU" broker --kafka-cluster-id vltava-bench-peer \
-    --kafka-listener-url "tcp://$BOOTSTRAP" --kafka-advertised-listener-url "tcp://$BOOTSTRAP" \
+"$TANSU" broker --cluster-id vltava-bench-peer \
+    --listener-url "tcp://$BOOTSTRAP" --advertised-listener-url "tcp://$BOOTSTRAP" \
     --storage-engine "memory://tansu/" </dev/null >"$PHASE_DIR/tansu.stdout" 2>"$BROKER_LOG" &
 BROKER_PID=$!
 track "$BROKER_PID"
