@@ -155,9 +155,32 @@ pub(crate) struct Accumulator {
     pub closing: bool,
     batch_size: usize,
     rng: Rng,
+    /// A wall-clock reading (ms since the epoch) and the `Instant` it was taken at.
+    clock: Option<(Instant, i64)>,
 }
 
 impl Accumulator {
+    /// Milliseconds since the epoch at `now`, from a wall-clock reading (`read`) at most a
+    /// second old: a record's create time then costs no clock read of its own, and a clock
+    /// change shows within a second.
+    pub(crate) fn wall_ms(&mut self, now: Instant, read: impl FnOnce() -> i64) -> i64 {
+        match self.clock {
+            Some((at, ms)) => match now.checked_duration_since(at) {
+                Some(d) if d < Duration::from_secs(1) => ms + d.as_millis() as i64,
+                _ => {
+                    let ms = read();
+                    self.clock = Some((now, ms));
+                    ms
+                }
+            },
+            None => {
+                let ms = read();
+                self.clock = Some((now, ms));
+                ms
+            }
+        }
+    }
+
     pub(crate) fn new(batch_size: usize) -> Accumulator {
         Accumulator {
             topics: HashMap::new(),
@@ -167,6 +190,7 @@ impl Accumulator {
             closing: false,
             batch_size,
             rng: Rng::seeded(),
+            clock: None,
         }
     }
 

@@ -51,7 +51,7 @@ mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     pub metadata: Arc<SharedMetadata>,
     /// Set when the producer cannot go on (no producer id).
     pub fatal: Mutex<Option<ProducerError>>,
+    /// True once `fatal` is set or closing began: lets every send check with one load.
+    pub unusable: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -209,10 +211,20 @@ impl Shared {
 
     fn begin_close(&self) {
         self.lock_acc().closing = true;
+        self.unusable.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
+    /// Records that the producer cannot go on.
+    pub(crate) fn set_fatal(&self, e: ProducerError) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.unusable.store(true, Ordering::Release);
+    }
+
     fn check_usable(&self) -> Result<(), ProducerError> {
+        if !self.unusable.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if let Some(e) = self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(e);
         }
@@ -321,6 +333,7 @@ impl<K, V> Producer<K, V> {
             flushed: Notify::new(),
             metadata: Arc::new(SharedMetadata::new()),
             fatal: Mutex::new(None),
+            unusable: AtomicBool::new(false),
             config,
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -421,7 +434,7 @@ impl<K, V> Producer<K, V> {
             record.value.as_ref(),
             "value",
         )?;
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+
         let (info, metadata_waited) = shared
             .metadata
             .wait_for_topic(topic, deadline, cfg.max_block)
@@ -465,6 +478,7 @@ impl<K, V> Producer<K, V> {
                 shared.memory.add_permits(size);
                 return Err(ProducerError::Closed);
             }
+            let timestamp = record.timestamp.unwrap_or_else(|| acc.wall_ms(now, now_ms));
             acc.append(
                 topic,
                 &info,

@@ -324,7 +324,7 @@ impl Sender {
             Err((e, false)) => {
                 self.pid = Pid::Failed;
                 let fatal = ProducerError::Fatal(e.to_string());
-                *self.shared.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal.clone());
+                self.shared.set_fatal(fatal.clone());
                 let shared = Arc::clone(&self.shared);
                 let mut acc = shared.lock_acc();
                 for b in acc.take_all() {
