@@ -193,27 +193,8 @@ fi
 [[ -x "$VLTAVA" ]] || die "$VLTAVA missing"
 export VLTAVA RDKPERF TANSU
 
-free_port() {
-    # A port the kernel considers free right now (small race until the server binds it).
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null && return 0
-    local p
-    for p in $(shuf -i 20000-60000 -n 50); do
-        if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
-    done
-    die "no free port found"
-}
-
-wait_for_port() {
-    # Waits until something listens on 127.0.0.1:PORT, judged by `ss` (no probe connection,
-    # which a one-shot iperf3 server would take for its client); fails early if PID exits.
-    local port=$1 pid=$2 secs=$3 i
-    for ((i = 0; i < secs * 10; i++)); do
-        if ss -Htln "sport = :$port" | grep -q .; then return 0; fi
-        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-        sleep 0.1
-    done
-    return 1
-}
+# shellcheck source=bench/lib/net.sh
+source "$BENCH_DIR/lib/net.sh"
 
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/vltava-bench.XXXXXX")"
 IPERF_PID=""

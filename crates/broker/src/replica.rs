@@ -169,32 +169,16 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches for a consumer: never above the high watermark.
+    /// Reads whole batches for a consumer: never above the high watermark. The copy is made
+    /// after the log's lock is released.
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<(ReadSlice, Watermarks), StorageError> {
-        let log = self.log();
-        let wm = Watermarks {
-            log_start_offset: log.log_start_offset() as i64,
-            high_watermark: high_watermark(&log) as i64,
-        };
-        if offset < 0 {
-            return Err(StorageError::OffsetOutOfRange {
-                offset: 0,
-                log_start: wm.log_start_offset as u64,
-                log_end: wm.high_watermark as u64,
-            });
-        }
-        let slice = log.read(
-            offset as u64,
-            max_bytes,
-            wm.high_watermark as u64,
-            min_one_batch,
-        )?;
-        Ok((slice, wm))
+        let (regions, wm) = self.read_regions(offset, max_bytes, min_one_batch)?;
+        Ok((regions.materialize()?, wm))
     }
 
     /// Locates whole batches for a consumer without copying them (see

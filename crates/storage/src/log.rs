@@ -139,6 +139,21 @@ impl RegionSlice {
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
     }
+
+    /// Reads the ranges into memory: what [`Log::read`] returns.
+    pub fn materialize(self) -> std::io::Result<ReadSlice> {
+        let mut out = Vec::with_capacity(self.len());
+        for r in &self.regions {
+            r.read_into(&mut out)?;
+        }
+        Ok(ReadSlice {
+            bytes: Bytes::from(out),
+            first_offset: self.first_offset,
+            next_offset: self.next_offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        })
+    }
 }
 
 /// Descriptors and targets of a flush that runs without the log's lock (see
@@ -693,18 +708,9 @@ impl Log {
         max_offset: u64,
         min_one_batch: bool,
     ) -> Result<ReadSlice, StorageError> {
-        let regions = self.read_regions(offset, max_bytes, max_offset, min_one_batch)?;
-        let mut out = Vec::with_capacity(regions.len());
-        for r in &regions.regions {
-            r.read_into(&mut out)?;
-        }
-        Ok(ReadSlice {
-            bytes: Bytes::from(out),
-            first_offset: regions.first_offset,
-            next_offset: regions.next_offset,
-            log_start_offset: regions.log_start_offset,
-            log_end_offset: regions.log_end_offset,
-        })
+        Ok(self
+            .read_regions(offset, max_bytes, max_offset, min_one_batch)?
+            .materialize()?)
     }
 
     /// Locates what [`Log::read`] would return without copying it: byte ranges of segment
