@@ -7,5 +7,7 @@ pub mod compression;
 pub mod fetch;
 pub mod frame;
 pub mod records;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use kafka_protocol;
