@@ -57,7 +57,9 @@ async fn write_spliced(
     frame: &SplicedFrame,
     records: &[Vec<FileRegion>],
 ) -> io::Result<()> {
-    let mut pending = BytesMut::new();
+    // Encoded pieces and small record sets gather here for one write; record sets are read
+    // straight into it (their one user-space copy).
+    let mut pending: Vec<u8> = Vec::new();
     for part in &frame.parts {
         match part {
             FramePart::Encoded(b) => pending.extend_from_slice(b),
@@ -72,11 +74,7 @@ async fn write_spliced(
                             }
                             send_region(wr.as_ref(), r).await?;
                         }
-                        _ => {
-                            let mut v = Vec::new();
-                            r.read_into(&mut v)?;
-                            pending.extend_from_slice(&v);
-                        }
+                        _ => r.read_into(&mut pending)?,
                     }
                 }
             }
