@@ -21,6 +21,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use crate::cluster::{ClientConfig, Cluster, TopicMetadata, is_coordinator_retriable};
 use crate::consumer_protocol::{ConsumerAssignment, decode_assignment};
 use crate::error::{ClientError, ErrorCode, Result, codes};
+use crate::offset_fetch::{OffsetFetchFailure, offset_fetch_rows};
 
 /// One result per named object (topic, group), in the order asked.
 pub type PerItem<T> = Vec<(String, Result<T>)>;
@@ -742,61 +743,30 @@ impl Admin {
             )
             .await?;
         let context = || format!("fetch committed offsets of group '{group}'");
+        let rows = offset_fetch_rows(r, version_used.get(), group).map_err(|f| match f {
+            OffsetFetchFailure::MissingGroup => ClientError::Protocol {
+                addr: "coordinator".into(),
+                message: format!("OffsetFetch response lacks group '{group}'"),
+            },
+            OffsetFetchFailure::Group(code) => ClientError::broker(code, context(), None),
+        })?;
         let mut out = Vec::new();
-        if version_used.get() >= 8 {
-            let g = r
-                .groups
-                .into_iter()
-                .find(|g| g.group_id.0.as_str() == group)
-                .ok_or_else(|| ClientError::Protocol {
-                    addr: "coordinator".into(),
-                    message: format!("OffsetFetch response lacks group '{group}'"),
-                })?;
-            if g.error_code != 0 {
-                return Err(ClientError::broker(g.error_code, context(), None));
+        for row in rows {
+            if row.error_code != 0 {
+                return Err(ClientError::broker(
+                    row.error_code,
+                    format!("{} ({}-{})", context(), row.topic, row.partition),
+                    None,
+                ));
             }
-            for t in g.topics {
-                for p in t.partitions {
-                    if p.error_code != 0 {
-                        return Err(ClientError::broker(
-                            p.error_code,
-                            format!("{} ({}-{})", context(), t.name.0, p.partition_index),
-                            None,
-                        ));
-                    }
-                    push_committed(
-                        &mut out,
-                        &t.name.0,
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.metadata,
-                    );
-                }
-            }
-        } else {
-            if r.error_code != 0 {
-                return Err(ClientError::broker(r.error_code, context(), None));
-            }
-            for t in r.topics {
-                for p in t.partitions {
-                    if p.error_code != 0 {
-                        return Err(ClientError::broker(
-                            p.error_code,
-                            format!("{} ({}-{})", context(), t.name.0, p.partition_index),
-                            None,
-                        ));
-                    }
-                    push_committed(
-                        &mut out,
-                        &t.name.0,
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.metadata,
-                    );
-                }
-            }
+            push_committed(
+                &mut out,
+                &row.topic,
+                row.partition,
+                row.offset,
+                row.leader_epoch,
+                row.metadata,
+            );
         }
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(out)

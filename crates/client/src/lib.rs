@@ -38,6 +38,7 @@ pub mod connection;
 pub mod consumer;
 pub mod consumer_protocol;
 pub mod error;
+mod offset_fetch;
 pub mod producer;
 pub mod versions;
 

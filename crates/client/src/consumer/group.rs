@@ -26,6 +26,7 @@ use crate::admin::TopicPartition;
 use crate::connection::{Connection, ConnectionConfig};
 use crate::consumer::pick_version;
 use crate::error::{ClientError, Result, codes};
+use crate::offset_fetch::{OffsetFetchFailure, offset_fetch_rows};
 
 /// JoinGroup versions this consumer speaks (v4+: MEMBER_ID_REQUIRED; v9 adds skip_assignment,
 /// which only concerns static members).
@@ -416,63 +417,30 @@ impl GroupConn {
             })
             .await?;
         let context = || format!("fetch committed offsets of group '{}'", self.group_id);
-        let mut rows: Vec<(String, i32, i16, i64, i32)> = Vec::new();
-        if version >= 8 {
-            let g = r
-                .groups
-                .into_iter()
-                .next()
-                .ok_or_else(|| ClientError::Protocol {
-                    addr: self.addr.clone().unwrap_or_default(),
-                    message: "OffsetFetch response names no group".into(),
-                })?;
-            if g.error_code != 0 {
-                return Err(ClientError::broker(g.error_code, context(), None));
-            }
-            for t in g.topics {
-                for p in t.partitions {
-                    rows.push((
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        p.error_code,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                    ));
-                }
-            }
-        } else {
-            if r.error_code != 0 {
-                return Err(ClientError::broker(r.error_code, context(), None));
-            }
-            for t in r.topics {
-                for p in t.partitions {
-                    rows.push((
-                        t.name.0.to_string(),
-                        p.partition_index,
-                        p.error_code,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                    ));
-                }
-            }
-        }
+        let rows = offset_fetch_rows(r, version, &self.group_id).map_err(|f| match f {
+            OffsetFetchFailure::MissingGroup => ClientError::Protocol {
+                addr: self.addr.clone().unwrap_or_default(),
+                message: "OffsetFetch response names no group".into(),
+            },
+            OffsetFetchFailure::Group(code) => ClientError::broker(code, context(), None),
+        })?;
         let mut out: HashMap<TopicPartition, Option<Committed>> =
             partitions.iter().map(|tp| (tp.clone(), None)).collect();
-        for (topic, partition, code, offset, epoch) in rows {
+        for row in rows {
             // UNKNOWN_TOPIC_OR_PARTITION here only means nothing was committed.
-            if code != 0 && code != codes::UNKNOWN_TOPIC_OR_PARTITION {
+            if row.error_code != 0 && row.error_code != codes::UNKNOWN_TOPIC_OR_PARTITION {
                 return Err(ClientError::broker(
-                    code,
-                    format!("{} ({topic}-{partition})", context()),
+                    row.error_code,
+                    format!("{} ({}-{})", context(), row.topic, row.partition),
                     None,
                 ));
             }
-            if code == 0 && offset >= 0 {
+            if row.error_code == 0 && row.offset >= 0 {
                 out.insert(
-                    TopicPartition::new(topic, partition),
+                    TopicPartition::new(row.topic, row.partition),
                     Some(Committed {
-                        offset,
-                        leader_epoch: epoch,
+                        offset: row.offset,
+                        leader_epoch: row.leader_epoch,
                     }),
                 );
             }
