@@ -4,4 +4,6 @@
 //! (`controller`, `placement`); the log itself is replicated by openraft (`raft`), stored through
 //! vltava-storage. It never imports the broker.
 
+pub mod image;
 pub mod raft;
+pub mod records;
