@@ -7,3 +7,4 @@
 pub mod image;
 pub mod raft;
 pub mod records;
+pub mod placement;
