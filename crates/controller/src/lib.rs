@@ -4,7 +4,8 @@
 //! (`controller`, `placement`); the log itself is replicated by openraft (`raft`), stored through
 //! vltava-storage. It never imports the broker.
 
+pub mod controller;
 pub mod image;
+pub mod placement;
 pub mod raft;
 pub mod records;
-pub mod placement;

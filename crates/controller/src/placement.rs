@@ -120,7 +120,8 @@ pub fn place(
         let mut chosen = vec![leader];
         let mut racks_used: BTreeSet<(bool, String)> = BTreeSet::from([rack_of(leader)]);
         while chosen.len() < replication_factor {
-            let fresh_rack_left = (0..n).any(|i| !chosen.contains(&i) && !racks_used.contains(&rack_of(i)));
+            let fresh_rack_left =
+                (0..n).any(|i| !chosen.contains(&i) && !racks_used.contains(&rack_of(i)));
             let next = (0..n)
                 .filter(|i| !chosen.contains(i))
                 .filter(|i| !fresh_rack_left || !racks_used.contains(&rack_of(*i)))
@@ -184,7 +185,11 @@ mod tests {
         assert_eq!(placed.len(), 1000);
         for replicas in &placed {
             let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
-            assert_eq!(distinct.len(), 3, "two replicas on one broker: {replicas:?}");
+            assert_eq!(
+                distinct.len(),
+                3,
+                "two replicas on one broker: {replicas:?}"
+            );
             let racks: BTreeSet<&str> = replicas
                 .iter()
                 .map(|id| b[*id as usize - 1].rack.as_deref().unwrap_or(""))

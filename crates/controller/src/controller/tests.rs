@@ -1,0 +1,629 @@
+//! The controller driven by a fake clock: every decision is committed (applied to the image at
+//! the next offset) before the next call, as the raft shell does.
+
+use super::*;
+use crate::records::BrokerEndpoint;
+
+struct Harness {
+    ctl: Controller,
+    image: MetadataImage,
+    now_ms: i64,
+}
+
+impl Harness {
+    fn new(config: ControllerConfig) -> Self {
+        Harness {
+            ctl: Controller::new(config),
+            image: MetadataImage::default(),
+            now_ms: 1_000,
+        }
+    }
+
+    fn replicated() -> Self {
+        Harness::new(ControllerConfig {
+            max_replication_factor: None,
+            ..ControllerConfig::default()
+        })
+    }
+
+    /// Appends the records as one log entry; returns its offset.
+    fn commit(&mut self, records: &[MetadataRecord]) -> u64 {
+        let offset = self.image.offset.map_or(0, |o| o + 1);
+        self.image
+            .apply_batch(offset, records)
+            .expect("the controller's records fit the image");
+        offset
+    }
+
+    fn advance(&mut self, ms: i64) {
+        self.now_ms += ms;
+    }
+
+    /// Registers and unfences a broker; returns its epoch.
+    fn join(&mut self, id: i32, rack: Option<&str>) -> i64 {
+        let epoch = self.register(id, Uuid::from_u128(id as u128 + 1), rack);
+        let reply = self.heartbeat(id, epoch, false, false).expect("heartbeat");
+        assert!(!reply.is_fenced, "broker {id} caught up but stayed fenced");
+        epoch
+    }
+
+    fn register(&mut self, id: i32, incarnation: Uuid, rack: Option<&str>) -> i64 {
+        let d = self
+            .ctl
+            .register_broker(
+                &self.image,
+                BrokerRegistrationRequest {
+                    broker_id: id,
+                    incarnation_id: incarnation,
+                    listeners: vec![BrokerEndpoint {
+                        name: "PLAINTEXT".into(),
+                        host: "127.0.0.1".into(),
+                        port: 9092 + id as u16,
+                        security_protocol: 0,
+                    }],
+                    rack: rack.map(str::to_string),
+                },
+                self.now_ms,
+            )
+            .expect("registration");
+        let offset = self.commit(&d.records);
+        self.ctl.registration_committed(id, offset, self.now_ms);
+        assert_eq!(self.image.brokers[&id].epoch, offset as i64);
+        offset as i64
+    }
+
+    fn heartbeat(
+        &mut self,
+        id: i32,
+        epoch: i64,
+        want_fence: bool,
+        want_shutdown: bool,
+    ) -> Result<HeartbeatReply, ControllerError> {
+        let request = BrokerHeartbeatRequest {
+            broker_id: id,
+            broker_epoch: epoch,
+            current_metadata_offset: self.image.offset.map_or(-1, |o| o as i64),
+            want_fence,
+            want_shutdown,
+        };
+        let d = self.ctl.heartbeat(&self.image, &request, self.now_ms)?;
+        if !d.records.is_empty() {
+            self.commit(&d.records);
+        }
+        Ok(d.reply)
+    }
+
+    fn tick(&mut self) -> usize {
+        let records = self.ctl.tick(&self.image, self.now_ms);
+        if !records.is_empty() {
+            self.commit(&records);
+        }
+        records.len()
+    }
+
+    fn create(&mut self, name: &str, partitions: i32, rf: i16) -> Result<Uuid, ControllerError> {
+        let d = self.ctl.create_topics(
+            &self.image,
+            &[CreateTopicRequest {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                assignments: BTreeMap::new(),
+                configs: Vec::new(),
+            }],
+            false,
+        );
+        if !d.records.is_empty() {
+            self.commit(&d.records);
+        }
+        let (_, result) = d.reply.into_iter().next().expect("one reply");
+        result.map(|c| c.topic_id)
+    }
+
+    fn partition(&self, topic: &str, index: i32) -> &PartitionImage {
+        &self.image.topic_by_name(topic).expect("topic").partitions[&index]
+    }
+}
+
+#[test]
+fn a_broker_registers_fenced_and_is_unfenced_once_caught_up() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let epoch = h.register(1, Uuid::from_u128(7), None);
+    assert!(
+        h.image.brokers[&1].fenced,
+        "a new registration starts fenced"
+    );
+
+    // A heartbeat from behind the registration does not unfence.
+    let d = h
+        .ctl
+        .heartbeat(
+            &h.image,
+            &BrokerHeartbeatRequest {
+                broker_id: 1,
+                broker_epoch: epoch,
+                current_metadata_offset: epoch - 1,
+                want_fence: false,
+                want_shutdown: false,
+            },
+            h.now_ms,
+        )
+        .expect("heartbeat");
+    assert!(d.records.is_empty());
+    assert!(!d.reply.is_caught_up && d.reply.is_fenced);
+
+    let reply = h.heartbeat(1, epoch, false, false).expect("heartbeat");
+    assert!(reply.is_caught_up && !reply.is_fenced);
+    assert!(!h.image.brokers[&1].fenced);
+}
+
+#[test]
+fn a_live_duplicate_registration_is_refused_and_a_dead_one_replaced() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let first = h.join(1, None);
+    let err = h
+        .ctl
+        .register_broker(
+            &h.image,
+            BrokerRegistrationRequest {
+                broker_id: 1,
+                incarnation_id: Uuid::from_u128(99),
+                listeners: Vec::new(),
+                rack: None,
+            },
+            h.now_ms,
+        )
+        .expect_err("a second live incarnation must be refused");
+    assert_eq!(
+        err.code(),
+        ResponseError::DuplicateBrokerRegistration.code()
+    );
+
+    // The same incarnation re-registering (a restart that kept its id) is accepted.
+    let again = h.register(1, Uuid::from_u128(2), None);
+    assert!(again > first);
+
+    // Once the session expires, another incarnation may take the id.
+    h.advance(9_001);
+    h.tick();
+    let third = h.register(1, Uuid::from_u128(99), None);
+    assert!(third > again);
+    assert_eq!(h.image.brokers[&1].incarnation_id, Uuid::from_u128(99));
+    // The old epoch is stale now.
+    let err = h
+        .heartbeat(1, again, false, false)
+        .expect_err("stale epoch");
+    assert_eq!(err.code(), ResponseError::StaleBrokerEpoch.code());
+}
+
+#[test]
+fn heartbeats_of_unknown_brokers_are_refused() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let err = h.heartbeat(5, 0, false, false).expect_err("not registered");
+    assert_eq!(err.code(), ResponseError::BrokerIdNotRegistered.code());
+}
+
+#[test]
+fn a_broker_is_fenced_after_the_session_timeout_and_not_before() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let e1 = h.join(1, None);
+    let _e2 = h.join(2, None);
+    h.create("t", 4, 1).expect("create");
+    let led_by_2 = h.image.partitions_led_by(2).len();
+    assert!(led_by_2 > 0);
+
+    // Broker 1 keeps heartbeating; broker 2 goes silent.
+    for _ in 0..9 {
+        h.advance(1_000);
+        h.heartbeat(1, e1, false, false).expect("heartbeat");
+        assert_eq!(h.tick(), 0, "nobody's session has expired yet");
+    }
+    assert_eq!(h.ctl.next_deadline_ms(&h.image), Some(1_000 + 9_001));
+    h.advance(1);
+    h.heartbeat(1, e1, false, false).expect("heartbeat");
+    assert!(h.tick() > 0, "broker 2's session is over");
+    assert!(h.image.brokers[&2].fenced);
+    assert!(!h.image.brokers[&1].fenced);
+    // RF 1: broker 2's partitions have no other replica and go offline, keeping their ISR.
+    for (topic_id, index) in h.image.partitions_on(2) {
+        let p = &h.image.topics[&topic_id].partitions[&index];
+        assert_eq!(p.leader, NO_LEADER);
+        assert_eq!(p.isr, vec![2]);
+    }
+}
+
+#[test]
+fn the_deadline_is_the_oldest_session_plus_the_timeout() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let start = h.now_ms;
+    h.join(1, None);
+    h.advance(500);
+    h.join(2, None);
+    assert_eq!(h.ctl.next_deadline_ms(&h.image), Some(start + 9_001));
+    h.advance(9_000);
+    assert_eq!(h.tick(), 1, "only broker 1 is past its session");
+    assert!(h.image.brokers[&1].fenced && !h.image.brokers[&2].fenced);
+}
+
+#[test]
+fn a_fenced_broker_that_comes_back_leads_its_offline_partitions_again() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    h.create("t", 3, 1).expect("create");
+    h.advance(10_000);
+    h.tick();
+    assert!(h.image.brokers[&1].fenced);
+    assert!((0..3).all(|i| h.partition("t", i).leader == NO_LEADER));
+    let epoch_before = h.partition("t", 0).leader_epoch;
+
+    // It restarts: same incarnation, new registration, then caught up.
+    let epoch = h.register(1, Uuid::from_u128(2), None);
+    h.heartbeat(1, epoch, false, false).expect("heartbeat");
+    for i in 0..3 {
+        let p = h.partition("t", i);
+        assert_eq!(p.leader, 1);
+        assert!(
+            p.leader_epoch > epoch_before,
+            "a new leadership bumps the epoch"
+        );
+    }
+}
+
+#[test]
+fn failover_elects_only_from_the_isr() {
+    let mut h = Harness::replicated();
+    for id in 1..=3 {
+        h.join(id, None);
+    }
+    h.create("t", 1, 3).expect("create");
+    let p = h.partition("t", 0).clone();
+    let leader = p.leader;
+    let others: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    // One follower falls out of the ISR (as AlterPartition would record).
+    let topic_id = h.image.topic_by_name("t").expect("topic").id;
+    let lagging = others[0];
+    let in_sync = others[1];
+    h.commit(&[MetadataRecord::PartitionChange(PartitionChangeRecord {
+        topic_id,
+        partition_id: 0,
+        isr: Some(vec![leader, in_sync]),
+        leader: None,
+        replicas: None,
+    })]);
+
+    let leader_epoch = h.image.brokers[&leader].epoch;
+    h.heartbeat(leader, leader_epoch, true, false)
+        .expect("fence");
+    let p = h.partition("t", 0);
+    assert_eq!(p.leader, in_sync, "the new leader comes from the ISR");
+    assert_eq!(p.isr, vec![in_sync]);
+
+    // Now the last in-sync replica goes too: the lagging replica must not be elected.
+    let e = h.image.brokers[&in_sync].epoch;
+    h.heartbeat(in_sync, e, true, false).expect("fence");
+    let p = h.partition("t", 0);
+    assert_eq!(
+        p.leader, NO_LEADER,
+        "no clean candidate: offline, not {lagging}"
+    );
+    assert_eq!(p.isr, vec![in_sync]);
+
+    // When the in-sync replica comes back, it alone leads again.
+    let e = h.register(in_sync, Uuid::from_u128(in_sync as u128 + 1), None);
+    h.heartbeat(in_sync, e, false, false).expect("heartbeat");
+    assert_eq!(h.partition("t", 0).leader, in_sync);
+}
+
+#[test]
+fn unclean_election_picks_an_out_of_sync_replica_only_when_enabled() {
+    for (enabled, topic_config) in [(false, None), (true, None), (false, Some("true"))] {
+        let mut h = Harness::new(ControllerConfig {
+            max_replication_factor: None,
+            unclean_leader_election_enable: enabled,
+            ..ControllerConfig::default()
+        });
+        h.join(1, None);
+        h.join(2, None);
+        let d = h.ctl.create_topics(
+            &h.image,
+            &[CreateTopicRequest {
+                name: "t".into(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments: BTreeMap::from([(0, vec![1, 2])]),
+                configs: topic_config
+                    .map(|v| vec![(UNCLEAN_LEADER_ELECTION.to_string(), v.to_string())])
+                    .unwrap_or_default(),
+            }],
+            false,
+        );
+        assert!(d.reply[0].1.is_ok());
+        h.commit(&d.records);
+        let topic_id = h.image.topic_by_name("t").expect("topic").id;
+        h.commit(&[MetadataRecord::PartitionChange(PartitionChangeRecord {
+            topic_id,
+            partition_id: 0,
+            isr: Some(vec![1]),
+            leader: None,
+            replicas: None,
+        })]);
+        let e = h.image.brokers[&1].epoch;
+        h.heartbeat(1, e, true, false).expect("fence");
+        let p = h.partition("t", 0);
+        if enabled || topic_config.is_some() {
+            assert_eq!(p.leader, 2, "unclean election allowed");
+            assert_eq!(p.isr, vec![2]);
+        } else {
+            assert_eq!(p.leader, NO_LEADER);
+            assert_eq!(p.isr, vec![1]);
+        }
+    }
+}
+
+#[test]
+fn controlled_shutdown_moves_leaderships_then_lets_the_broker_go() {
+    let mut h = Harness::replicated();
+    for id in 1..=3 {
+        h.join(id, None);
+    }
+    h.create("t", 6, 3).expect("create");
+    let e2 = h.image.brokers[&2].epoch;
+    assert!(!h.image.partitions_led_by(2).is_empty());
+    let reply = h.heartbeat(2, e2, false, true).expect("shutdown");
+    assert!(reply.should_shutdown && reply.is_fenced);
+    assert!(h.image.partitions_led_by(2).is_empty());
+    for i in 0..6 {
+        let p = h.partition("t", i);
+        assert_ne!(p.leader, NO_LEADER);
+        assert!(!p.isr.contains(&2));
+    }
+    // While broker 2 is gone, new topics are placed on the others only.
+    h.create("u", 4, 2).expect("create");
+    for i in 0..4 {
+        assert!(!h.partition("u", i).replicas.contains(&2));
+    }
+}
+
+#[test]
+fn controlled_shutdown_of_a_sole_replica_takes_its_partitions_offline() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let e = h.join(1, None);
+    h.create("t", 2, 1).expect("create");
+    let reply = h.heartbeat(1, e, false, true).expect("shutdown");
+    assert!(reply.should_shutdown);
+    assert!((0..2).all(|i| h.partition("t", i).leader == NO_LEADER));
+}
+
+#[test]
+fn a_thousand_partitions_are_spread_evenly_over_racks() {
+    let mut h = Harness::replicated();
+    let racks = ["a", "b", "c", "a", "b"];
+    for (i, rack) in racks.iter().enumerate() {
+        h.join(i as i32 + 1, Some(rack));
+    }
+    h.create("big", 1000, 3).expect("create");
+    let topic = h.image.topic_by_name("big").expect("topic");
+    assert_eq!(topic.partitions.len(), 1000);
+    let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut replicas: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in topic.partitions.values() {
+        let distinct: BTreeSet<i32> = p.replicas.iter().copied().collect();
+        assert_eq!(distinct.len(), 3);
+        let rack_set: BTreeSet<&str> = p
+            .replicas
+            .iter()
+            .map(|r| racks[(*r - 1) as usize])
+            .collect();
+        assert_eq!(rack_set.len(), 3, "one replica per rack: {:?}", p.replicas);
+        assert_eq!(p.leader, p.replicas[0]);
+        assert_eq!(p.isr, p.replicas);
+        *leaders.entry(p.leader).or_default() += 1;
+        for r in &p.replicas {
+            *replicas.entry(*r).or_default() += 1;
+        }
+    }
+    let spread = |m: &BTreeMap<i32, usize>| {
+        m.values().max().copied().unwrap_or(0) - m.values().min().copied().unwrap_or(0)
+    };
+    assert_eq!(leaders.len(), 5);
+    assert!(spread(&leaders) <= 1, "leaders: {leaders:?}");
+    // Rack awareness constrains replica counts (racks a and b have two brokers each, c one),
+    // so the single broker of rack c carries one replica of every partition.
+    assert_eq!(replicas[&3], 1000);
+    assert!(
+        replicas[&1].abs_diff(replicas[&4]) <= 1 && replicas[&2].abs_diff(replicas[&5]) <= 1,
+        "replicas within a rack are balanced: {replicas:?}"
+    );
+}
+
+#[test]
+fn topic_creation_validates_and_refuses_what_it_cannot_serve() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    h.join(2, None);
+    let err = h.create("t", 1, 2).expect_err("rf 2 is not served yet");
+    assert_eq!(err.code(), ResponseError::InvalidReplicationFactor.code());
+    let err = h.create("t", 0, 1).expect_err("zero partitions");
+    assert_eq!(err.code(), ResponseError::InvalidPartitions.code());
+    let err = h.create("bad/name", 1, 1).expect_err("bad name");
+    assert_eq!(err.code(), ResponseError::InvalidTopicException.code());
+    let id = h.create("t", -1, -1).expect("defaults");
+    assert_eq!(h.image.topics[&id].partitions.len(), 1);
+    let err = h.create("t", 1, 1).expect_err("exists");
+    assert_eq!(err.code(), ResponseError::TopicAlreadyExists.code());
+
+    let mut r = Harness::replicated();
+    r.join(1, None);
+    let err = r
+        .create("t", 1, 2)
+        .expect_err("one broker cannot hold two replicas");
+    assert_eq!(err.code(), ResponseError::InvalidReplicationFactor.code());
+}
+
+#[test]
+fn validate_only_writes_nothing() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    let d = h.ctl.create_topics(
+        &h.image,
+        &[CreateTopicRequest {
+            name: "t".into(),
+            num_partitions: 3,
+            replication_factor: 1,
+            assignments: BTreeMap::new(),
+            configs: Vec::new(),
+        }],
+        true,
+    );
+    assert!(d.records.is_empty());
+    let created = d.reply[0].1.as_ref().expect("valid");
+    assert_eq!(created.num_partitions, 3);
+}
+
+#[test]
+fn deletion_and_partition_increase() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    h.join(2, None);
+    let id = h.create("t", 2, 1).expect("create");
+    let d = h
+        .ctl
+        .create_partitions(&h.image, "t", 5, None, false)
+        .expect("grow");
+    h.commit(&d.records);
+    assert_eq!(h.image.topics[&id].partitions.len(), 5);
+    let err = h
+        .ctl
+        .create_partitions(&h.image, "t", 5, None, false)
+        .expect_err("not larger");
+    assert_eq!(err.code(), ResponseError::InvalidPartitions.code());
+    let err = h
+        .ctl
+        .create_partitions(&h.image, "t", 6, Some(&[vec![9]]), false)
+        .expect_err("unknown broker");
+    assert_eq!(err.code(), ResponseError::InvalidReplicaAssignment.code());
+
+    let d = h.ctl.delete_topics(
+        &h.image,
+        &[TopicRef::Id(id), TopicRef::Name("missing".into())],
+    );
+    assert!(d.reply[0].1.is_ok());
+    assert_eq!(
+        d.reply[1].1.as_ref().expect_err("missing").code(),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    h.commit(&d.records);
+    assert!(h.image.topic_by_name("t").is_none());
+}
+
+#[test]
+fn configs_are_recorded_and_removed() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    h.create("t", 1, 1).expect("create");
+    let change = |value: Option<&str>| ConfigChange {
+        resource_type: config_resource::TOPIC,
+        resource_name: "t".into(),
+        name: "retention.ms".into(),
+        value: value.map(str::to_string),
+    };
+    let d = h
+        .ctl
+        .alter_configs(&h.image, &[change(Some("1000"))])
+        .expect("alter");
+    h.commit(&d.records);
+    assert_eq!(
+        h.image
+            .topic_configs("t")
+            .and_then(|c| c.get("retention.ms")),
+        Some(&"1000".to_string())
+    );
+    let d = h
+        .ctl
+        .alter_configs(&h.image, &[change(None)])
+        .expect("alter");
+    h.commit(&d.records);
+    assert!(
+        h.image
+            .topic_configs("t")
+            .is_none_or(|c| !c.contains_key("retention.ms"))
+    );
+    let mut missing = change(Some("1"));
+    missing.resource_name = "nope".into();
+    let err = h
+        .ctl
+        .alter_configs(&h.image, &[missing])
+        .expect_err("unknown topic");
+    assert_eq!(err.code(), ResponseError::UnknownTopicOrPartition.code());
+}
+
+/// Producer-id blocks across a failover: the new controller starts from the committed image
+/// only (a fresh `Controller`), and an allocation whose record never committed is never
+/// handed out, so no two handed-out blocks overlap.
+#[test]
+fn producer_id_blocks_never_overlap_across_failover() {
+    let mut h = Harness::new(ControllerConfig::default());
+    let e1 = h.join(1, None);
+    let e2 = h.join(2, None);
+    let mut handed_out: Vec<ProducerIdBlock> = Vec::new();
+    for round in 0..20 {
+        for (id, epoch) in [(1, e1), (2, e2)] {
+            let d = h
+                .ctl
+                .allocate_producer_ids(&h.image, id, epoch)
+                .expect("allocate");
+            if round % 3 == 2 && id == 2 {
+                // The controller fails before this record commits: the block is never
+                // answered, and a new controller takes over from the committed image.
+                h.ctl = Controller::new(ControllerConfig::default());
+                h.ctl.activate(&h.image, h.now_ms);
+                continue;
+            }
+            h.commit(&d.records);
+            handed_out.push(d.reply);
+        }
+    }
+    handed_out.sort_by_key(|b| b.first);
+    for pair in handed_out.windows(2) {
+        assert!(
+            pair[0].first + pair[0].size <= pair[1].first,
+            "blocks overlap: {pair:?}"
+        );
+    }
+    assert!(handed_out.iter().all(|b| b.size == PRODUCER_ID_BLOCK_SIZE));
+    let err = h
+        .ctl
+        .allocate_producer_ids(&h.image, 1, e1 + 1000)
+        .expect_err("stale epoch");
+    assert_eq!(err.code(), ResponseError::StaleBrokerEpoch.code());
+}
+
+#[test]
+fn a_new_controller_gives_every_broker_a_full_session() {
+    let mut h = Harness::new(ControllerConfig::default());
+    h.join(1, None);
+    h.advance(8_000);
+    // Failover: the new controller has never heard from broker 1.
+    h.ctl = Controller::new(ControllerConfig::default());
+    h.ctl.activate(&h.image, h.now_ms);
+    h.advance(8_000);
+    assert_eq!(h.tick(), 0, "8 s since the new controller started");
+    h.advance(1_001);
+    assert!(h.tick() > 0);
+    assert!(h.image.brokers[&1].fenced);
+}
+
+#[test]
+fn topic_names_follow_kafkas_rules() {
+    for ok in ["a", "a.b_c-D9", &"x".repeat(249)] {
+        assert!(validate_topic_name(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", ".", "..", "a b", "ä", &"x".repeat(250)] {
+        assert!(validate_topic_name(bad).is_err(), "{bad}");
+    }
+}
