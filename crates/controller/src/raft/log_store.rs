@@ -204,7 +204,7 @@ pub enum LogStoreError {
         /// The index it had.
         got: u64,
     },
-    /// A truncation or append below the last purged index.
+    /// A truncation at or below the last purged index.
     #[error("index {index} is at or below the last purged index {purged}")]
     BelowPurged {
         /// The index asked for.
@@ -750,19 +750,16 @@ impl LogInner {
         Ok(out)
     }
 
-    fn append(&mut self, batches: Vec<(MetadataLogId, Vec<u8>)>) -> Result<(), LogStoreError> {
+    fn append(&mut self, mut batches: Vec<(MetadataLogId, Vec<u8>)>) -> Result<(), LogStoreError> {
+        // Entries at or below the purged id are committed and held by a snapshot already, so a
+        // copy sent again has nothing to add (and the log no longer starts that low).
+        if let Some(p) = self.last_purged {
+            batches.retain(|(id, _)| id.index > p.index);
+        }
         let Some((first, _)) = batches.first() else {
             return Ok(());
         };
         let first_index = first.index;
-        if let Some(p) = self.last_purged
-            && first_index <= p.index
-        {
-            return Err(LogStoreError::BelowPurged {
-                index: first_index,
-                purged: p.index,
-            });
-        }
         let end = self.log.log_end_offset();
         if first_index != end {
             // An empty log may start anywhere after the purged id: openraft appends a
