@@ -765,6 +765,7 @@ impl LogInner {
             // An empty log may start anywhere after the purged id: openraft appends a
             // follower's first entry wherever the leader's log is.
             if self.is_empty() && first_index > end {
+                tracing::warn!(dir = %self.dir.display(), log_end = end, first_index, "metadata log restarts at an entry past its end");
                 self.restart_at(first_index)?;
             } else {
                 return Err(LogStoreError::NotContiguous {
@@ -937,6 +938,7 @@ fn write_error(e: LogStoreError) -> StorageError<RaftNodeId> {
 /// requires; readers from [`RaftLogStorage::get_log_reader`] read concurrently.
 pub struct MetadataLogStore {
     shared: Shared,
+    dir: PathBuf,
 }
 
 /// A reader of the metadata log, sharing the store's open log (replication tasks hold these).
@@ -958,18 +960,19 @@ impl MetadataLogStore {
         config: LogConfig,
     ) -> Result<MetadataLogStore, LogStoreError> {
         let dir = metadata_partition_dir(data_dir);
-        let inner = tokio::task::spawn_blocking(move || LogInner::open(dir, config))
+        let open_dir = dir.clone();
+        let inner = tokio::task::spawn_blocking(move || LogInner::open(open_dir, config))
             .await
             .map_err(|e| LogStoreError::Task(e.to_string()))??;
         Ok(MetadataLogStore {
             shared: Arc::new(RwLock::new(inner)),
+            dir,
         })
     }
 
     /// The partition directory holding the log, the vote and the purged log id.
-    pub fn dir(&self) -> Result<PathBuf, LogStoreError> {
-        let inner = self.shared.read().map_err(|_| LogStoreError::Poisoned)?;
-        Ok(inner.dir.clone())
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// `(log start offset, log end offset)` of the partition log.

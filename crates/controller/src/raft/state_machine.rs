@@ -195,7 +195,7 @@ fn list_snapshots(dir: &Path) -> io::Result<Vec<((u64, u64), PathBuf)>> {
             found.push((id, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
 }
 
@@ -284,6 +284,57 @@ impl<S> SmShared<S> {
     }
 }
 
+impl<S: ReplicatedState> SmShared<S> {
+    /// Snapshots the state as it is now and stores the snapshot.
+    fn build_snapshot(&self) -> Result<(MetadataSnapshotMeta, Vec<u8>), StateMachineError> {
+        let (meta, bytes) = {
+            let applied = self
+                .applied
+                .read()
+                .map_err(|_| StateMachineError::Poisoned)?;
+            let (end, epoch) = applied
+                .last_applied
+                .map_or((0, 0), |id| (id.index.saturating_add(1), id.leader_id.term));
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id: format!("{end}-{epoch}-{}", uuid::Uuid::new_v4().simple()),
+            };
+            let bytes = encode_snapshot_file(&meta, &applied.state.snapshot())?;
+            (meta, bytes)
+        };
+        self.store_snapshot(&meta, &bytes)?;
+        Ok((meta, bytes))
+    }
+
+    /// Replaces the state with a received snapshot, then stores the snapshot.
+    fn install_snapshot(
+        &self,
+        meta: &MetadataSnapshotMeta,
+        bytes: &[u8],
+    ) -> Result<(), StateMachineError> {
+        {
+            let (file_meta, state_bytes) = decode_snapshot_file(bytes)?;
+            if file_meta != *meta {
+                return Err(StateMachineError::MetaMismatch(format!(
+                    "data hold {file_meta}, metadata say {meta}"
+                )));
+            }
+            let mut applied = self
+                .applied
+                .write()
+                .map_err(|_| StateMachineError::Poisoned)?;
+            let end = meta.last_log_id.map_or(0, |id| id.index.saturating_add(1));
+            applied.state.restore(end, state_bytes)?;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+        }
+        self.applied_tx
+            .send_replace(meta.last_log_id.map(|id| id.index));
+        self.store_snapshot(meta, bytes)
+    }
+}
+
 async fn blocking<T, F>(f: F) -> Result<T, StateMachineError>
 where
     T: Send + 'static,
@@ -368,7 +419,7 @@ impl<S: ReplicatedState> MetadataStateMachine<S> {
                     }
                 };
                 let (_, state_bytes) = decode_snapshot_file(&bytes)?;
-                let end = meta.last_log_id.map_or(0, |id| id.index + 1);
+                let end = meta.last_log_id.map_or(0, |id| id.index.saturating_add(1));
                 // A snapshot that decodes but that the state refuses is not corruption but an
                 // incompatibility: falling back to an older one would hide it.
                 applied.state.restore(end, state_bytes)?;
@@ -426,36 +477,11 @@ impl<S: ReplicatedState> RaftSnapshotBuilder<MetadataRaftConfig> for MetadataSna
     async fn build_snapshot(
         &mut self,
     ) -> Result<Snapshot<MetadataRaftConfig>, StorageError<RaftNodeId>> {
-        let (meta, bytes) = {
-            let applied = self
-                .shared
-                .applied
-                .read()
-                .map_err(|_| snapshot_error(None, StateMachineError::Poisoned))?;
-            let state = applied.state.snapshot();
-            let snapshot_id = match applied.last_applied {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.index + 1,
-                    id.leader_id.term,
-                    uuid::Uuid::new_v4().simple()
-                ),
-                None => format!("0-0-{}", uuid::Uuid::new_v4().simple()),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.membership.clone(),
-                snapshot_id,
-            };
-            let bytes = encode_snapshot_file(&meta, &state)
-                .map_err(|e| snapshot_error(Some(&meta), e.into()))?;
-            (meta, bytes)
-        };
         let shared = Arc::clone(&self.shared);
-        let (meta2, bytes2) = (meta.clone(), bytes.clone());
-        blocking(move || shared.store_snapshot(&meta2, &bytes2))
+        // Serialising a large state is heavy CPU work, so it leaves the runtime's threads too.
+        let (meta, bytes) = blocking(move || shared.build_snapshot())
             .await
-            .map_err(|e| snapshot_error(Some(&meta), e))?;
+            .map_err(|e| snapshot_error(None, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -490,6 +516,8 @@ impl<S: ReplicatedState> RaftStateMachine<MetadataRaftConfig> for MetadataStateM
                 )))
             })?;
             let mut result = Ok(());
+            // Applying is in-memory work on the runtime's thread: entries are small, and
+            // readers hold the lock only briefly.
             for entry in entries {
                 let log_id = entry.log_id;
                 match entry.payload {
@@ -536,33 +564,11 @@ impl<S: ReplicatedState> RaftStateMachine<MetadataRaftConfig> for MetadataStateM
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<RaftNodeId>> {
         let bytes = snapshot.into_inner();
-        let err = |e: StateMachineError| snapshot_error(Some(meta), e);
-        {
-            let (file_meta, state_bytes) = decode_snapshot_file(&bytes).map_err(err)?;
-            if file_meta != *meta {
-                return Err(err(StateMachineError::MetaMismatch(format!(
-                    "data hold {file_meta}, metadata say {meta}"
-                ))));
-            }
-            let mut applied = self
-                .shared
-                .applied
-                .write()
-                .map_err(|_| err(StateMachineError::Poisoned))?;
-            let end = meta.last_log_id.map_or(0, |id| id.index + 1);
-            applied
-                .state
-                .restore(end, state_bytes)
-                .map_err(|e| err(e.into()))?;
-            applied.last_applied = meta.last_log_id;
-            applied.membership = meta.last_membership.clone();
-        }
-        self.publish(meta.last_log_id);
         let shared = Arc::clone(&self.shared);
         let meta2 = meta.clone();
-        blocking(move || shared.store_snapshot(&meta2, &bytes))
+        blocking(move || shared.install_snapshot(&meta2, &bytes))
             .await
-            .map_err(err)
+            .map_err(|e| snapshot_error(Some(meta), e))
     }
 
     async fn get_current_snapshot(
