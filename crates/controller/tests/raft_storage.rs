@@ -13,66 +13,18 @@ use openraft::{
     StorageError, Vote,
 };
 use proptest::prelude::*;
+
+mod common;
+use common::Applied;
 use tempfile::TempDir;
 use vltava_controller::raft::log_store::{
     MetadataEntry, MetadataLogStore, decode_entry, decode_entry_value, encode_entry,
     encode_entry_value, metadata_log_config, metadata_partition_dir,
 };
 use vltava_controller::raft::state_machine::{MetadataStateMachine, decode_snapshot_file};
-use vltava_controller::raft::{
-    ApplyError, ControllerNode, MetadataPayload, MetadataRaftConfig, ReplicatedState,
-};
+use vltava_controller::raft::{ControllerNode, MetadataPayload, MetadataRaftConfig};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// Everything applied, in order; a payload `b"fail"` is refused.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Applied(Vec<(u64, Vec<u8>)>);
-
-impl ReplicatedState for Applied {
-    fn apply(&mut self, offset: u64, payload: &[u8]) -> Result<(), ApplyError> {
-        if payload == b"fail" {
-            return Err(ApplyError {
-                offset,
-                reason: "refused".into(),
-            });
-        }
-        self.0.push((offset, payload.to_vec()));
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (offset, payload) in &self.0 {
-            out.extend_from_slice(&offset.to_be_bytes());
-            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            out.extend_from_slice(payload);
-        }
-        out
-    }
-
-    fn restore(&mut self, offset: u64, mut snapshot: &[u8]) -> Result<(), ApplyError> {
-        let bad = || ApplyError {
-            offset,
-            reason: "bad test snapshot".into(),
-        };
-        self.0.clear();
-        while !snapshot.is_empty() {
-            if snapshot.len() < 12 {
-                return Err(bad());
-            }
-            let (head, rest) = snapshot.split_at(12);
-            let off = u64::from_be_bytes(head[..8].try_into().map_err(|_| bad())?);
-            let len = u32::from_be_bytes(head[8..].try_into().map_err(|_| bad())?) as usize;
-            if rest.len() < len {
-                return Err(bad());
-            }
-            self.0.push((off, rest[..len].to_vec()));
-            snapshot = &rest[len..];
-        }
-        Ok(())
-    }
-}
 
 fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, node), index)
