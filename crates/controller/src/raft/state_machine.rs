@@ -9,6 +9,8 @@
 //! end to end before installing. A new snapshot is written atomically (temporary file, fsync,
 //! rename, directory fsync) and only then are older ones removed. On open, the newest file that
 //! decodes is restored; a corrupt newer one is skipped with a warning.
+//! [`ReplicatedState::restore`] is given the snapshot's end offset (the first index it does not
+//! hold), the number in its file name.
 //!
 //! The state itself is in memory; durability comes from the snapshots plus the log, which
 //! openraft re-applies from the last snapshot after a restart once the commit index is known.
