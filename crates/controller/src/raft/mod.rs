@@ -76,3 +76,5 @@ pub trait ReplicatedState: Send + Sync + 'static {
     /// Replaces the state with one produced by `snapshot`, taken at log offset `offset`.
     fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), ApplyError>;
 }
+
+pub mod wire;
