@@ -77,4 +77,5 @@ pub trait ReplicatedState: Send + Sync + 'static {
     fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), ApplyError>;
 }
 
+pub mod network;
 pub mod wire;
