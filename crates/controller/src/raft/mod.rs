@@ -78,4 +78,7 @@ pub trait ReplicatedState: Send + Sync + 'static {
 }
 
 pub mod network;
+#[cfg(feature = "testing")]
+pub mod sim;
+pub mod tcp;
 pub mod wire;
