@@ -78,4 +78,9 @@ pub trait ReplicatedState: Send + Sync + 'static {
 }
 
 pub mod log_store;
+pub mod network;
+#[cfg(feature = "testing")]
+pub mod sim;
 pub mod state_machine;
+pub mod tcp;
+pub mod wire;
