@@ -69,7 +69,8 @@ pub struct ControllerError {
 }
 
 impl ControllerError {
-    fn new(error: ResponseError, message: impl Into<String>) -> Self {
+    /// An error with this code and message.
+    pub fn new(error: ResponseError, message: impl Into<String>) -> Self {
         ControllerError {
             error,
             message: message.into(),

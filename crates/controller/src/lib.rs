@@ -6,6 +6,8 @@
 
 pub mod controller;
 pub mod image;
+pub mod node;
 pub mod placement;
 pub mod raft;
 pub mod records;
+pub mod rpc;

@@ -544,7 +544,7 @@ fn decode_body(
     })
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -552,20 +552,20 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_i32(out: &mut Vec<u8>, v: i32) {
+pub(crate) fn put_i32(out: &mut Vec<u8>, v: i32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_i64(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvarint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
             out.push(1);
@@ -575,7 +575,7 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-fn put_opt_bool(out: &mut Vec<u8>, v: Option<bool>) {
+pub(crate) fn put_opt_bool(out: &mut Vec<u8>, v: Option<bool>) {
     out.push(match v {
         None => 0,
         Some(false) => 1,
@@ -583,7 +583,7 @@ fn put_opt_bool(out: &mut Vec<u8>, v: Option<bool>) {
     });
 }
 
-fn put_ids(out: &mut Vec<u8>, ids: &[i32]) {
+pub(crate) fn put_ids(out: &mut Vec<u8>, ids: &[i32]) {
     put_uvarint(out, ids.len() as u64);
     for id in ids {
         put_i32(out, *id);
@@ -591,15 +591,15 @@ fn put_ids(out: &mut Vec<u8>, ids: &[i32]) {
 }
 
 /// A bounds-checked cursor: every read says where it failed instead of panicking.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
     /// Offset of `buf` in the whole batch, for error positions.
     base: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader {
             buf,
             pos: 0,
@@ -607,7 +607,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], RecordDecodeError> {
         let end = self
             .pos
             .checked_add(n)
@@ -618,17 +618,17 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordDecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordDecodeError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
-    fn u8(&mut self) -> Result<u8, RecordDecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, RecordDecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn bool(&mut self) -> Result<bool, RecordDecodeError> {
+    pub(crate) fn bool(&mut self) -> Result<bool, RecordDecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
@@ -636,7 +636,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn opt_bool(&mut self) -> Result<Option<bool>, RecordDecodeError> {
+    pub(crate) fn opt_bool(&mut self) -> Result<Option<bool>, RecordDecodeError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(false)),
@@ -645,27 +645,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u16(&mut self) -> Result<u16, RecordDecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, RecordDecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    fn i16(&mut self) -> Result<i16, RecordDecodeError> {
+    pub(crate) fn i16(&mut self) -> Result<i16, RecordDecodeError> {
         Ok(i16::from_be_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32, RecordDecodeError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, RecordDecodeError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, RecordDecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, RecordDecodeError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
-    fn uuid(&mut self) -> Result<Uuid, RecordDecodeError> {
+    pub(crate) fn uuid(&mut self) -> Result<Uuid, RecordDecodeError> {
         Ok(Uuid::from_bytes(self.array()?))
     }
 
-    fn uvarint(&mut self) -> Result<u64, RecordDecodeError> {
+    pub(crate) fn uvarint(&mut self) -> Result<u64, RecordDecodeError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -677,13 +677,13 @@ impl<'a> Reader<'a> {
         Err(RecordDecodeError::Malformed("varint longer than 10 bytes"))
     }
 
-    fn u16_varint(&mut self) -> Result<u16, RecordDecodeError> {
+    pub(crate) fn u16_varint(&mut self) -> Result<u16, RecordDecodeError> {
         u16::try_from(self.uvarint()?).map_err(|_| RecordDecodeError::Malformed("type or version"))
     }
 
     /// A count of items of at least `min_item_bytes` each, checked against the bytes left so
     /// that a forged count cannot make the decoder allocate.
-    fn len_prefix(&mut self, min_item_bytes: usize) -> Result<usize, RecordDecodeError> {
+    pub(crate) fn len_prefix(&mut self, min_item_bytes: usize) -> Result<usize, RecordDecodeError> {
         let n = self.uvarint()?;
         let left = (self.buf.len() - self.pos) as u64;
         if n.saturating_mul(min_item_bytes as u64) > left {
@@ -692,13 +692,13 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    fn string(&mut self) -> Result<String, RecordDecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, RecordDecodeError> {
         let n = self.len_prefix(1)?;
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| RecordDecodeError::Malformed("utf-8"))
     }
 
-    fn opt_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
+    pub(crate) fn opt_string(&mut self) -> Result<Option<String>, RecordDecodeError> {
         if self.bool()? {
             Ok(Some(self.string()?))
         } else {
@@ -706,7 +706,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn ids(&mut self) -> Result<Vec<i32>, RecordDecodeError> {
+    pub(crate) fn ids(&mut self) -> Result<Vec<i32>, RecordDecodeError> {
         let n = self.len_prefix(4)?;
         let mut ids = Vec::with_capacity(n);
         for _ in 0..n {

@@ -11,6 +11,7 @@
 //! wire version, overload), is therefore reported as unreachable.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -339,17 +340,36 @@ impl<T: Transport> RaftNetwork<MetadataRaftConfig> for PeerClient<T> {
     }
 }
 
+/// What answers controller RPCs (`crate::rpc`) arriving on the controller listener: given a
+/// request body, the reply body.
+pub trait ControllerRpcHandler: Send + Sync + 'static {
+    /// Answers one request body.
+    fn handle(&self, body: Bytes) -> Pin<Box<dyn Future<Output = Bytes> + Send + '_>>;
+}
+
 /// The receiving side: decodes request frames, checks they are meant for this node of this
-/// cluster in this wire version, and hands them to the local raft.
+/// cluster in this wire version, and hands them to the local raft (or, for controller RPCs, to
+/// the controller handler).
 pub struct RaftService {
     raft: MetadataRaft,
     config: NetworkConfig,
+    controller: Option<Arc<dyn ControllerRpcHandler>>,
 }
 
 impl RaftService {
     /// Serves `raft` under `config` (the same configuration as this node's [`Network`]).
     pub fn new(raft: MetadataRaft, config: NetworkConfig) -> Self {
-        Self { raft, config }
+        Self {
+            raft,
+            config,
+            controller: None,
+        }
+    }
+
+    /// Also answers controller RPCs, with `handler`.
+    pub fn with_controller(mut self, handler: Arc<dyn ControllerRpcHandler>) -> Self {
+        self.controller = Some(handler);
+        self
     }
 
     /// This service's frame limits, which a transport applies while reading.
@@ -375,7 +395,13 @@ impl RaftService {
                 return reject(peeked_id, RejectReason::Malformed, e.to_string());
             }
         };
-        if header.cluster_id != self.config.cluster_id {
+        // A node joining by a bootstrap address knows neither the cluster id nor whom it
+        // reaches; it may ask controller questions (and learns the cluster id from them), but
+        // raft itself only ever hears from its own cluster.
+        let joining = matches!(request, RaftRequest::Controller(_));
+        let cluster_ok = header.cluster_id == self.config.cluster_id
+            || (joining && header.cluster_id.is_empty());
+        if !cluster_ok {
             return reject(
                 header.request_id,
                 RejectReason::ClusterMismatch,
@@ -385,7 +411,7 @@ impl RaftService {
                 ),
             );
         }
-        if header.target != self.config.node_id {
+        if header.target != self.config.node_id && !(joining && header.target == wire::ANY_NODE) {
             return reject(
                 header.request_id,
                 RejectReason::WrongNode,
@@ -409,6 +435,13 @@ impl RaftService {
                 Err(RaftError::APIError(e)) => RaftReply::Error(wire::snapshot_failure(&e)),
                 Err(RaftError::Fatal(f)) => RaftReply::Error(fatal_to_wire(&f)),
             },
+            RaftRequest::Controller(body) => match &self.controller {
+                Some(handler) => RaftReply::Controller(handler.handle(body).await),
+                None => RaftReply::Error(RemoteFailure::Rejected {
+                    reason: RejectReason::Malformed,
+                    message: "this node answers no controller requests".into(),
+                }),
+            },
         };
         wire::encode_reply(header.request_id, &reply)
     }
@@ -428,4 +461,56 @@ pub fn reject(request_id: u64, reason: RejectReason, message: String) -> Bytes {
         request_id,
         &RaftReply::Error(RemoteFailure::Rejected { reason, message }),
     )
+}
+
+/// Why a controller RPC got no reply body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerCallError {
+    /// The transport failed (unreachable, timed out, broken).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The request could not be encoded (too large for a frame).
+    #[error("cannot send the request: {0}")]
+    Encode(String),
+    /// The node answered with something that is not a controller reply.
+    #[error("bad reply: {0}")]
+    BadReply(String),
+    /// The node refused the request.
+    #[error("refused: {0}")]
+    Remote(RemoteFailure),
+}
+
+/// Sends one controller RPC body to the node at `node` (id `target`, or [`wire::ANY_NODE`]
+/// when unknown) and returns the reply body. `key` identifies the connection in `transport`
+/// (the node id, or a made-up one per bootstrap address).
+pub async fn call_controller<T: Transport>(
+    transport: &T,
+    config: &NetworkConfig,
+    key: RaftNodeId,
+    target: RaftNodeId,
+    node: &ControllerNode,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, ControllerCallError> {
+    let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let header = RequestHeader {
+        request_id,
+        cluster_id: config.cluster_id.clone(),
+        target,
+    };
+    let frame = wire::encode_request(&header, &RaftRequest::Controller(body), config.limits)
+        .map_err(|e| ControllerCallError::Encode(e.to_string()))?;
+    let reply = transport.call(key, node, frame, timeout).await?;
+    let (reply_id, reply) = wire::decode_reply(reply, config.limits)
+        .map_err(|e| ControllerCallError::BadReply(e.to_string()))?;
+    if reply_id != request_id {
+        return Err(ControllerCallError::BadReply(format!(
+            "reply to request {reply_id} while waiting for {request_id}"
+        )));
+    }
+    match reply {
+        RaftReply::Controller(body) => Ok(body),
+        RaftReply::Error(f) => Err(ControllerCallError::Remote(f)),
+        other => Err(ControllerCallError::BadReply(format!("{other:?}"))),
+    }
 }

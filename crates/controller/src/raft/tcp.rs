@@ -349,7 +349,23 @@ pub async fn serve_raft(
     config: TcpConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let service = Arc::new(RaftService::new(raft, network));
+    serve_service(
+        listener,
+        Arc::new(RaftService::new(raft, network)),
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`serve_raft`], for a service built by the caller (one that also answers controller
+/// RPCs, `RaftService::with_controller`).
+pub async fn serve_service(
+    listener: TcpListener,
+    service: Arc<RaftService>,
+    config: TcpConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);

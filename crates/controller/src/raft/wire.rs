@@ -51,9 +51,11 @@ const MAX_MESSAGE_LEN: usize = 1024;
 const KIND_APPEND_ENTRIES: u8 = 1;
 const KIND_VOTE: u8 = 2;
 const KIND_INSTALL_SNAPSHOT: u8 = 3;
+const KIND_CONTROLLER: u8 = 4;
 const KIND_APPEND_ENTRIES_REPLY: u8 = 0x81;
 const KIND_VOTE_REPLY: u8 = 0x82;
 const KIND_INSTALL_SNAPSHOT_REPLY: u8 = 0x83;
+const KIND_CONTROLLER_REPLY: u8 = 0x84;
 const KIND_ERROR_REPLY: u8 = 0xff;
 
 /// Size limits of the codec, shared by both ends of a connection.
@@ -158,7 +160,13 @@ pub enum RaftRequest {
     Vote(VoteRequest<RaftNodeId>),
     /// One chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<MetadataRaftConfig>),
+    /// A controller RPC (`crate::rpc`), carried as its encoded body. Its header may name
+    /// [`ANY_NODE`] as target: a node that joins by a bootstrap address knows no node id yet.
+    Controller(Bytes),
 }
+
+/// The target of a controller RPC sent to an address whose node id the sender does not know.
+pub const ANY_NODE: RaftNodeId = u64::MAX;
 
 // openraft's AppendEntriesRequest has no PartialEq; comparing requests is for the round-trip tests
 // and for the simulator's bookkeeping.
@@ -173,6 +181,7 @@ impl PartialEq for RaftRequest {
             }
             (Self::Vote(a), Self::Vote(b)) => a == b,
             (Self::InstallSnapshot(a), Self::InstallSnapshot(b)) => a == b,
+            (Self::Controller(a), Self::Controller(b)) => a == b,
             _ => false,
         }
     }
@@ -187,6 +196,8 @@ pub enum RaftReply {
     Vote(VoteResponse<RaftNodeId>),
     /// openraft's answer to a snapshot chunk.
     InstallSnapshot(InstallSnapshotResponse<RaftNodeId>),
+    /// A controller RPC's reply body (`crate::rpc`).
+    Controller(Bytes),
     /// The request failed on the remote node.
     Error(RemoteFailure),
 }
@@ -308,6 +319,7 @@ pub fn encode_request(
         RaftRequest::AppendEntries(_) => KIND_APPEND_ENTRIES,
         RaftRequest::Vote(_) => KIND_VOTE,
         RaftRequest::InstallSnapshot(_) => KIND_INSTALL_SNAPSHOT,
+        RaftRequest::Controller(_) => KIND_CONTROLLER,
     };
     let mut w = Writer::start(kind, header.request_id);
     w.str(&header.cluster_id);
@@ -333,6 +345,7 @@ pub fn encode_request(
             w.bytes(&r.data);
             w.bool(r.done);
         }
+        RaftRequest::Controller(body) => w.bytes(body),
     }
     w.finish(limits)
 }
@@ -381,6 +394,7 @@ pub fn decode_request(
                 done,
             })
         }
+        KIND_CONTROLLER => RaftRequest::Controller(r.bytes("controller request")?),
         other => return Err(WireError::UnexpectedKind(other)),
     };
     r.end()?;
@@ -401,6 +415,7 @@ pub fn encode_reply(request_id: u64, reply: &RaftReply) -> Bytes {
         RaftReply::AppendEntries(_) => KIND_APPEND_ENTRIES_REPLY,
         RaftReply::Vote(_) => KIND_VOTE_REPLY,
         RaftReply::InstallSnapshot(_) => KIND_INSTALL_SNAPSHOT_REPLY,
+        RaftReply::Controller(_) => KIND_CONTROLLER_REPLY,
         RaftReply::Error(_) => KIND_ERROR_REPLY,
     };
     let mut w = Writer::start(kind, request_id);
@@ -423,6 +438,7 @@ pub fn encode_reply(request_id: u64, reply: &RaftReply) -> Bytes {
             w.opt_log_id(&r.last_log_id);
         }
         RaftReply::InstallSnapshot(r) => w.vote(&r.vote),
+        RaftReply::Controller(body) => w.bytes(body),
         RaftReply::Error(e) => match e {
             RemoteFailure::Fatal { kind, message } => {
                 w.u8(1);
@@ -477,6 +493,7 @@ pub fn decode_reply(frame: Bytes, limits: WireLimits) -> Result<(u64, RaftReply)
         KIND_INSTALL_SNAPSHOT_REPLY => {
             RaftReply::InstallSnapshot(InstallSnapshotResponse { vote: r.vote()? })
         }
+        KIND_CONTROLLER_REPLY => RaftReply::Controller(r.bytes("controller reply")?),
         KIND_ERROR_REPLY => RaftReply::Error(match r.u8("error reply")? {
             1 => {
                 let kind = match r.u8("fatal kind")? {
@@ -959,6 +976,7 @@ mod tests {
                         done,
                     })
                 }),
+            vec(any::<u8>(), 0..64).prop_map(|b| RaftRequest::Controller(Bytes::from(b))),
         ]
     }
 
@@ -1005,6 +1023,7 @@ mod tests {
             (reason, "\\PC{0,32}").prop_map(|(reason, message)| RaftReply::Error(
                 RemoteFailure::Rejected { reason, message }
             )),
+            vec(any::<u8>(), 0..64).prop_map(|b| RaftReply::Controller(Bytes::from(b))),
         ]
     }
 
