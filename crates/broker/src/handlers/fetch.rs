@@ -1,0 +1,182 @@
+//! Fetch: reads record sets for consumers, parking the request until `min_bytes` arrive or its
+//! wait runs out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::Notify;
+use vltava_storage::FileRegion;
+
+use super::Ctx;
+use crate::errors::*;
+use crate::replica::Topic;
+
+/// A Fetch response plus, per partition in response order, the file ranges that hold its
+/// records (`None`: the partition's `records` field is used as is).
+#[derive(Debug)]
+pub struct FetchReply {
+    /// The response; `records` is unset where `regions` has ranges.
+    pub response: FetchResponse,
+    /// Ranges per partition, in response order.
+    pub regions: Vec<Option<Vec<FileRegion>>>,
+}
+
+impl FetchReply {
+    /// The response with every record set read into memory (for writers without zero-copy
+    /// transfer).
+    pub fn materialize(self) -> std::io::Result<FetchResponse> {
+        let mut resp = self.response;
+        let mut regions = self.regions.into_iter();
+        for t in &mut resp.responses {
+            for p in &mut t.partitions {
+                if let Some(Some(rs)) = regions.next() {
+                    let mut out = Vec::with_capacity(rs.iter().map(FileRegion::len).sum());
+                    for r in &rs {
+                        r.read_into(&mut out)?;
+                    }
+                    p.records = Some(Bytes::from(out));
+                }
+            }
+        }
+        Ok(resp)
+    }
+}
+
+/// Fetch: answers at once when data (or an error) is there, else waits for an append.
+pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchReply {
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, 300_000) as u64);
+    let max_bytes = if version >= 3 {
+        req.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    // Resolve topics once; a topic deleted meanwhile keeps its error for this request.
+    let resolved: Vec<(Option<Arc<Topic>>, &FetchTopic)> = req
+        .topics
+        .iter()
+        .map(|ft| {
+            let t = if version >= 13 {
+                ctx.rm.topic_by_id(ft.topic_id)
+            } else {
+                ctx.rm.topic(&ft.topic.0)
+            };
+            (t, ft)
+        })
+        .collect();
+    let notify = Arc::new(Notify::new());
+    loop {
+        // Register before reading so an append between the read and the wait still wakes us.
+        let waiting = Instant::now() < deadline && min_bytes > 0;
+        if waiting {
+            for (t, ft) in &resolved {
+                if let Some(t) = t {
+                    for fp in &ft.partitions {
+                        if let Some(p) = usize::try_from(fp.partition)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                        {
+                            p.add_waiter(&notify);
+                        }
+                    }
+                }
+            }
+        }
+        let (resp, bytes, has_error) = fetch_once(version, &resolved, max_bytes);
+        if !waiting || bytes >= min_bytes || has_error {
+            return resp;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, notify.notified())
+            .await
+            .is_err()
+        {
+            let (resp, _, _) = fetch_once(version, &resolved, max_bytes);
+            return resp;
+        }
+    }
+}
+
+fn fetch_once(
+    version: i16,
+    resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
+    max_bytes: usize,
+) -> (FetchReply, usize, bool) {
+    let mut resp = FetchResponse::default();
+    let mut regions = Vec::new();
+    let mut total = 0usize;
+    let mut has_error = false;
+    for (topic, ft) in resolved {
+        let mut tr = FetchableTopicResponse::default();
+        if version >= 13 {
+            tr.topic_id = ft.topic_id;
+        } else {
+            tr.topic = ft.topic.clone();
+        }
+        for fp in &ft.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            if version >= 4 {
+                pd.aborted_transactions = None;
+            }
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let Some(partition) = partition else {
+                pd.error_code = if topic.is_none() && version >= 13 {
+                    UNKNOWN_TOPIC_ID
+                } else {
+                    UNKNOWN_TOPIC_OR_PARTITION
+                };
+                has_error = true;
+                tr.partitions.push(pd);
+                regions.push(None);
+                continue;
+            };
+            let mut found = None;
+            let budget =
+                (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            match partition.read_regions(fp.fetch_offset, budget, total == 0) {
+                Ok((slice, wm)) => {
+                    pd.high_watermark = wm.high_watermark;
+                    pd.last_stable_offset = wm.high_watermark;
+                    if version >= 5 {
+                        pd.log_start_offset = wm.log_start_offset;
+                    }
+                    total += slice.len();
+                    if slice.is_empty() {
+                        pd.records = Some(Bytes::new());
+                    } else {
+                        pd.records = None;
+                        found = Some(slice.regions);
+                    }
+                }
+                Err(e) => {
+                    let wm = partition.watermarks();
+                    pd.error_code = storage_code(&e);
+                    pd.high_watermark = wm.high_watermark;
+                    pd.last_stable_offset = wm.high_watermark;
+                    if version >= 5 {
+                        pd.log_start_offset = wm.log_start_offset;
+                    }
+                    pd.records = Some(Bytes::new());
+                    has_error = true;
+                }
+            }
+            tr.partitions.push(pd);
+            regions.push(found);
+        }
+        resp.responses.push(tr);
+    }
+    let reply = FetchReply {
+        response: resp,
+        regions,
+    };
+    (reply, total, has_error)
+}

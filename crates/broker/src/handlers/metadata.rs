@@ -1,0 +1,213 @@
+//! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, all naming this node.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, find_coordinator_response,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Ctx, s, tn};
+use crate::errors::*;
+use crate::replica::{Partition, Topic, validate_topic_name};
+
+fn partition_metadata(ctx: &Ctx, version: i16, p: &Partition) -> MetadataResponsePartition {
+    let node = BrokerId(ctx.meta.node_id);
+    let mut m = MetadataResponsePartition::default();
+    m.partition_index = p.index;
+    m.leader_id = node;
+    if version >= 7 {
+        m.leader_epoch = p.leader_epoch;
+    }
+    m.replica_nodes = vec![node];
+    m.isr_nodes = vec![node];
+    m
+}
+
+fn topic_metadata(ctx: &Ctx, version: i16, t: &Topic) -> MetadataResponseTopic {
+    let mut m = MetadataResponseTopic::default();
+    m.name = Some(tn(&t.name));
+    if version >= 10 {
+        m.topic_id = t.id;
+    }
+    if version >= 1 {
+        m.is_internal = t.is_internal();
+    }
+    m.partitions = t
+        .partitions
+        .iter()
+        .map(|p| partition_metadata(ctx, version, p))
+        .collect();
+    m
+}
+
+/// Metadata: this node as the only broker, leader of every partition; may auto-create topics.
+pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let mut resp = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(ctx.meta.node_id);
+    b.host = s(ctx.host.clone());
+    b.port = ctx.port;
+    resp.brokers = vec![b];
+    if version >= 2 {
+        resp.cluster_id = Some(s(ctx.meta.cluster_id.clone()));
+    }
+    if version >= 1 {
+        resp.controller_id = BrokerId(ctx.meta.node_id);
+    }
+    // v0 uses an empty list for "all topics"; v1+ uses null.
+    let requested = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    resp.topics = match requested {
+        // Internal topics are listed only when asked for by name.
+        None => ctx
+            .rm
+            .all_topics()
+            .iter()
+            .filter(|t| !t.is_internal())
+            .map(|t| topic_metadata(ctx, version, t))
+            .collect(),
+        Some(topics) => topics
+            .into_iter()
+            .map(|rt| {
+                let name = rt.name.as_ref().map(|n| n.0.to_string());
+                let found = match &name {
+                    Some(n) => {
+                        if validate_topic_name(n).is_err() {
+                            return topic_error(
+                                version,
+                                name.clone(),
+                                rt.topic_id,
+                                INVALID_TOPIC_EXCEPTION,
+                            );
+                        }
+                        if allow_auto_create {
+                            ctx.rm.auto_create(n)
+                        } else {
+                            Ok(ctx.rm.topic(n))
+                        }
+                    }
+                    None => Ok(ctx.rm.topic_by_id(rt.topic_id)),
+                };
+                match found {
+                    Ok(Some(t)) => topic_metadata(ctx, version, &t),
+                    Ok(None) => {
+                        let code = if name.is_none() {
+                            UNKNOWN_TOPIC_ID
+                        } else {
+                            UNKNOWN_TOPIC_OR_PARTITION
+                        };
+                        topic_error(version, name.clone(), rt.topic_id, code)
+                    }
+                    Err(e) => topic_error(version, name.clone(), rt.topic_id, topic_code(&e)),
+                }
+            })
+            .collect(),
+    };
+    resp
+}
+
+fn topic_error(
+    version: i16,
+    name: Option<String>,
+    id: uuid::Uuid,
+    code: i16,
+) -> MetadataResponseTopic {
+    let mut m = MetadataResponseTopic::default();
+    m.error_code = code;
+    m.name = name.map(|n| tn(&n));
+    if version >= 10 {
+        m.topic_id = id;
+    }
+    m
+}
+
+/// DescribeCluster: this node as the only broker and the controller.
+pub(super) fn describe_cluster(
+    ctx: &Ctx,
+    version: i16,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    if version >= 1 && req.endpoint_type != 1 {
+        resp.error_code = 114; // MISMATCHED_ENDPOINT_TYPE: we only have broker endpoints
+        resp.error_message = Some(s("only broker endpoints are served"));
+        resp.endpoint_type = req.endpoint_type;
+        return resp;
+    }
+    resp.cluster_id = s(ctx.meta.cluster_id.clone());
+    resp.controller_id = BrokerId(ctx.meta.node_id);
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = BrokerId(ctx.meta.node_id);
+    b.host = s(ctx.host.clone());
+    b.port = ctx.port;
+    resp.brokers = vec![b];
+    resp
+}
+
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Every group is coordinated by this node (the only one). Transactions have no coordinator
+/// yet, so transaction keys get COORDINATOR_NOT_AVAILABLE.
+pub(super) fn find_coordinator(
+    ctx: &Ctx,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let mut resp = FindCoordinatorResponse::default();
+    let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
+        if key_type == KEY_TYPE_GROUP {
+            (NONE, None)
+        } else {
+            (
+                COORDINATOR_NOT_AVAILABLE,
+                Some(s("only group coordinators exist on this broker")),
+            )
+        }
+    };
+    if version >= 4 {
+        for key in req.coordinator_keys {
+            let (code, msg) = answer(req.key_type);
+            let mut c = find_coordinator_response::Coordinator::default();
+            c.key = key;
+            c.error_code = code;
+            c.error_message = msg;
+            if code == NONE {
+                c.node_id = BrokerId(ctx.meta.node_id);
+                c.host = s(ctx.host.clone());
+                c.port = ctx.port;
+            } else {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+            }
+            resp.coordinators.push(c);
+        }
+        return resp;
+    }
+    let (code, msg) = answer(if version >= 1 {
+        req.key_type
+    } else {
+        KEY_TYPE_GROUP
+    });
+    resp.error_code = code;
+    if version >= 1 {
+        resp.error_message = msg;
+    }
+    if code == NONE {
+        resp.node_id = BrokerId(ctx.meta.node_id);
+        resp.host = s(ctx.host.clone());
+        resp.port = ctx.port;
+    } else {
+        resp.node_id = BrokerId(-1);
+        resp.port = -1;
+    }
+    resp
+}

@@ -1,0 +1,257 @@
+//! Request dispatch: the APIs this broker advertises, and the routing of each decoded request to
+//! the handler of its API family (one submodule per family; the group APIs are in
+//! [`crate::group_handlers`]).
+//!
+//! Fields that do not exist at the request's version are left at their defaults: the codec
+//! refuses to encode a non-default value for an absent field, and leaving tagged fields at
+//! their defaults keeps them off the wire (old librdkafka cannot skip them).
+
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod producer_ids;
+mod topics;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, InitProducerIdResponse, ProducerId,
+    RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+pub use fetch::FetchReply;
+
+use crate::errors::NONE;
+use crate::meta::NodeMeta;
+use crate::replica::ReplicaManager;
+
+/// APIs and versions this broker serves, exactly as advertised in ApiVersions.
+///
+/// Produce is advertised from v0 although only v3+ is served, as Kafka 4 does (KAFKA-18659):
+/// librdkafka before 2.10 turns gzip and snappy off when Produce v0-v2 are missing. Requests at
+/// v0-v2 close the connection, as in Kafka. FindCoordinator v0 must be present for librdkafka
+/// to enable LZ4.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+];
+
+/// Versions inside the advertised range that are nevertheless refused (see [`SUPPORTED_APIS`]).
+pub fn advertised_only(api: ApiKey, version: i16) -> bool {
+    api == ApiKey::Produce && version < 3
+}
+
+/// The supported version range of an API, if we serve it at all.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Partitions and topics.
+    pub rm: Arc<ReplicaManager>,
+    /// Node identity.
+    pub meta: NodeMeta,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: i32,
+    /// Group coordinator and committed offsets.
+    pub groups: Arc<crate::groups::GroupManager>,
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn tn(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+/// What the connection does after a request.
+pub enum Reply {
+    /// Send this response.
+    Respond(Box<ResponseKind>),
+    /// Send nothing (acks=0 produce).
+    Silent,
+    /// Close the connection (a request type that reached dispatch without a handler).
+    Close,
+    /// A Fetch response whose record sets are still in the log files.
+    Fetch(Box<FetchReply>),
+    /// The request's effects are applied; the reply comes once this completes (a Produce
+    /// waiting for its fsync). The connection goes on with its next request meanwhile and
+    /// sends replies in request order.
+    Deferred(std::pin::Pin<Box<dyn Future<Output = Reply> + Send>>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Respond(r) => f.debug_tuple("Respond").field(r).finish(),
+            Reply::Silent => f.write_str("Silent"),
+            Reply::Close => f.write_str("Close"),
+            Reply::Fetch(r) => f.debug_tuple("Fetch").field(r).finish(),
+            Reply::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
+}
+
+/// Dispatches a decoded request.
+pub async fn handle(
+    ctx: &Ctx,
+    client: &crate::group_handlers::Client,
+    version: i16,
+    req: RequestKind,
+) -> Reply {
+    use crate::group_handlers as gh;
+    Reply::Respond(Box::new(match req {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, version, r)),
+        RequestKind::Produce(r) => {
+            let rest = produce::produce(ctx, version, r);
+            return Reply::Deferred(Box::pin(async move {
+                match rest.await {
+                    Some(r) => Reply::Respond(Box::new(ResponseKind::Produce(r))),
+                    None => Reply::Silent,
+                }
+            }));
+        }
+        RequestKind::Fetch(r) => {
+            return Reply::Fetch(Box::new(fetch::fetch(ctx, version, r).await));
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(ctx, version, r))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create_topics(ctx, version, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete_topics(ctx, version, r))
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe_configs(ctx, version, r))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter_configs(ctx, r)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(ctx, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(metadata::describe_cluster(ctx, version, r))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(ctx, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producer_ids::init_producer_id(ctx, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(gh::join_group(&ctx.groups, client, version, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(gh::sync_group(&ctx.groups, version, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(gh::heartbeat(&ctx.groups, version, r))
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(gh::leave_group(&ctx.groups, version, r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(gh::offset_commit(&ctx.groups, version, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(gh::offset_fetch(&ctx.groups, version, r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(gh::describe_groups(&ctx.groups, version, r))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(gh::list_groups(&ctx.groups, version, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(gh::delete_groups(&ctx.groups, r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(gh::offset_delete(&ctx.groups, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(metadata::find_coordinator(ctx, version, r))
+        }
+        other => {
+            // Unreachable while SUPPORTED_APIS and this match agree; closing beats hanging.
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for request type");
+            return Reply::Close;
+        }
+    }))
+}
+
+/// ApiVersions response listing exactly what [`SUPPORTED_APIS`] holds.
+pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error_code;
+    r.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = *k as i16;
+            v.min_version = *lo;
+            v.max_version = *hi;
+            v
+        })
+        .collect();
+    r
+}
+
+/// A response carrying `code` for a request we decoded but will not serve at its version.
+pub fn error_response(api: ApiKey, code: i16) -> Option<ResponseKind> {
+    Some(match api {
+        ApiKey::ApiVersions => ResponseKind::ApiVersions(api_versions(code)),
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdResponse::default();
+            r.error_code = code;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            ResponseKind::InitProducerId(r)
+        }
+        ApiKey::DescribeCluster => {
+            let mut r = DescribeClusterResponse::default();
+            r.error_code = code;
+            ResponseKind::DescribeCluster(r)
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,240 @@
+//! Produce: validates and appends each partition's batches, then waits for durability and
+//! acknowledgements before answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use vltava_protocol::batch;
+use vltava_storage::StorageError;
+
+use super::{Ctx, s};
+use crate::errors::*;
+use crate::replica::{Partition, Topic, validate_topic_name};
+
+/// Result of appending one partition's records.
+struct PartitionAppend {
+    index: i32,
+    error_code: i16,
+    error_message: Option<String>,
+    base_offset: i64,
+    log_start_offset: i64,
+}
+
+fn append_partition(
+    ctx: &Ctx,
+    topic: Option<&Arc<Topic>>,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+) -> AppendStep {
+    let fail = |code: i16, msg: Option<String>| PartitionAppend {
+        index,
+        error_code: code,
+        error_message: msg,
+        base_offset: -1,
+        log_start_offset: -1,
+    };
+    let Some(topic) = topic else {
+        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
+    };
+    let Some(partition) = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+    else {
+        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
+    };
+    if acks == -1 {
+        let min_isr = ctx.rm.config().min_insync_replicas(&topic.configs);
+        // One replica (this node) is in sync.
+        if min_isr > 1 {
+            return AppendStep::Done(fail(
+                NOT_ENOUGH_REPLICAS,
+                Some(format!(
+                    "in-sync replicas 1 < min.insync.replicas {min_isr}"
+                )),
+            ));
+        }
+    }
+    let records = records.unwrap_or_default();
+    let batches = match batch::split_produced(records) {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return AppendStep::Done(fail(INVALID_RECORD, Some("no record batches".into()))),
+        Err(e) => {
+            let code = match e {
+                batch::BatchError::CorruptCrc { .. } => CORRUPT_MESSAGE,
+                _ => INVALID_RECORD,
+            };
+            return AppendStep::Done(fail(code, Some(e.to_string())));
+        }
+    };
+    let log_config = ctx.rm.config().log_config(&topic.configs);
+    if log_config.cleanup_policy.compacts() {
+        let limit = (log_config.max_message_bytes as usize)
+            .saturating_mul(64)
+            .max(64 << 20);
+        for (_, b) in &batches {
+            match batch::has_keyless_record(b, limit) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return AppendStep::Done(fail(
+                        INVALID_RECORD,
+                        Some("compacted topic cannot accept a record without a key".into()),
+                    ));
+                }
+                Err(e) => return AppendStep::Done(fail(INVALID_RECORD, Some(e.to_string()))),
+            }
+        }
+    }
+    match partition.append_start(&batches) {
+        Ok(pending) => AppendStep::Pending {
+            index,
+            topic: Arc::clone(topic),
+            pending,
+        },
+        Err(e) => AppendStep::Done(append_failed(&topic.name, index, e)),
+    }
+}
+
+fn append_failed(topic: &str, index: i32, e: StorageError) -> PartitionAppend {
+    if matches!(e, StorageError::Io(_) | StorageError::Corrupt(_)) {
+        tracing::error!(topic, partition = index, error = %e, "append failed");
+    }
+    PartitionAppend {
+        index,
+        error_code: storage_code(&e),
+        error_message: Some(e.to_string()),
+        base_offset: -1,
+        log_start_offset: -1,
+    }
+}
+
+/// A partition's part of a Produce request after the write: answered, or waiting for its
+/// fsync.
+enum AppendStep {
+    Done(PartitionAppend),
+    Pending {
+        index: i32,
+        topic: Arc<Topic>,
+        pending: crate::replica::PendingAppend,
+    },
+}
+
+impl AppendStep {
+    /// The outcome, and the partition and last offset acks=all waits for.
+    async fn finish(self) -> (PartitionAppend, Option<(Arc<Partition>, i64)>) {
+        match self {
+            AppendStep::Done(r) => (r, None),
+            AppendStep::Pending {
+                index,
+                topic,
+                pending,
+            } => {
+                let partition = pending.partition();
+                match pending.finish().await {
+                    Ok(info) => (
+                        PartitionAppend {
+                            index,
+                            error_code: NONE,
+                            error_message: None,
+                            base_offset: info.first_offset as i64,
+                            log_start_offset: info.log_start_offset as i64,
+                        },
+                        Some((partition, info.last_offset as i64)),
+                    ),
+                    Err(e) => (append_failed(&topic.name, index, e), None),
+                }
+            }
+        }
+    }
+}
+
+/// Writes a Produce request's batches now (in request order, before the connection reads its
+/// next request) and returns the rest: waiting for durability and acknowledgements, then the
+/// response (`None` for acks=0).
+pub(super) fn produce(
+    ctx: &Ctx,
+    version: i16,
+    req: ProduceRequest,
+) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
+    let acks = req.acks;
+    let transactional = req.transactional_id.is_some();
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut topics = Vec::new();
+    for td in req.topic_data {
+        let name = td.name.0.to_string();
+        let topic_valid = validate_topic_name(&name).is_ok();
+        // Like Kafka, Produce never creates topics; clients learn of them through Metadata.
+        let topic = if topic_valid {
+            ctx.rm.topic(&name)
+        } else {
+            None
+        };
+        // Clients may not write to the broker's own topics.
+        let topic_valid = topic_valid && !topic.as_ref().is_some_and(|t| t.is_internal());
+        let refused = |index: i32, code: i16, msg: Option<String>| {
+            AppendStep::Done(PartitionAppend {
+                index,
+                error_code: code,
+                error_message: msg,
+                base_offset: -1,
+                log_start_offset: -1,
+            })
+        };
+        let mut steps = Vec::with_capacity(td.partition_data.len());
+        for pd in td.partition_data {
+            steps.push(if !topic_valid {
+                refused(pd.index, INVALID_TOPIC_EXCEPTION, None)
+            } else if !matches!(acks, -1..=1) {
+                refused(pd.index, INVALID_REQUIRED_ACKS, None)
+            } else if transactional {
+                refused(
+                    pd.index,
+                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    Some("transactions are not supported yet".into()),
+                )
+            } else {
+                append_partition(ctx, topic.as_ref(), pd.index, pd.records, acks)
+            });
+        }
+        topics.push((td.name, steps));
+    }
+    async move {
+        let mut resp = ProduceResponse::default();
+        let mut pending = Vec::new();
+        for (name, steps) in topics {
+            let mut tr = TopicProduceResponse::default();
+            tr.name = name;
+            for step in steps {
+                let (res, wait) = step.finish().await;
+                if let Some(w) = wait {
+                    pending.push(w);
+                }
+                let mut pr = PartitionProduceResponse::default();
+                pr.index = res.index;
+                pr.error_code = res.error_code;
+                pr.base_offset = res.base_offset;
+                if version >= 5 {
+                    pr.log_start_offset = res.log_start_offset;
+                }
+                if version >= 8 {
+                    pr.error_message = res.error_message.map(s);
+                }
+                tr.partition_responses.push(pr);
+            }
+            resp.responses.push(tr);
+        }
+        if acks == 0 {
+            return None;
+        }
+        if acks == -1 {
+            for (p, last) in pending {
+                // Single replica: already satisfied; the call stays so replication can extend it.
+                p.wait_for_high_watermark(last, timeout).await;
+            }
+        }
+        Some(resp)
+    }
+}
