@@ -2,7 +2,7 @@
 
 use vltava_storage::StorageError;
 
-use crate::replica::TopicError;
+use crate::replica::{PartitionLookupError, TopicError};
 
 /// No error.
 pub const NONE: i16 = 0;
@@ -86,5 +86,12 @@ pub fn topic_code(e: &TopicError) -> i16 {
         TopicError::Internal(_) => INVALID_REQUEST,
         TopicError::Storage(s) => storage_code(s),
         TopicError::Meta(_) => KAFKA_STORAGE_ERROR,
+    }
+}
+
+/// Kafka error code for a partition this node cannot serve.
+pub fn partition_code(e: &PartitionLookupError) -> i16 {
+    match e {
+        PartitionLookupError::Unknown => UNKNOWN_TOPIC_OR_PARTITION,
     }
 }

@@ -13,7 +13,7 @@ use vltava_storage::FileRegion;
 
 use super::Ctx;
 use crate::errors::*;
-use crate::replica::Topic;
+use crate::replica::{ReplicaManager, Topic};
 
 /// A Fetch response plus, per partition in response order, the file ranges that hold its
 /// records (`None`: the partition's `records` field is used as is).
@@ -76,17 +76,14 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             for (t, ft) in &resolved {
                 if let Some(t) = t {
                     for fp in &ft.partitions {
-                        if let Some(p) = usize::try_from(fp.partition)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                        {
+                        if let Ok(p) = ctx.rm.partition(t, fp.partition) {
                             p.add_waiter(&notify);
                         }
                     }
                 }
             }
         }
-        let (resp, bytes, has_error) = fetch_once(version, &resolved, max_bytes);
+        let (resp, bytes, has_error) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
         if !waiting || bytes >= min_bytes || has_error {
             return resp;
         }
@@ -95,13 +92,14 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             .await
             .is_err()
         {
-            let (resp, _, _) = fetch_once(version, &resolved, max_bytes);
+            let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
             return resp;
         }
     }
 }
 
 fn fetch_once(
+    rm: &ReplicaManager,
     version: i16,
     resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
     max_bytes: usize,
@@ -123,21 +121,22 @@ fn fetch_once(
             if version >= 4 {
                 pd.aborted_transactions = None;
             }
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            let Some(partition) = partition else {
-                pd.error_code = if topic.is_none() && version >= 13 {
-                    UNKNOWN_TOPIC_ID
-                } else {
-                    UNKNOWN_TOPIC_OR_PARTITION
-                };
-                has_error = true;
-                tr.partitions.push(pd);
-                regions.push(None);
-                continue;
+            let partition = match topic {
+                Some(t) => rm
+                    .partition(t, fp.partition)
+                    .map_err(|e| partition_code(&e)),
+                None if version >= 13 => Err(UNKNOWN_TOPIC_ID),
+                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            let partition = match partition {
+                Ok(p) => p,
+                Err(code) => {
+                    pd.error_code = code;
+                    has_error = true;
+                    tr.partitions.push(pd);
+                    regions.push(None);
+                    continue;
+                }
             };
             let mut found = None;
             let budget =

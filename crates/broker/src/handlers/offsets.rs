@@ -29,18 +29,20 @@ pub(super) fn list_offsets(
         for lp in lt.partitions {
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = lp.partition_index;
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(lp.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let partition = match &topic {
+                Some(t) => ctx
+                    .rm
+                    .partition(t, lp.partition_index)
+                    .map_err(|e| partition_code(&e)),
+                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+            };
             match partition {
-                None => {
-                    pr.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+                Err(code) => {
+                    pr.error_code = code;
                     pr.timestamp = -1;
                     pr.offset = -1;
                 }
-                Some(p) => {
+                Ok(p) => {
                     let log = p.log();
                     let (ts, off) = match lp.timestamp {
                         -2 => (-1, log.log_start_offset() as i64),
@@ -133,14 +135,16 @@ pub(super) fn delete_records(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteReco
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(p.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
+            let partition = match &topic {
+                Some(t) => ctx
+                    .rm
+                    .partition(t, p.partition_index)
+                    .map_err(|e| partition_code(&e)),
+                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+            };
             match partition {
-                None => pr.error_code = UNKNOWN_TOPIC_OR_PARTITION,
-                Some(part) => {
+                Err(code) => pr.error_code = code,
+                Ok(part) => {
                     let mut log = part.log();
                     let hw = crate::replica::high_watermark(&log) as i64;
                     let target = if p.offset == -1 { hw } else { p.offset };

@@ -40,11 +40,9 @@ fn append_partition(
     let Some(topic) = topic else {
         return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
     };
-    let Some(partition) = usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-    else {
-        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
+    let partition = match ctx.rm.partition(topic, index) {
+        Ok(p) => p,
+        Err(e) => return AppendStep::Done(fail(partition_code(&e), None)),
     };
     if acks == -1 {
         let min_isr = ctx.rm.config().min_insync_replicas(&topic.configs);

@@ -1,0 +1,61 @@
+//! Background log maintenance the broker's timers run: retention, time-based flushes,
+//! compaction, checkpoints, and the clean shutdown.
+
+use vltava_storage::StorageError;
+
+use super::{ReplicaManager, now_ms};
+
+impl ReplicaManager {
+    /// Deletes segments past retention in every partition.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for t in self.all_topics() {
+            for p in &t.partitions {
+                match p.log().apply_retention(now) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(topic = %t.name, partition = p.index, segments = n, "retention deleted segments")
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the time-based flush policy (`flush.ms`) of every partition.
+    pub fn maybe_flush_all(&self) {
+        let now = now_ms();
+        for t in self.all_topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.log().maybe_flush(now) {
+                    tracing::warn!(topic = %t.name, partition = p.index, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+
+    /// Compacts every log whose policy includes `compact` and that has enough dirty bytes.
+    pub fn clean_all(&self) {
+        match self.lock_logs().clean_all(now_ms()) {
+            Ok(cleaned) => {
+                for (tp, stats) in cleaned {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, ?stats, "compacted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "log cleaner failed"),
+        }
+    }
+
+    /// Writes recovery-point and log-start checkpoints.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.lock_logs().checkpoint()
+    }
+
+    /// Flushes every log, writes checkpoints and marks the shutdown clean, so the next start
+    /// recovers nothing.
+    pub fn shutdown(&self) -> Result<(), StorageError> {
+        self.lock_logs().shutdown_cleanly()
+    }
+}
