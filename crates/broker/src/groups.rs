@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -296,7 +297,7 @@ impl GroupManager {
                 CompletedResponse::Sync(_) => None,
             },
             || crate::group::JoinResult {
-                error_code: crate::group::REBALANCE_IN_PROGRESS,
+                error_code: ResponseError::RebalanceInProgress.code(),
                 generation_id: -1,
                 protocol_type: None,
                 protocol_name: None,
@@ -319,7 +320,7 @@ impl GroupManager {
                 CompletedResponse::Join(_) => None,
             },
             || crate::group::SyncResult {
-                error_code: crate::group::REBALANCE_IN_PROGRESS,
+                error_code: ResponseError::RebalanceInProgress.code(),
                 protocol_type: None,
                 protocol_name: None,
                 assignment: Bytes::new(),
@@ -373,9 +374,9 @@ impl GroupManager {
                 .topic(&topic)
                 .is_some_and(|t| partition >= 0 && (partition as usize) < t.partitions.len());
             if !known {
-                codes.push(crate::errors::UNKNOWN_TOPIC_OR_PARTITION);
+                codes.push(ResponseError::UnknownTopicOrPartition.code());
             } else if entry.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                codes.push(OFFSET_METADATA_TOO_LARGE);
+                codes.push(ResponseError::OffsetMetadataTooLarge.code());
             } else {
                 codes.push(crate::errors::NONE);
                 records.push(OffsetsRecord::Offset {
@@ -388,7 +389,7 @@ impl GroupManager {
         }
         if let Err(e) = self.persist(&args.group_id, &records) {
             tracing::warn!(group = %args.group_id, error = %e, "offset commit not persisted");
-            return Err(COORDINATOR_NOT_AVAILABLE);
+            return Err(ResponseError::CoordinatorNotAvailable.code());
         }
         let mut store = lock(&self.offsets);
         for r in &records {
@@ -447,7 +448,7 @@ impl GroupManager {
         let code = {
             let mut core = lock(&self.core);
             let mut code = core.delete_group(group);
-            if code == crate::group::GROUP_ID_NOT_FOUND
+            if code == ResponseError::GroupIdNotFound.code()
                 && !lock(&self.offsets).group_offsets(group).is_empty()
             {
                 code = crate::errors::NONE;
@@ -474,7 +475,7 @@ impl GroupManager {
         });
         if let Err(e) = self.persist(group, &records) {
             tracing::warn!(group, error = %e, "group deletion not persisted");
-            return COORDINATOR_NOT_AVAILABLE;
+            return ResponseError::CoordinatorNotAvailable.code();
         }
         let mut store = lock(&self.offsets);
         for r in &records {
@@ -494,7 +495,7 @@ impl GroupManager {
             match core.describe(group) {
                 None => {
                     if lock(&self.offsets).group_offsets(group).is_empty() {
-                        return Err(crate::group::GROUP_ID_NOT_FOUND);
+                        return Err(ResponseError::GroupIdNotFound.code());
                     }
                     Vec::new()
                 }
@@ -509,7 +510,7 @@ impl GroupManager {
         let mut records = Vec::new();
         for (topic, partition) in partitions {
             if subscribed.iter().any(|t| t == topic) {
-                codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                codes.push(ResponseError::GroupSubscribedToTopic.code());
             } else {
                 codes.push(crate::errors::NONE);
                 records.push(OffsetsRecord::Offset {
@@ -522,7 +523,7 @@ impl GroupManager {
         }
         if let Err(e) = self.persist(group, &records) {
             tracing::warn!(group, error = %e, "offset deletion not persisted");
-            return Err(COORDINATOR_NOT_AVAILABLE);
+            return Err(ResponseError::CoordinatorNotAvailable.code());
         }
         let mut store = lock(&self.offsets);
         for r in &records {
@@ -669,9 +670,3 @@ fn subscribed_topics(metadata: &Bytes) -> Vec<String> {
 
 /// `offset.metadata.max.bytes`.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-/// OFFSET_METADATA_TOO_LARGE.
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-/// COORDINATOR_NOT_AVAILABLE.
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// GROUP_SUBSCRIBED_TO_TOPIC.
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;

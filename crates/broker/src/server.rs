@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::ResponseKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -19,7 +20,6 @@ use vltava_protocol::fetch;
 use vltava_protocol::frame::{self, FrameError};
 use vltava_storage::FileRegion;
 
-use crate::errors::UNSUPPORTED_VERSION;
 use crate::handlers::{self, Ctx};
 use crate::sendout::{self, Outgoing};
 
@@ -213,7 +213,7 @@ async fn process(
             tracing::debug!(api_key, "unknown api key");
             return Ok(Some(Outgoing::Frame(frame::encode_raw_response(
                 correlation_id,
-                &UNSUPPORTED_VERSION.to_be_bytes(),
+                &ResponseError::UnsupportedVersion.code().to_be_bytes(),
             ))));
         }
         Err(e) => return Err(e.into()),
@@ -227,7 +227,7 @@ async fn process(
         if api == ApiKey::ApiVersions {
             // KIP-511: answer in the v0 layout with our list so the client can pick a version.
             let body = kafka_protocol::messages::ResponseKind::ApiVersions(handlers::api_versions(
-                UNSUPPORTED_VERSION,
+                ResponseError::UnsupportedVersion.code(),
             ));
             return Ok(Some(Outgoing::Frame(frame::encode_response(
                 api,
@@ -238,7 +238,10 @@ async fn process(
         }
         tracing::debug!(?api, version, "unsupported api version");
         let codec_ok = version >= api.valid_versions().min && version <= api.valid_versions().max;
-        if codec_ok && let Some(body) = handlers::error_response(api, UNSUPPORTED_VERSION) {
+        if codec_ok
+            && let Some(body) =
+                handlers::error_response(api, ResponseError::UnsupportedVersion.code())
+        {
             return Ok(Some(Outgoing::Frame(frame::encode_response(
                 api,
                 version,
@@ -250,7 +253,7 @@ async fn process(
         // for unknown api keys.
         return Ok(Some(Outgoing::Frame(frame::encode_raw_response(
             correlation_id,
-            &UNSUPPORTED_VERSION.to_be_bytes(),
+            &ResponseError::UnsupportedVersion.code().to_be_bytes(),
         ))));
     }
     if handlers::advertised_only(api, version) {

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 
 use super::state::{Group, GroupState, JoinTimer, JoinTimerKind, Member, SyncTimer};
 use super::*;
+use crate::errors::NONE;
 
 /// Kafka's `JoinGroupRequest.UNKNOWN_GENERATION_ID`.
 const NO_GENERATION: i32 = -1;
@@ -133,7 +135,10 @@ fn reschedule_session(m: &mut Member, cx: &Cx) {
 /// connection is not held forever.
 fn park_join(m: &mut Member, token: u64, cx: &mut Cx) {
     if let Some(old) = m.awaiting_join.replace(token).filter(|&t| t != token) {
-        cx.join(old, join_error(&m.member_id, REBALANCE_IN_PROGRESS));
+        cx.join(
+            old,
+            join_error(&m.member_id, ResponseError::RebalanceInProgress.code()),
+        );
     }
 }
 
@@ -143,10 +148,10 @@ fn park_join(m: &mut Member, token: u64, cx: &mut Cx) {
 fn remove_member(g: &mut Group, member_id: &str, cx: &mut Cx) {
     if let Some(m) = g.remove(member_id) {
         if let Some(t) = m.awaiting_join {
-            cx.join(t, join_error("", UNKNOWN_MEMBER_ID));
+            cx.join(t, join_error("", ResponseError::UnknownMemberId.code()));
         }
         if let Some(t) = m.awaiting_sync {
-            cx.sync(t, sync_error(UNKNOWN_MEMBER_ID));
+            cx.sync(t, sync_error(ResponseError::UnknownMemberId.code()));
         }
     }
 }
@@ -181,7 +186,7 @@ fn prepare_rebalance(g: &mut Group, cx: &mut Cx) {
         for m in &mut g.members {
             m.assignment = Bytes::new();
         }
-        propagate_assignment(g, REBALANCE_IN_PROGRESS, cx);
+        propagate_assignment(g, ResponseError::RebalanceInProgress.code(), cx);
     }
     g.pending_sync.clear();
     g.sync_timer = None;
@@ -367,13 +372,16 @@ fn update_static_member(
     // Replace the member id, fencing whatever the old id has parked.
     {
         let Some(m) = g.member_mut(old_id) else {
-            return Some(join_error("", UNKNOWN_SERVER_ERROR));
+            return Some(join_error("", ResponseError::UnknownServerError.code()));
         };
         if let Some(t) = m.awaiting_join.take() {
-            cx.join(t, join_error(old_id, FENCED_INSTANCE_ID));
+            cx.join(
+                t,
+                join_error(old_id, ResponseError::FencedInstanceId.code()),
+            );
         }
         if let Some(t) = m.awaiting_sync.take() {
-            cx.sync(t, sync_error(FENCED_INSTANCE_ID));
+            cx.sync(t, sync_error(ResponseError::FencedInstanceId.code()));
         }
         m.member_id = new_id.clone();
         reschedule_session(m, cx);
@@ -450,7 +458,10 @@ fn new_member_join(
     cx: &mut Cx,
 ) -> Option<JoinResult> {
     if !g.supports_protocols(&req.protocol_type, &req.protocols) {
-        return Some(join_error("", INCONSISTENT_GROUP_PROTOCOL));
+        return Some(join_error(
+            "",
+            ResponseError::InconsistentGroupProtocol.code(),
+        ));
     }
     let prefix = req
         .group_instance_id
@@ -478,7 +489,7 @@ fn new_member_join(
         None if version >= 4 => {
             let deadline = cx.at(i64::from(req.session_timeout_ms));
             g.pending_members.push((new_id.clone(), deadline));
-            Some(join_error(&new_id, MEMBER_ID_REQUIRED))
+            Some(join_error(&new_id, ResponseError::MemberIdRequired.code()))
         }
         None => {
             add_member_and_rebalance(g, token, new_id, req, rebalance_timeout_ms, cx);
@@ -496,12 +507,18 @@ fn current_member_join(
 ) -> Option<JoinResult> {
     let member_id = req.member_id.as_str();
     if !g.supports_protocols(&req.protocol_type, &req.protocols) {
-        return Some(join_error(member_id, INCONSISTENT_GROUP_PROTOCOL));
+        return Some(join_error(
+            member_id,
+            ResponseError::InconsistentGroupProtocol.code(),
+        ));
     }
     if g.is_pending(member_id) {
         if req.group_instance_id.is_some() {
             // Pending member ids are only handed to dynamic members (Kafka throws here).
-            return Some(join_error(member_id, UNKNOWN_SERVER_ERROR));
+            return Some(join_error(
+                member_id,
+                ResponseError::UnknownServerError.code(),
+            ));
         }
         add_member_and_rebalance(
             g,
@@ -519,7 +536,7 @@ fn current_member_join(
     }
     let (is_leader, matches) = match g.member(member_id) {
         Some(m) => (g.is_leader(member_id), m.matches(&req.protocols)),
-        None => return Some(join_error(member_id, UNKNOWN_MEMBER_ID)),
+        None => return Some(join_error(member_id, ResponseError::UnknownMemberId.code())),
     };
     match g.state {
         GroupState::PreparingRebalance => {
@@ -539,7 +556,9 @@ fn current_member_join(
             update_member_and_rebalance(g, token, member_id, req, rebalance_timeout_ms, cx);
             None
         }
-        GroupState::Empty | GroupState::Dead => Some(join_error(member_id, UNKNOWN_MEMBER_ID)),
+        GroupState::Empty | GroupState::Dead => {
+            Some(join_error(member_id, ResponseError::UnknownMemberId.code()))
+        }
     }
 }
 
@@ -684,12 +703,18 @@ impl GroupCoordinator {
         cx: &mut Cx,
     ) -> Option<JoinResult> {
         if req.group_id.is_empty() {
-            return Some(join_error(&req.member_id, INVALID_GROUP_ID));
+            return Some(join_error(
+                &req.member_id,
+                ResponseError::InvalidGroupId.code(),
+            ));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return Some(join_error(&req.member_id, INVALID_SESSION_TIMEOUT));
+            return Some(join_error(
+                &req.member_id,
+                ResponseError::InvalidSessionTimeout.code(),
+            ));
         }
         let rebalance_timeout_ms = if version == 0 {
             req.session_timeout_ms
@@ -699,7 +724,10 @@ impl GroupCoordinator {
         let unknown_member = req.member_id.is_empty();
         let created = !self.groups.contains_key(&req.group_id);
         if created && !unknown_member {
-            return Some(join_error(&req.member_id, UNKNOWN_MEMBER_ID));
+            return Some(join_error(
+                &req.member_id,
+                ResponseError::UnknownMemberId.code(),
+            ));
         }
         let g = self
             .groups
@@ -708,7 +736,7 @@ impl GroupCoordinator {
 
         let result = if !accept_joining_member(g, &req.member_id, cx.cfg.max_size) {
             remove_member(g, &req.member_id, cx);
-            Some(join_error("", GROUP_MAX_SIZE_REACHED))
+            Some(join_error("", ResponseError::GroupMaxSizeReached.code()))
         } else if unknown_member {
             new_member_join(g, token, req, rebalance_timeout_ms, version, cx)
         } else {
@@ -741,27 +769,31 @@ impl GroupCoordinator {
 
     fn do_sync(&mut self, token: u64, req: SyncGroupArgs, cx: &mut Cx) -> Option<SyncResult> {
         if req.group_id.is_empty() {
-            return Some(sync_error(INVALID_GROUP_ID));
+            return Some(sync_error(ResponseError::InvalidGroupId.code()));
         }
         let Some(g) = self.groups.get_mut(&req.group_id) else {
-            return Some(sync_error(UNKNOWN_MEMBER_ID));
+            return Some(sync_error(ResponseError::UnknownMemberId.code()));
         };
         let error = g.validate_member(&req.member_id, req.group_instance_id.as_deref());
         if error != NONE {
             return Some(sync_error(error));
         }
         if req.generation_id != g.generation_id {
-            return Some(sync_error(ILLEGAL_GENERATION));
+            return Some(sync_error(ResponseError::IllegalGeneration.code()));
         }
         let inconsistent = |asked: &Option<String>, have: &Option<String>| matches!((asked, have), (Some(a), Some(h)) if a != h);
         if inconsistent(&req.protocol_type, &g.protocol_type)
             || inconsistent(&req.protocol_name, &g.protocol_name)
         {
-            return Some(sync_error(INCONSISTENT_GROUP_PROTOCOL));
+            return Some(sync_error(ResponseError::InconsistentGroupProtocol.code()));
         }
         match g.state {
-            GroupState::Empty | GroupState::Dead => Some(sync_error(UNKNOWN_MEMBER_ID)),
-            GroupState::PreparingRebalance => Some(sync_error(REBALANCE_IN_PROGRESS)),
+            GroupState::Empty | GroupState::Dead => {
+                Some(sync_error(ResponseError::UnknownMemberId.code()))
+            }
+            GroupState::PreparingRebalance => {
+                Some(sync_error(ResponseError::RebalanceInProgress.code()))
+            }
             GroupState::CompletingRebalance => {
                 // A SyncGroup already parked for this member (another connection) is released.
                 let superseded = g
@@ -769,7 +801,7 @@ impl GroupCoordinator {
                     .and_then(|m| m.awaiting_sync.replace(token))
                     .filter(|&t| t != token);
                 if let Some(old) = superseded {
-                    cx.sync(old, sync_error(REBALANCE_IN_PROGRESS));
+                    cx.sync(old, sync_error(ResponseError::RebalanceInProgress.code()));
                 }
                 g.pending_sync.remove(&req.member_id);
                 if g.pending_sync.is_empty() {
@@ -801,7 +833,7 @@ impl GroupCoordinator {
                 let protocol_type = g.protocol_type.clone();
                 let protocol_name = g.protocol_name.clone();
                 let Some(m) = g.member_mut(&req.member_id) else {
-                    return Some(sync_error(UNKNOWN_MEMBER_ID));
+                    return Some(sync_error(ResponseError::UnknownMemberId.code()));
                 };
                 reschedule_session(m, cx);
                 Some(SyncResult {
@@ -818,27 +850,27 @@ impl GroupCoordinator {
     pub fn heartbeat(&mut self, req: HeartbeatArgs, now_ms: i64) -> i16 {
         let cx = Cx::new(self.config, now_ms);
         if req.group_id.is_empty() {
-            return INVALID_GROUP_ID;
+            return ResponseError::InvalidGroupId.code();
         }
         let Some(g) = self.groups.get_mut(&req.group_id) else {
-            return UNKNOWN_MEMBER_ID;
+            return ResponseError::UnknownMemberId.code();
         };
         let error = g.validate_member(&req.member_id, req.group_instance_id.as_deref());
         if error != NONE {
             return error;
         }
         if req.generation_id != g.generation_id {
-            return ILLEGAL_GENERATION;
+            return ResponseError::IllegalGeneration.code();
         }
         let state = g.state;
         let Some(m) = g.member_mut(&req.member_id) else {
-            return UNKNOWN_MEMBER_ID;
+            return ResponseError::UnknownMemberId.code();
         };
         match state {
-            GroupState::Empty | GroupState::Dead => UNKNOWN_MEMBER_ID,
+            GroupState::Empty | GroupState::Dead => ResponseError::UnknownMemberId.code(),
             GroupState::PreparingRebalance => {
                 reschedule_session(m, &cx);
-                REBALANCE_IN_PROGRESS
+                ResponseError::RebalanceInProgress.code()
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 reschedule_session(m, &cx);
@@ -858,7 +890,7 @@ impl GroupCoordinator {
         let mut cx = Cx::new(self.config, now_ms);
         if group_id.is_empty() {
             let result = LeaveResult {
-                error_code: INVALID_GROUP_ID,
+                error_code: ResponseError::InvalidGroupId.code(),
                 members: Vec::new(),
             };
             return (result, cx.out);
@@ -869,7 +901,7 @@ impl GroupCoordinator {
                 .map(|l| LeaveMemberResult {
                     member_id: l.member_id,
                     group_instance_id: l.group_instance_id,
-                    error_code: UNKNOWN_MEMBER_ID,
+                    error_code: ResponseError::UnknownMemberId.code(),
                 })
                 .collect();
             let result = LeaveResult {
@@ -890,7 +922,7 @@ impl GroupCoordinator {
                         remove_member_and_update(g, &id, &mut cx);
                         NONE
                     }
-                    None => UNKNOWN_MEMBER_ID,
+                    None => ResponseError::UnknownMemberId.code(),
                 }
             } else if g.is_pending(&leaving.member_id) {
                 remove_pending_member_and_update(g, &leaving.member_id, &mut cx);
@@ -1018,13 +1050,13 @@ impl GroupCoordinator {
     /// caller deletes its offsets.
     pub fn delete_group(&mut self, group_id: &str) -> i16 {
         match self.groups.get(group_id).map(|g| g.state) {
-            None | Some(GroupState::Dead) => GROUP_ID_NOT_FOUND,
+            None | Some(GroupState::Dead) => ResponseError::GroupIdNotFound.code(),
             Some(GroupState::Empty) => {
                 self.groups.remove(group_id);
                 self.deleted.push(group_id.to_string());
                 NONE
             }
-            Some(_) => NON_EMPTY_GROUP,
+            Some(_) => ResponseError::NonEmptyGroup.code(),
         }
     }
 
@@ -1048,9 +1080,9 @@ impl GroupCoordinator {
                 return NONE;
             }
             return if version >= 9 {
-                GROUP_ID_NOT_FOUND
+                ResponseError::GroupIdNotFound.code()
             } else {
-                ILLEGAL_GENERATION
+                ResponseError::IllegalGeneration.code()
             };
         };
         if req.generation_id < 0 && g.state == GroupState::Empty {
@@ -1062,13 +1094,13 @@ impl GroupCoordinator {
                 return error;
             }
             if req.generation_id != g.generation_id {
-                return ILLEGAL_GENERATION;
+                return ResponseError::IllegalGeneration.code();
             }
         } else if g.state != GroupState::Empty {
-            return UNKNOWN_MEMBER_ID;
+            return ResponseError::UnknownMemberId.code();
         }
         match g.state {
-            GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance => ResponseError::RebalanceInProgress.code(),
             GroupState::Stable | GroupState::PreparingRebalance => {
                 if let Some(m) = g.member_mut(&req.member_id) {
                     reschedule_session(m, &cx);
@@ -1076,7 +1108,7 @@ impl GroupCoordinator {
                 NONE
             }
             GroupState::Empty => NONE,
-            GroupState::Dead => COORDINATOR_NOT_AVAILABLE,
+            GroupState::Dead => ResponseError::CoordinatorNotAvailable.code(),
         }
     }
 

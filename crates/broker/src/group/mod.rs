@@ -43,35 +43,6 @@ use bytes::Bytes;
 pub use coordinator::GroupCoordinator;
 pub use state::GroupState;
 
-/// No error.
-pub const NONE: i16 = 0;
-/// UNKNOWN_SERVER_ERROR.
-pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-/// COORDINATOR_NOT_AVAILABLE.
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// ILLEGAL_GENERATION: the request's generation is not the group's.
-pub const ILLEGAL_GENERATION: i16 = 22;
-/// INCONSISTENT_GROUP_PROTOCOL: protocol type or protocols incompatible with the group.
-pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-/// INVALID_GROUP_ID: empty group id where one is required.
-pub const INVALID_GROUP_ID: i16 = 24;
-/// UNKNOWN_MEMBER_ID: the member id is not (or no longer) in the group.
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
-/// INVALID_SESSION_TIMEOUT: outside `[group.min.session.timeout.ms, group.max.session.timeout.ms]`.
-pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-/// REBALANCE_IN_PROGRESS: the member must rejoin.
-pub const REBALANCE_IN_PROGRESS: i16 = 27;
-/// NON_EMPTY_GROUP: the group still has members.
-pub const NON_EMPTY_GROUP: i16 = 68;
-/// GROUP_ID_NOT_FOUND.
-pub const GROUP_ID_NOT_FOUND: i16 = 69;
-/// MEMBER_ID_REQUIRED: rejoin with the member id given in the response (JoinGroup v4+).
-pub const MEMBER_ID_REQUIRED: i16 = 79;
-/// GROUP_MAX_SIZE_REACHED: the group already has `group.max.size` members.
-pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-/// FENCED_INSTANCE_ID: another member id now holds this group.instance.id.
-pub const FENCED_INSTANCE_ID: i16 = 82;
-
 /// Coordinator settings (Kafka's `group.*` broker settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupConfig {

@@ -5,11 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 
-use super::{
-    FENCED_INSTANCE_ID, GroupSnapshot, JoinMember, MemberSnapshot, NONE, Protocol,
-    UNKNOWN_MEMBER_ID,
-};
+use super::{GroupSnapshot, JoinMember, MemberSnapshot, Protocol};
+use crate::errors::NONE;
 
 /// The state of a classic group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -346,15 +345,17 @@ impl Group {
     pub(super) fn validate_member(&self, member_id: &str, group_instance_id: Option<&str>) -> i16 {
         if let Some(instance) = group_instance_id {
             match self.static_members.get(instance) {
-                Some(current) if current != member_id => return FENCED_INSTANCE_ID,
+                Some(current) if current != member_id => {
+                    return ResponseError::FencedInstanceId.code();
+                }
                 Some(_) => {}
-                None => return UNKNOWN_MEMBER_ID,
+                None => return ResponseError::UnknownMemberId.code(),
             }
         }
         if self.has(member_id) {
             NONE
         } else {
-            UNKNOWN_MEMBER_ID
+            ResponseError::UnknownMemberId.code()
         }
     }
 

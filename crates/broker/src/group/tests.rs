@@ -1,8 +1,10 @@
 //! Transition tests with a fake clock (plain integers).
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 
 use super::*;
+use crate::errors::NONE;
 
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 30_000;
@@ -114,7 +116,7 @@ impl H {
         let (_, o, cs) = self.join(args(group, "", client), 5, now);
         assert!(cs.is_empty());
         let r = now_join(o);
-        assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+        assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
         let id = r.member_id;
         let (t, o, cs) = self.join(args(group, &id, client), 5, now);
         (id, t, o, cs)
@@ -213,7 +215,7 @@ fn first_member_waits_for_the_initial_delay() {
     let mut h = H::new();
     let (_, o, _) = h.join(args(G, "", "client-a"), 5, 0);
     let r = now_join(o);
-    assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
     assert!(r.member_id.starts_with("client-a-"), "{}", r.member_id);
     assert_eq!(h.c.state(G), Some(GroupState::Empty));
 
@@ -342,11 +344,20 @@ fn heartbeat_during_rebalance_says_rebalance_in_progress() {
     let (c, tc, o, _) = h.join_new(G, "c", now + 1);
     assert_eq!(o, Outcome::Parked);
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
-    assert_eq!(h.hb(G, &ids[0], 1, now + 2), REBALANCE_IN_PROGRESS);
-    assert_eq!(h.hb(G, &ids[1], 1, now + 2), REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        h.hb(G, &ids[0], 1, now + 2),
+        ResponseError::RebalanceInProgress.code()
+    );
+    assert_eq!(
+        h.hb(G, &ids[1], 1, now + 2),
+        ResponseError::RebalanceInProgress.code()
+    );
     // SyncGroup in PreparingRebalance is refused the same way.
     let (_, o, _) = h.sync(G, 1, &ids[1], Vec::new(), now + 2);
-    assert_eq!(now_sync(o).error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
 
     let (ta, o, _) = h.join(args(G, &ids[0], "a"), 5, now + 3);
     assert_eq!(o, Outcome::Parked);
@@ -380,8 +391,14 @@ fn session_expiry_removes_the_member_and_rebalances_the_rest() {
     assert_eq!(h.c.state(G), Some(GroupState::Stable));
     assert!(h.c.tick(now + 16_000).is_empty());
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
-    assert_eq!(h.hb(G, &b, 1, now + 16_001), UNKNOWN_MEMBER_ID);
-    assert_eq!(h.hb(G, &a, 1, now + 16_001), REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        h.hb(G, &b, 1, now + 16_001),
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        h.hb(G, &a, 1, now + 16_001),
+        ResponseError::RebalanceInProgress.code()
+    );
     let (_, o, _) = h.join(args(G, &a, "a"), 5, now + 16_002);
     let j = now_join(o);
     assert_eq!(j.generation_id, 2);
@@ -418,7 +435,7 @@ fn rebalance_timeout_removes_members_that_did_not_rejoin() {
     let mut t = now;
     while t + 5_000 < deadline {
         t += 5_000;
-        assert_eq!(h.hb(G, &b, 1, t), REBALANCE_IN_PROGRESS);
+        assert_eq!(h.hb(G, &b, 1, t), ResponseError::RebalanceInProgress.code());
         assert!(h.c.tick(t).is_empty());
     }
     assert_eq!(h.c.next_deadline(), Some(deadline));
@@ -427,7 +444,10 @@ fn rebalance_timeout_removes_members_that_did_not_rejoin() {
     assert_eq!(ja.generation_id, 2);
     assert_eq!(ja.members.len(), 1);
     assert_eq!(ja.members[0].member_id, a);
-    assert_eq!(h.hb(G, &b, 1, deadline + 1), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        h.hb(G, &b, 1, deadline + 1),
+        ResponseError::UnknownMemberId.code()
+    );
 }
 
 #[test]
@@ -436,7 +456,7 @@ fn pending_member_id_expires_after_the_session_timeout() {
     let (ids, now) = h.stable(G, &["a"], 0);
     let (_, o, _) = h.join(args(G, "", "p"), 4, now);
     let p = now_join(o);
-    assert_eq!(p.error_code, MEMBER_ID_REQUIRED);
+    assert_eq!(p.error_code, ResponseError::MemberIdRequired.code());
     assert_eq!(p.generation_id, -1);
     // The leader rejoins; the join phase waits for the pending member too.
     let (ta, o, _) = h.join(args(G, &ids[0], "a"), 4, now + 1);
@@ -449,7 +469,10 @@ fn pending_member_id_expires_after_the_session_timeout() {
     assert_eq!(ja.members.len(), 1);
     // The expired id is no longer accepted.
     let (_, o, _) = h.join(args(G, &p.member_id, "p"), 4, expiry + 1);
-    assert_eq!(now_join(o).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::UnknownMemberId.code()
+    );
 }
 
 #[test]
@@ -484,50 +507,80 @@ fn unknown_members_are_refused() {
     let mut h = H::new();
     // Unknown group with a member id: refused, and no group is created.
     let (_, o, _) = h.join(args(G, "ghost", "x"), 5, 0);
-    assert_eq!(now_join(o).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::UnknownMemberId.code()
+    );
     assert_eq!(h.c.state(G), None);
-    assert_eq!(h.hb(G, "ghost", 0, 0), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        h.hb(G, "ghost", 0, 0),
+        ResponseError::UnknownMemberId.code()
+    );
     let (_, o, _) = h.sync(G, 0, "ghost", Vec::new(), 0);
-    assert_eq!(now_sync(o).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::UnknownMemberId.code()
+    );
 
     let (_, now) = h.stable(G, &["a"], 0);
     let (_, o, _) = h.join(args(G, "ghost", "x"), 5, now);
     let r = now_join(o);
-    assert_eq!(r.error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
     assert_eq!(r.member_id, "ghost");
-    assert_eq!(h.hb(G, "ghost", 1, now), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        h.hb(G, "ghost", 1, now),
+        ResponseError::UnknownMemberId.code()
+    );
     let (_, o, _) = h.sync(G, 1, "ghost", Vec::new(), now);
-    assert_eq!(now_sync(o).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::UnknownMemberId.code()
+    );
 }
 
 #[test]
 fn wrong_generation_is_illegal() {
     let mut h = H::new();
     let (ids, now) = h.stable(G, &["a", "b"], 0);
-    assert_eq!(h.hb(G, &ids[1], 0, now), ILLEGAL_GENERATION);
-    assert_eq!(h.hb(G, &ids[1], 2, now), ILLEGAL_GENERATION);
+    assert_eq!(
+        h.hb(G, &ids[1], 0, now),
+        ResponseError::IllegalGeneration.code()
+    );
+    assert_eq!(
+        h.hb(G, &ids[1], 2, now),
+        ResponseError::IllegalGeneration.code()
+    );
     let (_, o, _) = h.sync(G, 7, &ids[1], Vec::new(), now);
-    assert_eq!(now_sync(o).error_code, ILLEGAL_GENERATION);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::IllegalGeneration.code()
+    );
 }
 
 #[test]
 fn request_validation() {
     let mut h = H::new();
     let (_, o, _) = h.join(args("", "", "a"), 5, 0);
-    assert_eq!(now_join(o).error_code, INVALID_GROUP_ID);
+    assert_eq!(now_join(o).error_code, ResponseError::InvalidGroupId.code());
     let mut a = args(G, "", "a");
     a.session_timeout_ms = 5_999;
     let (_, o, _) = h.join(a.clone(), 5, 0);
-    assert_eq!(now_join(o).error_code, INVALID_SESSION_TIMEOUT);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InvalidSessionTimeout.code()
+    );
     a.session_timeout_ms = 1_800_001;
     let (_, o, _) = h.join(a, 5, 0);
-    assert_eq!(now_join(o).error_code, INVALID_SESSION_TIMEOUT);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InvalidSessionTimeout.code()
+    );
     assert_eq!(h.c.state(G), None);
-    assert_eq!(h.hb("", "m", 0, 0), INVALID_GROUP_ID);
+    assert_eq!(h.hb("", "m", 0, 0), ResponseError::InvalidGroupId.code());
     let (_, o, _) = h.sync("", 0, "m", Vec::new(), 0);
-    assert_eq!(now_sync(o).error_code, INVALID_GROUP_ID);
+    assert_eq!(now_sync(o).error_code, ResponseError::InvalidGroupId.code());
     let (l, _) = h.c.leave_group("", vec![LeaveMember::default()], 0);
-    assert_eq!(l.error_code, INVALID_GROUP_ID);
+    assert_eq!(l.error_code, ResponseError::InvalidGroupId.code());
 }
 
 #[test]
@@ -548,7 +601,10 @@ fn leave_group_single_member() {
     assert_eq!(l.members.len(), 1);
     assert_eq!(l.members[0].error_code, NONE);
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
-    assert_eq!(h.hb(G, &ids[0], 1, now), REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        h.hb(G, &ids[0], 1, now),
+        ResponseError::RebalanceInProgress.code()
+    );
     let (_, o, _) = h.join(args(G, &ids[0], "a"), 5, now + 1);
     let j = now_join(o);
     assert_eq!(j.generation_id, 2);
@@ -565,7 +621,7 @@ fn leave_group_single_member() {
     );
     assert_eq!(
         (l.error_code, l.members[0].error_code),
-        (NONE, UNKNOWN_MEMBER_ID)
+        (NONE, ResponseError::UnknownMemberId.code())
     );
     let (l, _) = h.c.leave_group(
         "nope",
@@ -577,7 +633,7 @@ fn leave_group_single_member() {
     );
     assert_eq!(
         (l.error_code, l.members[0].error_code),
-        (NONE, UNKNOWN_MEMBER_ID)
+        (NONE, ResponseError::UnknownMemberId.code())
     );
 
     // The last member leaving empties the group (new generation, persisted).
@@ -667,7 +723,12 @@ fn leave_group_batched_with_instance_ids() {
     let codes: Vec<i16> = l.members.iter().map(|m| m.error_code).collect();
     assert_eq!(
         codes,
-        vec![NONE, NONE, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID]
+        vec![
+            NONE,
+            NONE,
+            ResponseError::UnknownMemberId.code(),
+            ResponseError::FencedInstanceId.code()
+        ]
     );
     assert_eq!(l.members[0].group_instance_id.as_deref(), Some("i-b"));
     let d = h.c.describe(G).expect("group");
@@ -712,10 +773,16 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
         },
         now + 102,
     );
-    assert_eq!(fenced, FENCED_INSTANCE_ID);
-    assert_eq!(h.hb(G, &old_b, 1, now + 102), UNKNOWN_MEMBER_ID);
+    assert_eq!(fenced, ResponseError::FencedInstanceId.code());
+    assert_eq!(
+        h.hb(G, &old_b, 1, now + 102),
+        ResponseError::UnknownMemberId.code()
+    );
     let (_, o, _) = h.join(static_args(&old_b, "i-b"), 5, now + 102);
-    assert_eq!(now_join(o).error_code, FENCED_INSTANCE_ID);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::FencedInstanceId.code()
+    );
     let commit = h.c.validate_offset_commit(
         &OffsetCommitArgs {
             group_id: G.into(),
@@ -726,7 +793,7 @@ fn static_member_restart_keeps_its_assignment_without_rebalance() {
         8,
         now + 102,
     );
-    assert_eq!(commit, FENCED_INSTANCE_ID);
+    assert_eq!(commit, ResponseError::FencedInstanceId.code());
 
     // The replacement is persisted.
     assert_eq!(h.c.take_dirty(), vec![G.to_string()]);
@@ -797,7 +864,10 @@ fn static_member_restart_with_a_new_protocol_rebalances() {
     // keeps its session alive but does not rejoin.
     for k in 1..6 {
         let t = now + k * 5_000;
-        assert_eq!(h.hb(G, &jb.member_id, 1, t), REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            h.hb(G, &jb.member_id, 1, t),
+            ResponseError::RebalanceInProgress.code()
+        );
         assert!(h.c.tick(t).is_empty());
     }
     let cs = h.c.tick(now + 1 + i64::from(REBALANCE));
@@ -859,18 +929,30 @@ fn protocol_selection_by_votes_among_common_protocols() {
 
     // Nothing in common with every member, or another protocol type: refused.
     let (_, o, _) = h.join(args_with(G, "", "d", &[("sticky", "8")]), 3, 1);
-    assert_eq!(now_join(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     let mut e = args(G, "", "e");
     e.protocol_type = "connect".into();
     let (_, o, _) = h.join(e, 3, 1);
-    assert_eq!(now_join(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     // A new group needs a protocol type and at least one protocol.
     let (_, o, _) = h.join(args_with("other", "", "f", &[]), 3, 1);
-    assert_eq!(now_join(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     let mut f = args("other", "", "f");
     f.protocol_type = String::new();
     let (_, o, _) = h.join(f, 3, 1);
-    assert_eq!(now_join(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     assert_eq!(
         h.c.state("other"),
         None,
@@ -909,11 +991,17 @@ fn sync_checks_protocol_type_and_name() {
     let mut wrong_type = base.clone();
     wrong_type.protocol_type = Some("connect".into());
     let (o, _) = h.c.sync_group(100, wrong_type, now);
-    assert_eq!(now_sync(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     let mut wrong_name = base.clone();
     wrong_name.protocol_name = Some("roundrobin".into());
     let (o, _) = h.c.sync_group(101, wrong_name, now);
-    assert_eq!(now_sync(o).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(
+        now_sync(o).error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
     let mut right = base;
     right.protocol_type = Some("consumer".into());
     right.protocol_name = Some("range".into());
@@ -939,7 +1027,7 @@ fn rebalance_during_completing_rebalance_answers_parked_syncs() {
         now + 1,
     );
     let sb = sync_of(&cs, tb);
-    assert_eq!(sb.error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(sb.error_code, ResponseError::RebalanceInProgress.code());
     assert!(sb.assignment.is_empty());
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
     let (_, o, _) = h.join(args(G, &b, "b"), 5, now + 2);
@@ -1000,7 +1088,10 @@ fn members_that_never_sync_are_removed_after_the_rebalance_timeout() {
     assert_eq!(h.c.state(G), Some(GroupState::Stable));
     h.c.tick(now + i64::from(REBALANCE));
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
-    assert_eq!(h.hb(G, &b, 1, now + 30_001), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        h.hb(G, &b, 1, now + 30_001),
+        ResponseError::UnknownMemberId.code()
+    );
 }
 
 #[test]
@@ -1010,7 +1101,10 @@ fn a_superseded_parked_request_is_answered() {
     // The same member joins again (another connection): the first one is released.
     let (ta2, o, cs) = h.join(args(G, &a, "a"), 5, 10);
     assert_eq!(o, Outcome::Parked);
-    assert_eq!(join_of(&cs, ta).error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        join_of(&cs, ta).error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
     let cs = h.c.tick(3_000);
     assert_eq!(join_of(&cs, ta2).generation_id, 1);
 }
@@ -1025,16 +1119,19 @@ fn group_max_size() {
     assert_eq!(o, Outcome::Parked);
     let (_, o, _) = h.join(args(G, "", "b"), 3, 1);
     let r = now_join(o);
-    assert_eq!(r.error_code, GROUP_MAX_SIZE_REACHED);
+    assert_eq!(r.error_code, ResponseError::GroupMaxSizeReached.code());
     assert_eq!(r.member_id, "");
 }
 
 #[test]
 fn delete_group_rules() {
     let mut h = H::new();
-    assert_eq!(h.c.delete_group("nope"), GROUP_ID_NOT_FOUND);
+    assert_eq!(
+        h.c.delete_group("nope"),
+        ResponseError::GroupIdNotFound.code()
+    );
     let (ids, now) = h.stable(G, &["a"], 0);
-    assert_eq!(h.c.delete_group(G), NON_EMPTY_GROUP);
+    assert_eq!(h.c.delete_group(G), ResponseError::NonEmptyGroup.code());
     h.c.leave_group(
         G,
         vec![LeaveMember {
@@ -1049,7 +1146,7 @@ fn delete_group_rules() {
     assert_eq!(h.c.state(G), None);
     assert_eq!(h.c.take_dirty(), vec![G.to_string()]);
     assert_eq!(h.c.group_snapshot(G), None, "tombstone");
-    assert_eq!(h.c.delete_group(G), GROUP_ID_NOT_FOUND);
+    assert_eq!(h.c.delete_group(G), ResponseError::GroupIdNotFound.code());
 }
 
 #[test]
@@ -1064,11 +1161,11 @@ fn offset_commit_validation() {
     // Unknown group with a generation: refused (v9+ says the group is not found).
     assert_eq!(
         h.c.validate_offset_commit(&commit(3, "m"), 8, 0),
-        ILLEGAL_GENERATION
+        ResponseError::IllegalGeneration.code()
     );
     assert_eq!(
         h.c.validate_offset_commit(&commit(3, "m"), 9, 0),
-        GROUP_ID_NOT_FOUND
+        ResponseError::GroupIdNotFound.code()
     );
     assert_eq!(h.c.state(G), None);
     // Standalone commit: creates an Empty "simple" group.
@@ -1085,7 +1182,7 @@ fn offset_commit_validation() {
     // Empty group, member fields set: unknown member.
     assert_eq!(
         h.c.validate_offset_commit(&commit(0, "m"), 8, 1),
-        UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
 
     // A managed group: the commit must come from a member of the current generation.
@@ -1093,20 +1190,20 @@ fn offset_commit_validation() {
     let (_, now) = h.run_until(G, GroupState::CompletingRebalance, 10);
     assert_eq!(
         h.c.validate_offset_commit(&commit(1, &a), 8, now),
-        REBALANCE_IN_PROGRESS
+        ResponseError::RebalanceInProgress.code()
     );
     h.sync(G, 1, &a, vec![(a.clone(), assignment(&a))], now);
     assert_eq!(
         h.c.validate_offset_commit(&commit(-1, ""), 8, now),
-        UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     assert_eq!(
         h.c.validate_offset_commit(&commit(1, "x"), 8, now),
-        UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     assert_eq!(
         h.c.validate_offset_commit(&commit(0, &a), 8, now),
-        ILLEGAL_GENERATION
+        ResponseError::IllegalGeneration.code()
     );
     assert_eq!(h.c.validate_offset_commit(&commit(1, &a), 8, now), NONE);
     // A commit keeps the session alive like a heartbeat.
@@ -1244,7 +1341,10 @@ fn static_member_not_rejoining_stays_and_leadership_moves() {
     let mut t = now;
     let mut answered = None;
     while answered.is_none() && t < now + 60_000 {
-        assert_eq!(h.hb(G, &ids[0], 1, t), REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            h.hb(G, &ids[0], 1, t),
+            ResponseError::RebalanceInProgress.code()
+        );
         t += 5_000;
         let cs = h.c.tick(t);
         answered = cs.iter().find(|c| c.token == tb).cloned().map(|c| (t, c));
@@ -1260,7 +1360,10 @@ fn static_member_not_rejoining_stays_and_leadership_moves() {
         "the static leader did not rejoin: b leads"
     );
     assert_eq!(j.members.len(), 2, "the static member stays in the group");
-    assert_eq!(h.hb(G, &ids[0], 1, at), ILLEGAL_GENERATION);
+    assert_eq!(
+        h.hb(G, &ids[0], 1, at),
+        ResponseError::IllegalGeneration.code()
+    );
 }
 
 #[test]
@@ -1295,7 +1398,7 @@ fn new_member_join_timeout_drops_a_newcomer_stuck_in_a_long_join() {
     };
     assert_eq!(
         (j.error_code, j.member_id.as_str()),
-        (UNKNOWN_MEMBER_ID, "")
+        (ResponseError::UnknownMemberId.code(), "")
     );
     assert_eq!(h.c.describe(G).expect("group").members.len(), 1);
 }
@@ -1379,8 +1482,14 @@ fn a_leaving_member_with_a_parked_sync_is_answered() {
         now + 1,
     );
     assert_eq!(l.members[0].error_code, NONE);
-    assert_eq!(sync_of(&cs, tb).error_code, UNKNOWN_MEMBER_ID);
-    assert_eq!(sync_of(&cs, tc).error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        sync_of(&cs, tb).error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(
+        sync_of(&cs, tc).error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
     assert_eq!(cs.len(), 2);
 }
 
@@ -1400,7 +1509,10 @@ fn static_member_restart_while_completing_rebalance_fences_the_old_id() {
     // the group rebalances (the leader may be assigning to the old id).
     let (tb2, o, cs) = h.join(static_args("", "i-b"), 5, now + 1);
     assert_eq!(o, Outcome::Parked);
-    assert_eq!(sync_of(&cs, tb).error_code, FENCED_INSTANCE_ID);
+    assert_eq!(
+        sync_of(&cs, tb).error_code,
+        ResponseError::FencedInstanceId.code()
+    );
     assert_eq!(h.c.state(G), Some(GroupState::PreparingRebalance));
     let a = join_of(&h.run_until(G, GroupState::CompletingRebalance, now).0, tb2);
     assert_eq!(a.generation_id, 2);
@@ -1416,7 +1528,10 @@ fn a_superseded_parked_sync_is_answered() {
     let (t1, _, _) = h.sync(G, 1, &b, Vec::new(), now);
     let (t2, o, cs) = h.sync(G, 1, &b, Vec::new(), now + 1);
     assert_eq!(o, Outcome::Parked);
-    assert_eq!(sync_of(&cs, t1).error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        sync_of(&cs, t1).error_code,
+        ResponseError::RebalanceInProgress.code()
+    );
     assert_ne!(t1, t2);
 }
 
@@ -1432,7 +1547,10 @@ fn first_join_completed_by_a_pending_expiry_can_sync() {
     let (_, o, _) = h.join(args(G, "", "a"), 5, 0);
     let a = now_join(o).member_id;
     let (_, o, _) = h.join(args(G, "", "b"), 5, 0);
-    assert_eq!(now_join(o).error_code, MEMBER_ID_REQUIRED);
+    assert_eq!(
+        now_join(o).error_code,
+        ResponseError::MemberIdRequired.code()
+    );
     let (ta, o, mut cs) = h.join(args(G, &a, "a"), 5, 0);
     let mut now = 0;
     let ja = match o {

@@ -1,6 +1,7 @@
 //! Configuration APIs: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics
 //! (broker settings are static and only described).
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
@@ -11,7 +12,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{Ctx, s};
-use crate::errors::*;
+use crate::errors::{NONE, topic_code};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -73,7 +74,7 @@ pub(super) fn describe_configs(
                     }
                 }
                 None => {
-                    r.error_code = UNKNOWN_TOPIC_OR_PARTITION;
+                    r.error_code = ResponseError::UnknownTopicOrPartition.code();
                     r.error_message = Some(s(format!(
                         "topic '{}' does not exist",
                         res.resource_name.as_str()
@@ -90,12 +91,12 @@ pub(super) fn describe_configs(
                         }
                     }
                 } else {
-                    r.error_code = INVALID_REQUEST;
+                    r.error_code = ResponseError::InvalidRequest.code();
                     r.error_message = Some(s("unknown broker id"));
                 }
             }
             _ => {
-                r.error_code = INVALID_REQUEST;
+                r.error_code = ResponseError::InvalidRequest.code();
                 r.error_message = Some(s("unsupported resource type"));
             }
         }
@@ -116,7 +117,7 @@ fn alter_resource(
         RESOURCE_TOPIC => {
             let changes = match changes {
                 Ok(c) => c,
-                Err(msg) => return (INVALID_CONFIG, Some(msg)),
+                Err(msg) => return (ResponseError::InvalidConfig.code(), Some(msg)),
             };
             match ctx
                 .rm
@@ -127,13 +128,16 @@ fn alter_resource(
             }
         }
         RESOURCE_BROKER => (
-            INVALID_CONFIG,
+            ResponseError::InvalidConfig.code(),
             Some(
                 "broker settings are static: set them at start (--set, config file, VLTAVA_*)"
                     .into(),
             ),
         ),
-        _ => (INVALID_REQUEST, Some("unsupported resource type".into())),
+        _ => (
+            ResponseError::InvalidRequest.code(),
+            Some("unsupported resource type".into()),
+        ),
     }
 }
 

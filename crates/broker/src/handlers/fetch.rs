@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
@@ -12,7 +13,7 @@ use tokio::sync::Notify;
 use vltava_storage::FileRegion;
 
 use super::Ctx;
-use crate::errors::*;
+use crate::errors::{partition_code, storage_code};
 use crate::replica::{ReplicaManager, Topic};
 
 /// A Fetch response plus, per partition in response order, the file ranges that hold its
@@ -125,8 +126,8 @@ fn fetch_once(
                 Some(t) => rm
                     .partition(t, fp.partition)
                     .map_err(|e| partition_code(&e)),
-                None if version >= 13 => Err(UNKNOWN_TOPIC_ID),
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                None if version >= 13 => Err(ResponseError::UnknownTopicId.code()),
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
             let partition = match partition {
                 Ok(p) => p,

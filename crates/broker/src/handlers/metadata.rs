@@ -1,5 +1,6 @@
 //! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, all naming this node.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -11,7 +12,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, s, tn};
-use crate::errors::*;
+use crate::errors::{NONE, topic_code};
 use crate::replica::{Partition, Topic, validate_topic_name};
 
 fn partition_metadata(ctx: &Ctx, version: i16, p: &Partition) -> MetadataResponsePartition {
@@ -85,7 +86,7 @@ pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> Metadat
                                 version,
                                 name.clone(),
                                 rt.topic_id,
-                                INVALID_TOPIC_EXCEPTION,
+                                ResponseError::InvalidTopicException.code(),
                             );
                         }
                         if allow_auto_create {
@@ -100,9 +101,9 @@ pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> Metadat
                     Ok(Some(t)) => topic_metadata(ctx, version, &t),
                     Ok(None) => {
                         let code = if name.is_none() {
-                            UNKNOWN_TOPIC_ID
+                            ResponseError::UnknownTopicId.code()
                         } else {
-                            UNKNOWN_TOPIC_OR_PARTITION
+                            ResponseError::UnknownTopicOrPartition.code()
                         };
                         topic_error(version, name.clone(), rt.topic_id, code)
                     }
@@ -137,7 +138,8 @@ pub(super) fn describe_cluster(
 ) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     if version >= 1 && req.endpoint_type != 1 {
-        resp.error_code = 114; // MISMATCHED_ENDPOINT_TYPE: we only have broker endpoints
+        // Only broker endpoints exist here: no controller listener is advertised.
+        resp.error_code = ResponseError::MismatchedEndpointType.code();
         resp.error_message = Some(s("only broker endpoints are served"));
         resp.endpoint_type = req.endpoint_type;
         return resp;
@@ -152,7 +154,6 @@ pub(super) fn describe_cluster(
     resp
 }
 
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// Every group is coordinated by this node (the only one). Transactions have no coordinator
@@ -168,7 +169,7 @@ pub(super) fn find_coordinator(
             (NONE, None)
         } else {
             (
-                COORDINATOR_NOT_AVAILABLE,
+                ResponseError::CoordinatorNotAvailable.code(),
                 Some(s("only group coordinators exist on this broker")),
             )
         }

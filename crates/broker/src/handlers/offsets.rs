@@ -1,5 +1,6 @@
 //! Log offsets: ListOffsets (earliest, latest, by timestamp, max timestamp) and DeleteRecords.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -13,7 +14,7 @@ use vltava_protocol::batch;
 use vltava_storage::StorageError;
 
 use super::Ctx;
-use crate::errors::*;
+use crate::errors::{partition_code, storage_code};
 
 /// ListOffsets: resolves each partition's timestamp query to an offset.
 pub(super) fn list_offsets(
@@ -34,7 +35,7 @@ pub(super) fn list_offsets(
                     .rm
                     .partition(t, lp.partition_index)
                     .map_err(|e| partition_code(&e)),
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
             match partition {
                 Err(code) => {
@@ -65,7 +66,7 @@ pub(super) fn list_offsets(
                         // every segment is local.
                         -4 | -5 => (-1, log.log_start_offset() as i64),
                         _ => {
-                            pr.error_code = INVALID_REQUEST;
+                            pr.error_code = ResponseError::InvalidRequest.code();
                             (-1, -1)
                         }
                     };
@@ -140,7 +141,7 @@ pub(super) fn delete_records(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteReco
                     .rm
                     .partition(t, p.partition_index)
                     .map_err(|e| partition_code(&e)),
-                None => Err(UNKNOWN_TOPIC_OR_PARTITION),
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
             match partition {
                 Err(code) => pr.error_code = code,
@@ -149,7 +150,7 @@ pub(super) fn delete_records(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteReco
                     let hw = crate::replica::high_watermark(&log) as i64;
                     let target = if p.offset == -1 { hw } else { p.offset };
                     if target < 0 || target > hw {
-                        pr.error_code = OFFSET_OUT_OF_RANGE;
+                        pr.error_code = ResponseError::OffsetOutOfRange.code();
                     } else {
                         match log.delete_records_before(target as u64) {
                             Ok(start) => pr.low_watermark = start as i64,

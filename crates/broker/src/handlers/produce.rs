@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use vltava_protocol::batch;
 use vltava_storage::StorageError;
 
 use super::{Ctx, s};
-use crate::errors::*;
+use crate::errors::{NONE, partition_code, storage_code};
 use crate::replica::{Partition, Topic, validate_topic_name};
 
 /// Result of appending one partition's records.
@@ -38,7 +39,7 @@ fn append_partition(
         log_start_offset: -1,
     };
     let Some(topic) = topic else {
-        return AppendStep::Done(fail(UNKNOWN_TOPIC_OR_PARTITION, None));
+        return AppendStep::Done(fail(ResponseError::UnknownTopicOrPartition.code(), None));
     };
     let partition = match ctx.rm.partition(topic, index) {
         Ok(p) => p,
@@ -49,7 +50,7 @@ fn append_partition(
         // One replica (this node) is in sync.
         if min_isr > 1 {
             return AppendStep::Done(fail(
-                NOT_ENOUGH_REPLICAS,
+                ResponseError::NotEnoughReplicas.code(),
                 Some(format!(
                     "in-sync replicas 1 < min.insync.replicas {min_isr}"
                 )),
@@ -59,11 +60,16 @@ fn append_partition(
     let records = records.unwrap_or_default();
     let batches = match batch::split_produced(records) {
         Ok(b) if !b.is_empty() => b,
-        Ok(_) => return AppendStep::Done(fail(INVALID_RECORD, Some("no record batches".into()))),
+        Ok(_) => {
+            return AppendStep::Done(fail(
+                ResponseError::InvalidRecord.code(),
+                Some("no record batches".into()),
+            ));
+        }
         Err(e) => {
             let code = match e {
-                batch::BatchError::CorruptCrc { .. } => CORRUPT_MESSAGE,
-                _ => INVALID_RECORD,
+                batch::BatchError::CorruptCrc { .. } => ResponseError::CorruptMessage.code(),
+                _ => ResponseError::InvalidRecord.code(),
             };
             return AppendStep::Done(fail(code, Some(e.to_string())));
         }
@@ -78,11 +84,16 @@ fn append_partition(
                 Ok(false) => {}
                 Ok(true) => {
                     return AppendStep::Done(fail(
-                        INVALID_RECORD,
+                        ResponseError::InvalidRecord.code(),
                         Some("compacted topic cannot accept a record without a key".into()),
                     ));
                 }
-                Err(e) => return AppendStep::Done(fail(INVALID_RECORD, Some(e.to_string()))),
+                Err(e) => {
+                    return AppendStep::Done(fail(
+                        ResponseError::InvalidRecord.code(),
+                        Some(e.to_string()),
+                    ));
+                }
             }
         }
     }
@@ -184,13 +195,13 @@ pub(super) fn produce(
         let mut steps = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             steps.push(if !topic_valid {
-                refused(pd.index, INVALID_TOPIC_EXCEPTION, None)
+                refused(pd.index, ResponseError::InvalidTopicException.code(), None)
             } else if !matches!(acks, -1..=1) {
-                refused(pd.index, INVALID_REQUIRED_ACKS, None)
+                refused(pd.index, ResponseError::InvalidRequiredAcks.code(), None)
             } else if transactional {
                 refused(
                     pd.index,
-                    TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
                     Some("transactions are not supported yet".into()),
                 )
             } else {

@@ -1,15 +1,15 @@
 //! InitProducerId: hands idempotent producers their id and epoch.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Ctx;
-use crate::errors::*;
 
 /// InitProducerId: a fresh id, or (KIP-360) the same id with the next epoch.
 pub(super) fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
-        resp.error_code = TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         resp.producer_id = ProducerId(-1);
         resp.producer_epoch = -1;
         return resp;
@@ -27,7 +27,7 @@ pub(super) fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitPro
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate producer id");
-            resp.error_code = KAFKA_STORAGE_ERROR;
+            resp.error_code = ResponseError::KafkaStorageError.code();
             resp.producer_id = ProducerId(-1);
             resp.producer_epoch = -1;
         }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -13,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{Ctx, s, tn};
-use crate::errors::*;
+use crate::errors::topic_code;
 use crate::replica::TopicError;
 
 fn config_pairs(
@@ -63,7 +64,7 @@ pub(super) fn create_topics(
                         .create_topic(&name, ct.assignments.len() as i32, 1, c, req.validate_only)
                 })
             } else {
-                r.error_code = INVALID_REPLICA_ASSIGNMENT;
+                r.error_code = ResponseError::InvalidReplicaAssignment.code();
                 r.error_message = Some(s(
                     "replica assignment must name only this broker, once per partition",
                 ));
@@ -140,7 +141,7 @@ pub(super) fn delete_topics(
         };
         r.name = name.as_ref().map(|n| tn(n));
         match name {
-            None => r.error_code = UNKNOWN_TOPIC_ID,
+            None => r.error_code = ResponseError::UnknownTopicId.code(),
             Some(n) => match ctx.rm.delete_topic(&n) {
                 Ok(deleted_id) => {
                     if version >= 6 {
@@ -174,7 +175,7 @@ pub(super) fn create_partitions(
                 .any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != ctx.meta.node_id)
         });
         if bad_assignment {
-            r.error_code = INVALID_REPLICA_ASSIGNMENT;
+            r.error_code = ResponseError::InvalidReplicaAssignment.code();
             r.error_message = Some(s("replica assignment must name only this broker"));
         } else if let Err(e) = ctx
             .rm
