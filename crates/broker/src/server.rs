@@ -200,7 +200,7 @@ async fn read_frame_body<R: tokio::io::AsyncRead + Unpin>(
 
 /// Handles one frame; `Ok(None)` means no response is due, `Err` closes the connection.
 async fn process(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     peer: &SocketAddr,
     frame_bytes: Bytes,
 ) -> Result<Option<Outgoing>, ConnError> {

@@ -1,5 +1,7 @@
 //! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, all naming this node.
 
+use std::sync::Arc;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
@@ -11,7 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, s, tn};
+use super::{Ctx, off_worker, s, tn};
 use crate::errors::{NONE, topic_code};
 use crate::replica::{Partition, Topic, validate_topic_name};
 
@@ -46,7 +48,12 @@ fn topic_metadata(ctx: &Ctx, version: i16, t: &Topic) -> MetadataResponseTopic {
 }
 
 /// Metadata: this node as the only broker, leader of every partition; may auto-create topics.
-pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
+/// `None` only when the runtime shut down before a topic creation could run.
+pub(super) async fn metadata(
+    ctx: &Ctx,
+    version: i16,
+    req: MetadataRequest,
+) -> Option<MetadataResponse> {
     let mut resp = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(ctx.meta.node_id);
@@ -75,29 +82,36 @@ pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> Metadat
             .filter(|t| !t.is_internal())
             .map(|t| topic_metadata(ctx, version, t))
             .collect(),
-        Some(topics) => topics
-            .into_iter()
-            .map(|rt| {
+        Some(topics) => {
+            let mut out = Vec::with_capacity(topics.len());
+            for rt in topics {
                 let name = rt.name.as_ref().map(|n| n.0.to_string());
                 let found = match &name {
                     Some(n) => {
                         if validate_topic_name(n).is_err() {
-                            return topic_error(
+                            out.push(topic_error(
                                 version,
                                 name.clone(),
                                 rt.topic_id,
                                 ResponseError::InvalidTopicException.code(),
-                            );
+                            ));
+                            continue;
                         }
-                        if allow_auto_create {
-                            ctx.rm.auto_create(n)
-                        } else {
-                            Ok(ctx.rm.topic(n))
+                        match ctx.rm.topic(n) {
+                            Some(t) => Ok(Some(t)),
+                            // Creating makes log directories and rewrites the catalogue: that
+                            // waits for the disk, so not on a runtime worker.
+                            None if allow_auto_create => {
+                                let rm = Arc::clone(&ctx.rm);
+                                let n = n.clone();
+                                off_worker(move || rm.auto_create(&n)).await?
+                            }
+                            None => Ok(None),
                         }
                     }
                     None => Ok(ctx.rm.topic_by_id(rt.topic_id)),
                 };
-                match found {
+                out.push(match found {
                     Ok(Some(t)) => topic_metadata(ctx, version, &t),
                     Ok(None) => {
                         let code = if name.is_none() {
@@ -108,11 +122,12 @@ pub(super) fn metadata(ctx: &Ctx, version: i16, req: MetadataRequest) -> Metadat
                         topic_error(version, name.clone(), rt.topic_id, code)
                     }
                     Err(e) => topic_error(version, name.clone(), rt.topic_id, topic_code(&e)),
-                }
-            })
-            .collect(),
+                });
+            }
+            out
+        }
     };
-    resp
+    Some(resp)
 }
 
 fn topic_error(

@@ -127,9 +127,37 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// Runs `work` on tokio's blocking pool: handlers whose work waits for the disk (creating or
+/// deleting log directories, catalogue rewrites, `__consumer_offsets` appends that may fsync)
+/// would otherwise stall every connection sharing the runtime worker. `None` when the runtime
+/// is shutting down and the work never ran.
+async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(v) => Some(v),
+        Err(e) => match e.try_into_panic() {
+            // A panic stays a panic of the connection's task, as when the work ran inline.
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
+/// [`off_worker`] for a whole handler, answering its response (or closing the connection
+/// when the runtime is shutting down).
+async fn respond_off_worker(
+    ctx: &Arc<Ctx>,
+    handler: impl FnOnce(&Ctx) -> ResponseKind + Send + 'static,
+) -> Reply {
+    let ctx = Arc::clone(ctx);
+    match off_worker(move || handler(&ctx)).await {
+        Some(r) => Reply::Respond(Box::new(r)),
+        None => Reply::Close,
+    }
+}
+
 /// Dispatches a decoded request.
 pub async fn handle(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     client: &crate::group_handlers::Client,
     version: i16,
     req: RequestKind,
@@ -137,7 +165,10 @@ pub async fn handle(
     use crate::group_handlers as gh;
     Reply::Respond(Box::new(match req {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(NONE)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::metadata(ctx, version, r)),
+        RequestKind::Metadata(r) => match metadata::metadata(ctx, version, r).await {
+            Some(r) => ResponseKind::Metadata(r),
+            None => return Reply::Close,
+        },
         RequestKind::Produce(r) => {
             let rest = produce::produce(ctx, version, r);
             return Reply::Deferred(Box::pin(async move {
@@ -154,29 +185,52 @@ pub async fn handle(
             ResponseKind::ListOffsets(offsets::list_offsets(ctx, version, r))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::create_topics(ctx, version, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::CreateTopics(topics::create_topics(c, version, r))
+            })
+            .await;
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::delete_topics(ctx, version, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::DeleteTopics(topics::delete_topics(c, version, r))
+            })
+            .await;
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(topics::create_partitions(ctx, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::CreatePartitions(topics::create_partitions(c, r))
+            })
+            .await;
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(ctx, version, r))
         }
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter_configs(ctx, r)),
+        RequestKind::AlterConfigs(r) => {
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::AlterConfigs(configs::alter_configs(c, r))
+            })
+            .await;
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
-            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(ctx, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(c, r))
+            })
+            .await;
         }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(metadata::describe_cluster(ctx, version, r))
         }
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(offsets::delete_records(ctx, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::DeleteRecords(offsets::delete_records(c, r))
+            })
+            .await;
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_ids::init_producer_id(ctx, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::InitProducerId(producer_ids::init_producer_id(c, r))
+            })
+            .await;
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(gh::join_group(&ctx.groups, client, version, r).await)
@@ -191,7 +245,10 @@ pub async fn handle(
             ResponseKind::LeaveGroup(gh::leave_group(&ctx.groups, version, r))
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(gh::offset_commit(&ctx.groups, version, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::OffsetCommit(gh::offset_commit(&c.groups, version, r))
+            })
+            .await;
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(gh::offset_fetch(&ctx.groups, version, r))
@@ -203,10 +260,16 @@ pub async fn handle(
             ResponseKind::ListGroups(gh::list_groups(&ctx.groups, version, r))
         }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(gh::delete_groups(&ctx.groups, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::DeleteGroups(gh::delete_groups(&c.groups, r))
+            })
+            .await;
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(gh::offset_delete(&ctx.groups, r))
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::OffsetDelete(gh::offset_delete(&c.groups, r))
+            })
+            .await;
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(metadata::find_coordinator(ctx, version, r))
