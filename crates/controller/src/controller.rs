@@ -43,6 +43,10 @@ pub struct ControllerConfig {
     /// Seed of the generator of topic ids and incarnation-independent randomness, so that a run
     /// is reproducible.
     pub seed: u64,
+    /// The broker id of the node this controller runs in (combined roles). That broker's
+    /// previous incarnation died with this process's predecessor, so its new registration
+    /// replaces the old one at once instead of waiting out the old session.
+    pub local_broker_id: Option<i32>,
 }
 
 impl Default for ControllerConfig {
@@ -54,6 +58,7 @@ impl Default for ControllerConfig {
             max_replication_factor: Some(1),
             unclean_leader_election_enable: false,
             seed: 0,
+            local_broker_id: None,
         }
     }
 }
@@ -247,7 +252,9 @@ impl Controller {
     ) -> Result<Decision<()>, ControllerError> {
         let mut batch = Batch::new(image);
         if let Some(old) = image.brokers.get(&request.broker_id) {
-            let live = !old.fenced && self.session_alive(old.id, old.epoch, now_ms);
+            let live = !old.fenced
+                && self.config.local_broker_id != Some(old.id)
+                && self.session_alive(old.id, old.epoch, now_ms);
             if live && old.incarnation_id != request.incarnation_id {
                 return Err(ControllerError::new(
                     ResponseError::DuplicateBrokerRegistration,
@@ -453,6 +460,22 @@ impl Controller {
             return Err(ControllerError::new(
                 ResponseError::TopicAlreadyExists,
                 format!("topic '{}' already exists", request.name),
+            ));
+        }
+        // '.' and '_' map to the same metric name, so Kafka refuses names equal up to them.
+        let folded = request.name.replace('.', "_");
+        if let Some(other) = batch
+            .image()
+            .topic_ids
+            .keys()
+            .find(|n| n.replace('.', "_") == folded)
+        {
+            return Err(ControllerError::new(
+                ResponseError::InvalidTopicException,
+                format!(
+                    "topic '{}' collides with existing topic '{other}' ('.' and '_' are equivalent in metric names)",
+                    request.name
+                ),
             ));
         }
         let assignments = if request.assignments.is_empty() {

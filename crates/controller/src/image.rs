@@ -266,9 +266,9 @@ impl MetadataImage {
                     && leader != p.leader
                 {
                     p.leader = leader;
-                    p.leader_epoch += 1;
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
                 }
-                p.partition_epoch += 1;
+                p.partition_epoch = p.partition_epoch.saturating_add(1);
             }
             MetadataRecord::RemoveTopic(r) => {
                 let topic = self

@@ -33,7 +33,7 @@ use crate::raft::state_machine::{MetadataStateMachine, StateMachineError, StateR
 use crate::raft::tcp::{TcpConfig, TcpTransport, serve_service};
 use crate::raft::wire::ANY_NODE;
 use crate::raft::{ControllerNode, MetadataPayload, MetadataRaft, RaftNodeId};
-use crate::records::{MetadataRecord, encode_batch};
+use crate::records::{FeatureLevelRecord, MetadataRecord, encode_batch};
 use crate::rpc::{
     ControllerReply, ControllerRequest, ControllerResponse, QuorumInfo, ReplicaState, decode_reply,
     decode_request, encode_reply, encode_request,
@@ -93,7 +93,16 @@ pub struct NodeConfig {
     pub controller: ControllerConfig,
     /// Raft timing.
     pub timing: QuorumTiming,
+    /// Records the first active controller of a new cluster commits, after the
+    /// `metadata.version` feature level that marks the log as started (a migrated single-node
+    /// data dir's topics, configs and producer ids). Later starts ignore them.
+    pub bootstrap_records: Vec<MetadataRecord>,
 }
+
+/// The `metadata.version` feature: its presence in the image marks a started cluster.
+pub const METADATA_VERSION_FEATURE: &str = "metadata.version";
+/// The `metadata.version` level this build writes.
+pub const METADATA_VERSION: i16 = 1;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +225,7 @@ impl QuorumNode {
             tasks.push(tokio::spawn(run_active_controller(
                 inner,
                 controller_config,
+                config.bootstrap_records.clone(),
                 commands_rx,
                 stop,
             )));
@@ -627,10 +637,12 @@ async fn refuse_commands(mut rx: mpsc::Receiver<Command>) {
 async fn run_active_controller(
     inner: Arc<Inner>,
     config: ControllerConfig,
+    bootstrap_records: Vec<MetadataRecord>,
     mut rx: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut metrics = inner.raft.metrics();
+    let mut bootstrap = Some(bootstrap_records);
     loop {
         // Followers refuse what reaches the queue (sent just before leadership moved).
         while !inner.is_leader() {
@@ -648,6 +660,31 @@ async fn run_active_controller(
             tracing::info!(?reply, "could not commit as the new controller");
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
+        }
+        // The NoOp is applied, so the image holds everything committed before this term: no
+        // feature level yet means no controller ever started this cluster.
+        let started = inner
+            .image
+            .read(|img, _| img.features.contains_key(METADATA_VERSION_FEATURE))
+            .unwrap_or(true);
+        if !started && let Some(records) = bootstrap.take() {
+            let mut first = Vec::with_capacity(records.len() + 1);
+            first.push(MetadataRecord::FeatureLevel(FeatureLevelRecord {
+                name: METADATA_VERSION_FEATURE.to_string(),
+                feature_level: METADATA_VERSION,
+            }));
+            let imported = records.len();
+            first.extend(records);
+            match inner.write(&first).await {
+                // Applied already: openraft answers a write once its entry is applied.
+                Ok(offset) => tracing::info!(records = imported, ?offset, "metadata log started"),
+                Err(reply) => {
+                    tracing::info!(?reply, "could not start the metadata log");
+                    bootstrap = Some(first.split_off(1));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
         }
         let mut ctl = Controller::new(ControllerConfig {
             // Topic ids differ per term, so two terms never mint the same id.

@@ -54,6 +54,7 @@ fn config(
         advertised_addr: addr,
         controller: controller_config(),
         timing: timing(),
+        bootstrap_records: Vec::new(),
     }
 }
 

@@ -30,7 +30,7 @@ pub use log::{
 };
 pub use manager::{
     CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager,
-    RECOVERY_CHECKPOINT_FILE, TopicPartition,
+    METADATA_LOG_DIR, RECOVERY_CHECKPOINT_FILE, TopicPartition,
 };
 pub use producer::{BatchMetadata, ProducerEntry, ProducerStateManager, RETAINED_BATCHES};
 pub use simfs::{CrashMode, Fault, FaultKind, FaultOp, SimFs, SimStats};

@@ -23,6 +23,8 @@ const LOCK_FILE: &str = ".lock";
 /// Present only between a clean shutdown and the next start (Kafka's name and meaning): every
 /// log was flushed, so no segment needs recovery.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+/// The directory of the cluster metadata log, which the log manager leaves alone.
+pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
 /// Logs opened in parallel by [`LogManager::open`]: opening is mostly waiting for the disk
 /// (Kafka's num.recovery.threads.per.data.dir).
 const RECOVERY_THREADS: usize = 8;
@@ -172,6 +174,10 @@ impl LogManager {
             if entry.name.ends_with(DELETE_SUFFIX) {
                 fileio::remove_dir_all(&*fs, &entry.path)?;
                 removed = true;
+                continue;
+            }
+            // The metadata log is the quorum's (vltava-controller opens it with its own rules).
+            if entry.name == METADATA_LOG_DIR {
                 continue;
             }
             if let Some(tp) = TopicPartition::parse_dir_name(&entry.name) {

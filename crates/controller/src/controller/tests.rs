@@ -197,6 +197,39 @@ fn a_live_duplicate_registration_is_refused_and_a_dead_one_replaced() {
 }
 
 #[test]
+fn the_broker_in_the_controllers_own_process_replaces_its_old_incarnation_at_once() {
+    // A combined node killed and restarted: its new incarnation registers with the new
+    // controller in the same process, which knows the old one is gone.
+    let mut h = Harness::new(ControllerConfig {
+        local_broker_id: Some(1),
+        ..ControllerConfig::default()
+    });
+    let first = h.join(1, None);
+    h.join(2, None);
+    let again = h.register(1, Uuid::from_u128(77), None);
+    assert!(again > first);
+    assert_eq!(h.image.brokers[&1].incarnation_id, Uuid::from_u128(77));
+    // Another node's live registration is still protected.
+    let err = h
+        .ctl
+        .register_broker(
+            &h.image,
+            BrokerRegistrationRequest {
+                broker_id: 2,
+                incarnation_id: Uuid::from_u128(78),
+                listeners: Vec::new(),
+                rack: None,
+            },
+            h.now_ms,
+        )
+        .expect_err("broker 2 is alive elsewhere");
+    assert_eq!(
+        err.code(),
+        ResponseError::DuplicateBrokerRegistration.code()
+    );
+}
+
+#[test]
 fn heartbeats_of_unknown_brokers_are_refused() {
     let mut h = Harness::new(ControllerConfig::default());
     let err = h.heartbeat(5, 0, false, false).expect_err("not registered");

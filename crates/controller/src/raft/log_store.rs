@@ -47,7 +47,7 @@ use vltava_storage::{LogConfig, atomic_write};
 use super::{ControllerNode, MetadataPayload, MetadataRaftConfig, RaftNodeId};
 
 /// The metadata log's partition directory under the data directory (KRaft's name).
-pub const METADATA_PARTITION_DIR: &str = "__cluster_metadata-0";
+pub const METADATA_PARTITION_DIR: &str = vltava_storage::METADATA_LOG_DIR;
 /// The vote's file in the partition directory (KRaft's name).
 pub const QUORUM_STATE_FILE: &str = "quorum-state";
 /// The last purged log id's file in the partition directory (Vltava's own).
