@@ -52,6 +52,31 @@ enum Kind {
 /// Broker settings: (name, default, kind, doc). Kafka's names where Kafka has one.
 const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("node.id", "1", Kind::Int { min: 0 }),
+    (
+        "process.roles",
+        "broker,controller",
+        Kind::OneOf(&[
+            "broker,controller",
+            "controller,broker",
+            "broker",
+            "controller",
+        ]),
+    ),
+    ("controller.quorum.voters", "", Kind::Str),
+    ("controller.quorum.bootstrap.servers", "", Kind::Str),
+    ("controller.listen", "", Kind::Str),
+    ("broker.rack", "", Kind::Str),
+    ("broker.session.timeout.ms", "9000", Kind::Long { min: 1 }),
+    (
+        "broker.heartbeat.interval.ms",
+        "2000",
+        Kind::Long { min: 1 },
+    ),
+    (
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        Kind::Long { min: 10 },
+    ),
     ("listen", "127.0.0.1:9092", Kind::Str),
     ("advertised.listener", "", Kind::Str),
     ("data.dir", "./vltava-data", Kind::Str),
@@ -387,6 +412,62 @@ impl BrokerConfig {
     /// `node.id`.
     pub fn node_id(&self) -> i32 {
         self.long("node.id") as i32
+    }
+    /// `broker.rack`, if set.
+    pub fn rack(&self) -> Option<&str> {
+        self.get("broker.rack").filter(|r| !r.is_empty())
+    }
+    /// `broker.session.timeout.ms`.
+    pub fn broker_session_timeout_ms(&self) -> i64 {
+        self.long("broker.session.timeout.ms")
+    }
+    /// `broker.heartbeat.interval.ms`.
+    pub fn broker_heartbeat_interval_ms(&self) -> u64 {
+        self.long("broker.heartbeat.interval.ms").max(1) as u64
+    }
+    /// `controller.quorum.election.timeout.ms`.
+    pub fn election_timeout_ms(&self) -> u64 {
+        self.long("controller.quorum.election.timeout.ms").max(10) as u64
+    }
+    /// Whether `process.roles` includes the controller.
+    pub fn is_controller(&self) -> bool {
+        self.get("process.roles")
+            .is_none_or(|r| r.contains("controller"))
+    }
+    /// `controller.quorum.voters` (`ID@HOST:PORT,...`) as id -> address; empty when unset.
+    pub fn quorum_voters(&self) -> Result<BTreeMap<i32, String>, ConfigError> {
+        let raw = self.get("controller.quorum.voters").unwrap_or("");
+        let mut out = BTreeMap::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || ConfigError::Invalid {
+                name: "controller.quorum.voters".into(),
+                value: raw.to_string(),
+                reason: "expected ID@HOST:PORT[,ID@HOST:PORT...]".into(),
+            };
+            let (id, addr) = item.split_once('@').ok_or_else(bad)?;
+            let id: i32 = id.parse().map_err(|_| bad())?;
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if id < 0 || !port_ok || out.insert(id, addr.to_string()).is_some() {
+                return Err(bad());
+            }
+        }
+        Ok(out)
+    }
+    /// `controller.quorum.bootstrap.servers`.
+    pub fn quorum_bootstrap_servers(&self) -> Vec<String> {
+        self.get("controller.quorum.bootstrap.servers")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+    /// The controller (metadata) listener's address, if any.
+    pub fn controller_listen(&self) -> Option<&str> {
+        self.get("controller.listen").filter(|a| !a.is_empty())
     }
     /// Address to bind.
     pub fn listen(&self) -> &str {

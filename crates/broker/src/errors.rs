@@ -40,6 +40,7 @@ pub fn topic_code(e: &TopicError) -> i16 {
         TopicError::Internal(_) => ResponseError::InvalidRequest.code(),
         TopicError::Storage(s) => storage_code(s),
         TopicError::Meta(_) => ResponseError::KafkaStorageError.code(),
+        TopicError::Controller(c) => c.code(),
     }
 }
 
@@ -47,5 +48,9 @@ pub fn topic_code(e: &TopicError) -> i16 {
 pub fn partition_code(e: &PartitionLookupError) -> i16 {
     match e {
         PartitionLookupError::Unknown => ResponseError::UnknownTopicOrPartition.code(),
+        PartitionLookupError::NotLeader { .. } => ResponseError::NotLeaderOrFollower.code(),
+        PartitionLookupError::LeaderNotAvailable => ResponseError::LeaderNotAvailable.code(),
+        PartitionLookupError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch.code(),
+        PartitionLookupError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch.code(),
     }
 }

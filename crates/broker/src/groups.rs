@@ -53,7 +53,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl GroupManager {
-    /// Creates `__consumer_offsets` if missing and loads every group and offset from it.
+    /// The settings of `__consumer_offsets`, which the broker creates through the controller
+    /// before opening the group manager.
+    pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+        BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
+    }
+
+    /// Loads every group and offset from the `__consumer_offsets` partitions hosted here.
     pub fn open(rm: Arc<ReplicaManager>) -> Result<GroupManager, GroupStoreError> {
         let config = rm.config();
         let partitions = config.offsets_topic_partitions();
@@ -63,9 +69,6 @@ impl GroupManager {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms(),
             ..GroupConfig::default()
         };
-        let mut overrides = BTreeMap::new();
-        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
-        rm.ensure_internal_topic(OFFSETS_TOPIC, partitions, overrides)?;
         let mgr = GroupManager {
             rm,
             core: Mutex::new(GroupCoordinator::new(group_config)),
@@ -86,7 +89,7 @@ impl GroupManager {
         let mut groups: HashMap<String, Option<Bytes>> = HashMap::new();
         let mut offsets = lock(&self.offsets);
         let mut count = 0usize;
-        for p in &topic.partitions {
+        for p in topic.local_partitions() {
             let mut next = p.watermarks().log_start_offset;
             loop {
                 let (slice, wm) = p.read(next, 1 << 20, true)?;
@@ -152,10 +155,10 @@ impl GroupManager {
             .topic(OFFSETS_TOPIC)
             .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?;
         let index = partition_for(group, self.partitions);
-        let partition = usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .ok_or_else(|| TopicError::Unknown(format!("{OFFSETS_TOPIC}-{index}")))?;
+        let partition = self
+            .rm
+            .partition(&topic, index)
+            .map_err(|e| TopicError::Unknown(format!("{OFFSETS_TOPIC}-{index}: {e}")))?;
         let now = now_ms();
         let recs: Vec<Record> = records
             .iter()

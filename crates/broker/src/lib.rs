@@ -1,6 +1,7 @@
 //! The Vltava broker: binds the listener, opens the partition logs, serves the Kafka protocol,
 //! and runs the background work (retention, checkpoints) until shutdown.
 
+pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod group;
@@ -61,6 +62,9 @@ pub enum StartError {
     /// The advertised listener is not HOST:PORT.
     #[error("advertised listener '{0}' is not HOST:PORT")]
     Advertised(String),
+    /// Joining the metadata quorum failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A started broker.
@@ -72,7 +76,10 @@ pub struct Broker {
     server: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
     timers: tokio::task::JoinHandle<()>,
+    heartbeats: tokio::task::JoinHandle<()>,
+    publisher: tokio::task::JoinHandle<()>,
     rm: Arc<replica::ReplicaManager>,
+    cluster: Arc<cluster::Cluster>,
 }
 
 fn split_host_port(addr: &str) -> Option<(String, i32)> {
@@ -130,11 +137,44 @@ impl Broker {
         };
         let (host, port) = split_host_port(&advertised)
             .ok_or_else(|| StartError::Advertised(advertised.clone()))?;
+        let controller_listener = match config.controller_listen() {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: addr.to_string(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let cluster = cluster::Cluster::start(
+            &config,
+            &node,
+            Arc::clone(&rm),
+            (host.clone(), port as u16),
+            controller_listener,
+        )
+        .await?;
         tracing::info!(
             topics = rm.all_topics().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "logs opened"
+            "logs opened and metadata applied"
         );
+        let offsets_partitions = config.offsets_topic_partitions();
+        let c = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || {
+            c.ensure_internal_topic(
+                offsets::OFFSETS_TOPIC,
+                offsets_partitions,
+                groups::GroupManager::offsets_topic_configs(),
+            )
+        })
+        .await
+        .map_err(|e| StartError::Groups(groups::GroupStoreError::Encode(e.to_string())))?
+        .map_err(|e| StartError::Groups(e.into()))?;
         let groups = Arc::new(
             tokio::task::block_in_place(|| groups::GroupManager::open(Arc::clone(&rm)))
                 .map_err(StartError::Groups)?,
@@ -145,8 +185,11 @@ impl Broker {
             host,
             port,
             groups: Arc::clone(&groups),
+            cluster: Arc::clone(&cluster),
         });
         let (shutdown, rx) = watch::channel(false);
+        let heartbeats = tokio::spawn(Arc::clone(&cluster).run_heartbeats(rx.clone()));
+        let publisher = tokio::spawn(Arc::clone(&cluster).run_publisher(rx.clone()));
         let server = tokio::spawn(server::serve(listener, ctx, rx.clone()));
         let background = tokio::spawn(background(Arc::clone(&rm), Arc::clone(&groups), rx.clone()));
         let timers = tokio::spawn(Arc::clone(&groups).run_timers(rx));
@@ -164,7 +207,10 @@ impl Broker {
             server,
             background,
             timers,
+            heartbeats,
+            publisher,
             rm,
+            cluster,
         })
     }
 
@@ -175,6 +221,9 @@ impl Broker {
         let _ = self.server.await;
         let _ = self.background.await;
         let _ = self.timers.await;
+        let _ = self.heartbeats.await;
+        self.cluster.shutdown().await;
+        let _ = self.publisher.await;
         let rm = Arc::clone(&self.rm);
         tokio::task::spawn_blocking(move || rm.shutdown())
             .await

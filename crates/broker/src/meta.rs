@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -137,15 +137,12 @@ struct CatalogueFile {
     next_producer_id: i64,
 }
 
-/// The persisted catalogue: topics and the producer id high-water mark.
+/// The single-node release's catalogue (`vltava-topics.json`): topics and the producer id
+/// high-water mark. Read once, to migrate it into the metadata log.
 #[derive(Debug)]
 pub struct Catalogue {
-    path: PathBuf,
     file: CatalogueFile,
 }
-
-/// Producer ids are handed out in blocks so the file is rewritten once per block.
-pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Catalogue {
     /// Loads `vltava-topics.json`, or starts empty.
@@ -159,7 +156,7 @@ impl Catalogue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => CatalogueFile::default(),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        Ok(Catalogue { path, file })
+        Ok(Catalogue { file })
     }
 
     /// All topics.
@@ -167,34 +164,9 @@ impl Catalogue {
         &self.file.topics
     }
 
-    /// Inserts or replaces a topic and persists.
-    pub fn put(&mut self, topic: TopicRecord) -> Result<(), MetaError> {
-        self.file.topics.retain(|t| t.name != topic.name);
-        self.file.topics.push(topic);
-        self.save()
-    }
-
-    /// Removes a topic and persists.
-    pub fn remove(&mut self, name: &str) -> Result<(), MetaError> {
-        self.file.topics.retain(|t| t.name != name);
-        self.save()
-    }
-
-    /// Reserves a new block of producer ids and returns its first id. The block is persisted
-    /// before use so ids are never reused after a restart.
-    pub fn reserve_producer_ids(&mut self) -> Result<i64, MetaError> {
-        let start = self.file.next_producer_id;
-        self.file.next_producer_id = start + PRODUCER_ID_BLOCK;
-        self.save()?;
-        Ok(start)
-    }
-
-    fn save(&self) -> Result<(), MetaError> {
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| MetaError::Corrupt {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        vltava_storage::atomic_write(&self.path, &bytes).map_err(io_err(&self.path))
+    /// The first producer id not yet handed out.
+    pub fn next_producer_id(&self) -> i64 {
+        self.file.next_producer_id
     }
 }
 
@@ -213,22 +185,23 @@ mod tests {
     }
 
     #[test]
-    fn catalogue_persists() {
+    fn catalogue_reads_the_single_node_format() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut c = Catalogue::load(dir.path()).expect("load");
-        let first = c.reserve_producer_ids().expect("reserve");
-        c.put(TopicRecord {
-            name: "t".into(),
-            id: Uuid::new_v4(),
-            partitions: 2,
-            configs: BTreeMap::new(),
-        })
-        .expect("put");
-        let mut c2 = Catalogue::load(dir.path()).expect("reload");
-        assert_eq!(c2.topics().len(), 1);
+        std::fs::write(
+            dir.path().join("vltava-topics.json"),
+            r#"{"topics":[{"name":"t","id":"5a3e9f8e-6a43-4b7e-9d8c-0a1b2c3d4e5f","partitions":2,"configs":{"retention.ms":"1000"}}],"next_producer_id":2000}"#,
+        )
+        .expect("write");
+        let c = Catalogue::load(dir.path()).expect("load");
+        assert_eq!(c.topics().len(), 1);
+        assert_eq!(c.topics()[0].partitions, 2);
         assert_eq!(
-            c2.reserve_producer_ids().expect("reserve"),
-            first + PRODUCER_ID_BLOCK
+            c.topics()[0]
+                .configs
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("1000")
         );
+        assert_eq!(c.next_producer_id(), 2000);
     }
 }

@@ -120,7 +120,7 @@ fn alter_resource(
                 Err(msg) => return (ResponseError::InvalidConfig.code(), Some(msg)),
             };
             match ctx
-                .rm
+                .cluster
                 .alter_topic_configs(name, &changes, incremental, validate_only)
             {
                 Ok(()) => (NONE, None),

@@ -124,7 +124,7 @@ fn fetch_once(
             }
             let partition = match topic {
                 Some(t) => rm
-                    .partition(t, fp.partition)
+                    .partition_at_epoch(t, fp.partition, fp.current_leader_epoch)
                     .map_err(|e| partition_code(&e)),
                 None if version >= 13 => Err(ResponseError::UnknownTopicId.code()),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),

@@ -1,4 +1,6 @@
-//! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, all naming this node.
+//! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, answered from the
+//! committed metadata this node has applied, so that every broker gives the same answer
+//! within the lag of applying the log.
 
 use std::sync::Arc;
 
@@ -15,22 +17,42 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, off_worker, s, tn};
 use crate::errors::{NONE, topic_code};
-use crate::replica::{Partition, Topic, validate_topic_name};
+use crate::offsets::{OFFSETS_TOPIC, partition_for};
+use crate::replica::{PartitionState, Topic, validate_topic_name};
 
-fn partition_metadata(ctx: &Ctx, version: i16, p: &Partition) -> MetadataResponsePartition {
-    let node = BrokerId(ctx.meta.node_id);
+fn partition_metadata(version: i16, p: &PartitionState) -> MetadataResponsePartition {
     let mut m = MetadataResponsePartition::default();
     m.partition_index = p.index;
-    m.leader_id = node;
+    m.leader_id = BrokerId(p.leader);
+    if p.leader < 0 {
+        m.error_code = ResponseError::LeaderNotAvailable.code();
+    }
     if version >= 7 {
         m.leader_epoch = p.leader_epoch;
     }
-    m.replica_nodes = vec![node];
-    m.isr_nodes = vec![node];
+    m.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
+    m.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();
     m
 }
 
-fn topic_metadata(ctx: &Ctx, version: i16, t: &Topic) -> MetadataResponseTopic {
+/// Every broker clients may talk to: registered and not fenced, with its advertised
+/// listener, sorted by id.
+pub(crate) fn live_brokers(ctx: &Ctx) -> Vec<(i32, String, i32, Option<String>)> {
+    ctx.cluster
+        .with_image(|img| {
+            img.brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter_map(|b| {
+                    let l = b.listeners.first()?;
+                    Some((b.id, l.host.clone(), i32::from(l.port), b.rack.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn topic_metadata(version: i16, t: &Topic) -> MetadataResponseTopic {
     let mut m = MetadataResponseTopic::default();
     m.name = Some(tn(&t.name));
     if version >= 10 {
@@ -42,7 +64,7 @@ fn topic_metadata(ctx: &Ctx, version: i16, t: &Topic) -> MetadataResponseTopic {
     m.partitions = t
         .partitions
         .iter()
-        .map(|p| partition_metadata(ctx, version, p))
+        .map(|p| partition_metadata(version, p))
         .collect();
     m
 }
@@ -55,16 +77,24 @@ pub(super) async fn metadata(
     req: MetadataRequest,
 ) -> Option<MetadataResponse> {
     let mut resp = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(ctx.meta.node_id);
-    b.host = s(ctx.host.clone());
-    b.port = ctx.port;
-    resp.brokers = vec![b];
+    resp.brokers = live_brokers(ctx)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = s(host);
+            b.port = port;
+            if version >= 1 {
+                b.rack = rack.map(s);
+            }
+            b
+        })
+        .collect();
     if version >= 2 {
-        resp.cluster_id = Some(s(ctx.meta.cluster_id.clone()));
+        resp.cluster_id = Some(s(ctx.cluster.cluster_id()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(ctx.meta.node_id);
+        resp.controller_id = BrokerId(ctx.cluster.controller_id().unwrap_or(-1));
     }
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested = match req.topics {
@@ -80,7 +110,7 @@ pub(super) async fn metadata(
             .all_topics()
             .iter()
             .filter(|t| !t.is_internal())
-            .map(|t| topic_metadata(ctx, version, t))
+            .map(|t| topic_metadata(version, t))
             .collect(),
         Some(topics) => {
             let mut out = Vec::with_capacity(topics.len());
@@ -102,9 +132,9 @@ pub(super) async fn metadata(
                             // Creating makes log directories and rewrites the catalogue: that
                             // waits for the disk, so not on a runtime worker.
                             None if allow_auto_create => {
-                                let rm = Arc::clone(&ctx.rm);
+                                let cluster = Arc::clone(&ctx.cluster);
                                 let n = n.clone();
-                                off_worker(move || rm.auto_create(&n)).await?
+                                off_worker(move || cluster.auto_create(&n)).await?
                             }
                             None => Ok(None),
                         }
@@ -112,7 +142,7 @@ pub(super) async fn metadata(
                     None => Ok(ctx.rm.topic_by_id(rt.topic_id)),
                 };
                 out.push(match found {
-                    Ok(Some(t)) => topic_metadata(ctx, version, &t),
+                    Ok(Some(t)) => topic_metadata(version, &t),
                     Ok(None) => {
                         let code = if name.is_none() {
                             ResponseError::UnknownTopicId.code()
@@ -159,71 +189,89 @@ pub(super) fn describe_cluster(
         resp.endpoint_type = req.endpoint_type;
         return resp;
     }
-    resp.cluster_id = s(ctx.meta.cluster_id.clone());
-    resp.controller_id = BrokerId(ctx.meta.node_id);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(ctx.meta.node_id);
-    b.host = s(ctx.host.clone());
-    b.port = ctx.port;
-    resp.brokers = vec![b];
+    resp.cluster_id = s(ctx.cluster.cluster_id());
+    resp.controller_id = BrokerId(ctx.cluster.controller_id().unwrap_or(-1));
+    resp.brokers = live_brokers(ctx)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(id);
+            b.host = s(host);
+            b.port = port;
+            b.rack = rack.map(s);
+            b
+        })
+        .collect();
     resp
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
 
-/// Every group is coordinated by this node (the only one). Transactions have no coordinator
-/// yet, so transaction keys get COORDINATOR_NOT_AVAILABLE.
+/// Where a coordinator key is served: (error code, message, node id, host, port).
+type CoordinatorAnswer = (i16, Option<StrBytes>, i32, StrBytes, i32);
+
+/// A group's coordinator is the leader of its `__consumer_offsets` partition. Transactions
+/// have no coordinator yet, so transaction keys get COORDINATOR_NOT_AVAILABLE.
+fn coordinator(ctx: &Ctx, key_type: i8, key: &str) -> CoordinatorAnswer {
+    let unavailable = |msg: &str| {
+        (
+            ResponseError::CoordinatorNotAvailable.code(),
+            Some(s(msg)),
+            -1,
+            StrBytes::default(),
+            -1,
+        )
+    };
+    if key_type != KEY_TYPE_GROUP {
+        return unavailable("only group coordinators exist on this broker");
+    }
+    let Some(topic) = ctx.rm.topic(OFFSETS_TOPIC) else {
+        return unavailable("the offsets topic does not exist yet");
+    };
+    let index = partition_for(key, topic.partitions.len() as i32);
+    let leader = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .map_or(-1, |p| p.leader);
+    match live_brokers(ctx).into_iter().find(|b| b.0 == leader) {
+        Some((id, host, port, _)) => (NONE, None, id, s(host), port),
+        None => unavailable("the group's offsets partition has no leader"),
+    }
+}
+
+/// FindCoordinator, v0-3 for one key and v4+ for several.
 pub(super) fn find_coordinator(
     ctx: &Ctx,
     version: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let mut resp = FindCoordinatorResponse::default();
-    let answer = |key_type: i8| -> (i16, Option<StrBytes>) {
-        if key_type == KEY_TYPE_GROUP {
-            (NONE, None)
-        } else {
-            (
-                ResponseError::CoordinatorNotAvailable.code(),
-                Some(s("only group coordinators exist on this broker")),
-            )
-        }
-    };
     if version >= 4 {
         for key in req.coordinator_keys {
-            let (code, msg) = answer(req.key_type);
+            let (code, msg, node_id, host, port) = coordinator(ctx, req.key_type, &key);
             let mut c = find_coordinator_response::Coordinator::default();
             c.key = key;
             c.error_code = code;
             c.error_message = msg;
-            if code == NONE {
-                c.node_id = BrokerId(ctx.meta.node_id);
-                c.host = s(ctx.host.clone());
-                c.port = ctx.port;
-            } else {
-                c.node_id = BrokerId(-1);
-                c.port = -1;
-            }
+            c.node_id = BrokerId(node_id);
+            c.host = host;
+            c.port = port;
             resp.coordinators.push(c);
         }
         return resp;
     }
-    let (code, msg) = answer(if version >= 1 {
+    let key_type = if version >= 1 {
         req.key_type
     } else {
         KEY_TYPE_GROUP
-    });
+    };
+    let (code, msg, node_id, host, port) = coordinator(ctx, key_type, &req.key);
     resp.error_code = code;
     if version >= 1 {
         resp.error_message = msg;
     }
-    if code == NONE {
-        resp.node_id = BrokerId(ctx.meta.node_id);
-        resp.host = s(ctx.host.clone());
-        resp.port = ctx.port;
-    } else {
-        resp.node_id = BrokerId(-1);
-        resp.port = -1;
-    }
+    resp.node_id = BrokerId(node_id);
+    resp.host = host;
+    resp.port = port;
     resp
 }

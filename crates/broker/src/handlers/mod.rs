@@ -89,6 +89,8 @@ pub struct Ctx {
     pub port: i32,
     /// Group coordinator and committed offsets.
     pub groups: Arc<crate::groups::GroupManager>,
+    /// The metadata quorum: the committed image, and the way to the active controller.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 fn s(v: impl Into<String>) -> StrBytes {

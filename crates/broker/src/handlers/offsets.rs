@@ -33,7 +33,7 @@ pub(super) fn list_offsets(
             let partition = match &topic {
                 Some(t) => ctx
                     .rm
-                    .partition(t, lp.partition_index)
+                    .partition_at_epoch(t, lp.partition_index, lp.current_leader_epoch)
                     .map_err(|e| partition_code(&e)),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
@@ -73,7 +73,7 @@ pub(super) fn list_offsets(
                     pr.timestamp = ts;
                     pr.offset = off;
                     if version >= 4 && off >= 0 {
-                        pr.leader_epoch = p.leader_epoch;
+                        pr.leader_epoch = p.leader_epoch();
                     }
                 }
             }

@@ -20,14 +20,14 @@ pub(super) fn init_producer_id(ctx: &Ctx, req: InitProducerIdRequest) -> InitPro
         resp.producer_epoch = req.producer_epoch + 1;
         return resp;
     }
-    match ctx.rm.next_producer_id() {
+    match ctx.cluster.next_producer_id() {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate producer id");
-            resp.error_code = ResponseError::KafkaStorageError.code();
+            resp.error_code = crate::errors::topic_code(&e);
             resp.producer_id = ProducerId(-1);
             resp.producer_epoch = -1;
         }

@@ -36,7 +36,8 @@ fn config_pairs(
     Ok(out)
 }
 
-/// CreateTopics: every replica on this node.
+/// CreateTopics, each topic carried out by the active controller (placement is its choice
+/// unless the request assigns replicas).
 pub(super) fn create_topics(
     ctx: &Ctx,
     version: i16,
@@ -52,49 +53,40 @@ pub(super) fn create_topics(
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let result = if !ct.assignments.is_empty() {
-            // Manual assignment: only this node can hold replicas.
-            let ok = (ct.num_partitions == -1 && ct.replication_factor == -1)
-                && ct.assignments.iter().all(|a| {
-                    a.broker_ids.iter().all(|b| b.0 == ctx.meta.node_id) && a.broker_ids.len() == 1
-                });
-            if ok {
-                config_pairs(&configs).and_then(|c| {
-                    ctx.rm
-                        .create_topic(&name, ct.assignments.len() as i32, 1, c, req.validate_only)
-                })
-            } else {
-                r.error_code = ResponseError::InvalidReplicaAssignment.code();
-                r.error_message = Some(s(
-                    "replica assignment must name only this broker, once per partition",
-                ));
-                resp.topics.push(r);
-                continue;
-            }
-        } else {
-            config_pairs(&configs).and_then(|c| {
-                ctx.rm.create_topic(
+        let assignments: BTreeMap<i32, Vec<i32>> = ct
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect();
+        let result = config_pairs(&configs).and_then(|c| {
+            ctx.cluster
+                .create_topic(
                     &name,
                     ct.num_partitions,
                     ct.replication_factor,
-                    c,
+                    c.clone(),
+                    assignments,
                     req.validate_only,
                 )
-            })
-        };
+                .map(|created| (created, c))
+        });
         match result {
-            Ok(t) => {
+            Ok((created, configs)) => {
                 if version >= 7 {
-                    r.topic_id = t.id;
+                    r.topic_id = created.topic_id;
                 }
                 if version >= 5 {
-                    r.num_partitions = t.partitions.len() as i32;
-                    r.replication_factor = 1;
+                    r.num_partitions = created.num_partitions;
+                    r.replication_factor = created.replication_factor;
                     r.configs = Some(
                         crate::config::topic_setting_names()
                             .filter_map(|n| {
-                                let (v, is_override) =
-                                    ctx.rm.config().topic_value(&t.configs, n)?;
+                                let (v, is_override) = ctx.rm.config().topic_value(&configs, n)?;
                                 let mut c = CreatableTopicConfigs::default();
                                 c.name = s(n);
                                 c.value = Some(s(v));
@@ -142,7 +134,7 @@ pub(super) fn delete_topics(
         r.name = name.as_ref().map(|n| tn(n));
         match name {
             None => r.error_code = ResponseError::UnknownTopicId.code(),
-            Some(n) => match ctx.rm.delete_topic(&n) {
+            Some(n) => match ctx.cluster.delete_topic(&n) {
                 Ok(deleted_id) => {
                     if version >= 6 {
                         r.topic_id = deleted_id;
@@ -161,7 +153,7 @@ pub(super) fn delete_topics(
     resp
 }
 
-/// CreatePartitions: raises partition counts; assignments may name only this node.
+/// CreatePartitions: raises partition counts, through the active controller.
 pub(super) fn create_partitions(
     ctx: &Ctx,
     req: CreatePartitionsRequest,
@@ -170,16 +162,14 @@ pub(super) fn create_partitions(
     for t in req.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
-        let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
+        let assignments = t.assignments.as_ref().map(|a| {
             a.iter()
-                .any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != ctx.meta.node_id)
+                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
         });
-        if bad_assignment {
-            r.error_code = ResponseError::InvalidReplicaAssignment.code();
-            r.error_message = Some(s("replica assignment must name only this broker"));
-        } else if let Err(e) = ctx
-            .rm
-            .create_partitions(&t.name.0, t.count, req.validate_only)
+        if let Err(e) =
+            ctx.cluster
+                .create_partitions(&t.name.0, t.count, assignments, req.validate_only)
         {
             r.error_code = topic_code(&e);
             r.error_message = Some(s(e.to_string()));

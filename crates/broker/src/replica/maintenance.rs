@@ -10,7 +10,7 @@ impl ReplicaManager {
     pub fn apply_retention(&self) {
         let now = now_ms();
         for t in self.all_topics() {
-            for p in &t.partitions {
+            for p in t.local_partitions() {
                 match p.log().apply_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
@@ -28,7 +28,7 @@ impl ReplicaManager {
     pub fn maybe_flush_all(&self) {
         let now = now_ms();
         for t in self.all_topics() {
-            for p in &t.partitions {
+            for p in t.local_partitions() {
                 if let Err(e) = p.log().maybe_flush(now) {
                     tracing::warn!(topic = %t.name, partition = p.index, error = %e, "flush failed");
                 }

@@ -1,6 +1,7 @@
 //! One hosted partition replica: its log, the append path (write, then wait for durability),
 //! watermarks and the fetchers parked on it.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use super::now_ms;
 pub struct Partition {
     /// Partition index.
     pub index: i32,
-    /// Leader epoch (constant until leadership can move).
-    pub leader_epoch: i32,
+    /// The leader epoch this replica appends under, from the committed metadata.
+    leader_epoch: AtomicI32,
     log: Arc<Mutex<Log>>,
     /// Fetchers parked until data arrives (the fetch purgatory for this partition).
     waiters: Mutex<Vec<Arc<Notify>>>,
@@ -87,10 +88,19 @@ impl Partition {
     pub(super) fn new(index: i32, leader_epoch: i32, log: Arc<Mutex<Log>>) -> Partition {
         Partition {
             index,
-            leader_epoch,
+            leader_epoch: AtomicI32::new(leader_epoch),
             log,
             waiters: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The leader epoch (from the metadata: it grows each time leadership is given anew).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
     }
 
     /// Locks the log for one synchronous operation (never across an await).
@@ -117,7 +127,7 @@ impl Partition {
     ) -> Result<PendingAppend, StorageError> {
         let (info, group_commit) = {
             let mut log = self.log();
-            let info = log.append_deferred(batches, self.leader_epoch, now_ms())?;
+            let info = log.append_deferred(batches, self.leader_epoch(), now_ms())?;
             (
                 info,
                 log.config().flush_on_append.then(|| log.group_commit()),
@@ -141,7 +151,7 @@ impl Partition {
         &self,
         batches: &[(BatchHeader, Bytes)],
     ) -> Result<AppendInfo, StorageError> {
-        let info = self.log().append(batches, self.leader_epoch, now_ms())?;
+        let info = self.log().append(batches, self.leader_epoch(), now_ms())?;
         if !info.duplicate {
             self.wake_waiters();
         }

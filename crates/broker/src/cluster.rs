@@ -1,0 +1,645 @@
+//! The broker's side of the metadata quorum: it starts this node's quorum member (a voter on
+//! controller nodes, a learner on broker-only ones), registers the broker with the active
+//! controller and keeps its session alive with heartbeats (a controlled shutdown at the end),
+//! carries every request that changes metadata to the active controller, and applies each
+//! committed image to the replica manager. A request that changed metadata is answered only
+//! once this node has applied the change, so what the client asks next already sees it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+use vltava_controller::controller::{
+    BrokerHeartbeatRequest, BrokerRegistrationRequest, ConfigChange, ControllerConfig,
+    ControllerError, CreateTopicRequest, CreatedTopic, HeartbeatReply, TopicRef,
+};
+use vltava_controller::image::MetadataImage;
+use vltava_controller::node::{ControllerClient, NodeConfig, QuorumNode, QuorumTiming};
+use vltava_controller::raft::state_machine::StateReader;
+use vltava_controller::records::{
+    BrokerEndpoint, ConfigRecord, MetadataRecord, NO_LEADER, PartitionRecord, ProducerIdsRecord,
+    TopicRecord, config_resource,
+};
+use vltava_controller::rpc::{ControllerRequest, ControllerResponse};
+
+use crate::config::BrokerConfig;
+use crate::meta::{Catalogue, NodeMeta};
+use crate::replica::{INTERNAL_TOPICS, ReplicaManager, Topic, TopicError};
+
+/// Longest a metadata change waits for the active controller and for its local application.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the broker waits at start to be registered and unfenced.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a controlled shutdown waits for the controller to move leaderships away.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The catalogue of the single-node release, renamed once migrated into the metadata log.
+const CATALOGUE_FILE: &str = "vltava-topics.json";
+const MIGRATED_SUFFIX: &str = ".migrated";
+
+/// Why the broker could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A setting is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The quorum member could not start.
+    #[error("{0}")]
+    Node(#[from] vltava_controller::node::NodeError),
+    /// The controller refused or did not answer.
+    #[error("{0}")]
+    Controller(#[from] ControllerError),
+    /// The single-node catalogue could not be read or renamed.
+    #[error("migrating {CATALOGUE_FILE}: {0}")]
+    Migration(String),
+    /// The committed metadata could not be applied to the logs.
+    #[error("{0}")]
+    Apply(#[from] TopicError),
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    node: Mutex<Option<QuorumNode>>,
+    image: StateReader<MetadataImage>,
+    applied: watch::Receiver<Option<u64>>,
+    client: ControllerClient,
+    rm: Arc<ReplicaManager>,
+    node_id: i32,
+    cluster_id: String,
+    incarnation_id: Uuid,
+    broker_epoch: AtomicI64,
+    listeners: Vec<BrokerEndpoint>,
+    rack: Option<String>,
+    heartbeat_interval: Duration,
+    producer_ids: Mutex<(i64, i64)>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("broker_epoch", &self.broker_epoch.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The metadata records of a single-node release's catalogue: its topics with their ids,
+/// partitions (this node the only replica, offline until it registers), configs, and the
+/// producer-id high-water mark.
+fn migration_records(catalogue: &Catalogue, node_id: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for t in catalogue.topics() {
+        records.push(MetadataRecord::Topic(TopicRecord {
+            name: t.name.clone(),
+            topic_id: t.id,
+        }));
+        for p in 0..t.partitions {
+            records.push(MetadataRecord::Partition(PartitionRecord {
+                topic_id: t.id,
+                partition_id: p,
+                replicas: vec![node_id],
+                isr: vec![node_id],
+                leader: NO_LEADER,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }));
+        }
+        for (name, value) in &t.configs {
+            records.push(MetadataRecord::Config(ConfigRecord {
+                resource_type: config_resource::TOPIC,
+                resource_name: t.name.clone(),
+                name: name.clone(),
+                value: Some(value.clone()),
+            }));
+        }
+    }
+    if catalogue.next_producer_id() > 0 {
+        records.push(MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id: node_id,
+            broker_epoch: -1,
+            next_producer_id: catalogue.next_producer_id(),
+        }));
+    }
+    records
+}
+
+impl Cluster {
+    /// Starts this node's quorum member and, as a broker, registers and waits to be unfenced,
+    /// with every committed topic applied to `rm`. Zero configuration is a lone voter without
+    /// a controller listener. A single-node release's catalogue is migrated into a new
+    /// metadata log.
+    pub async fn start(
+        config: &BrokerConfig,
+        meta: &NodeMeta,
+        rm: Arc<ReplicaManager>,
+        advertised: (String, u16),
+        controller_listener: Option<TcpListener>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let dir = config.data_dir();
+        let node_id = meta.node_id;
+        let mut voters = config
+            .quorum_voters()
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let controller_addr = config.controller_listen().unwrap_or("").to_string();
+        if voters.is_empty() && config.quorum_bootstrap_servers().is_empty() {
+            voters.insert(node_id, controller_addr.clone());
+        }
+        let lone = voters.len() == 1 && voters.contains_key(&node_id);
+        let catalogue_path = dir.join(CATALOGUE_FILE);
+        let catalogue = if lone && catalogue_path.exists() {
+            Some(Catalogue::load(&dir).map_err(|e| ClusterError::Migration(e.to_string()))?)
+        } else {
+            None
+        };
+        let bootstrap_records = catalogue
+            .as_ref()
+            .map(|c| migration_records(c, node_id))
+            .unwrap_or_default();
+        let election = config.election_timeout_ms();
+        let node_config = NodeConfig {
+            node_id,
+            data_dir: dir.clone(),
+            cluster_id: meta.cluster_id.clone(),
+            controller_role: config.is_controller(),
+            voters,
+            bootstrap_servers: config.quorum_bootstrap_servers(),
+            advertised_addr: controller_addr,
+            controller: ControllerConfig {
+                session_timeout_ms: config.broker_session_timeout_ms(),
+                default_num_partitions: config.num_partitions(),
+                default_replication_factor: config.default_replication_factor(),
+                max_replication_factor: Some(1),
+                unclean_leader_election_enable: config
+                    .get("unclean.leader.election.enable")
+                    .is_some_and(|v| v == "true"),
+                seed: rand::random(),
+                local_broker_id: Some(node_id),
+            },
+            timing: QuorumTiming {
+                heartbeat_interval_ms: (election / 6).max(5),
+                election_timeout_min_ms: election,
+                election_timeout_max_ms: election * 2,
+            },
+            bootstrap_records,
+        };
+        let node = QuorumNode::start(node_config, controller_listener).await?;
+        let client = node.client(config.quorum_bootstrap_servers());
+        let (host, port) = advertised;
+        let cluster = Arc::new(Cluster {
+            image: node.image(),
+            applied: node.applied(),
+            node: Mutex::new(Some(node)),
+            client,
+            rm,
+            node_id,
+            cluster_id: meta.cluster_id.clone(),
+            incarnation_id: Uuid::new_v4(),
+            broker_epoch: AtomicI64::new(-1),
+            listeners: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host,
+                port,
+                security_protocol: 0,
+            }],
+            rack: config.rack().map(str::to_string),
+            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms()),
+            producer_ids: Mutex::new((0, 0)),
+        });
+        tokio::time::timeout(STARTUP_TIMEOUT, cluster.join())
+            .await
+            .map_err(|_| {
+                ControllerError::new(
+                    ResponseError::RequestTimedOut,
+                    format!(
+                        "not registered and unfenced within {}s (is a majority of the controller quorum up?)",
+                        STARTUP_TIMEOUT.as_secs()
+                    ),
+                )
+            })??;
+        if catalogue.is_some() {
+            let to = dir.join(format!("{CATALOGUE_FILE}{MIGRATED_SUFFIX}"));
+            std::fs::rename(&catalogue_path, &to)
+                .map_err(|e| ClusterError::Migration(e.to_string()))?;
+            tracing::info!(
+                topics = cluster.rm.all_topics().len(),
+                "single-node catalogue migrated into the metadata log"
+            );
+        }
+        Ok(cluster)
+    }
+
+    /// Registers this incarnation and heartbeats until the controller unfences it.
+    async fn join(&self) -> Result<(), ClusterError> {
+        self.register().await?;
+        loop {
+            let reply = self.heartbeat(false, CALL_TIMEOUT).await?;
+            if !reply.is_fenced {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.publish().await?;
+        Ok(())
+    }
+
+    async fn register(&self) -> Result<(), ControllerError> {
+        let request = ControllerRequest::RegisterBroker(BrokerRegistrationRequest {
+            broker_id: self.node_id,
+            incarnation_id: self.incarnation_id,
+            listeners: self.listeners.clone(),
+            rack: self.rack.clone(),
+        });
+        match self.call(request).await? {
+            ControllerResponse::Registered { broker_epoch } => {
+                self.broker_epoch.store(broker_epoch, Ordering::Release);
+                tracing::info!(broker = self.node_id, broker_epoch, "broker registered");
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        want_shutdown: bool,
+        timeout: Duration,
+    ) -> Result<HeartbeatReply, ControllerError> {
+        let applied = (*self.applied.borrow()).map_or(-1, |o| o as i64);
+        let request = ControllerRequest::BrokerHeartbeat(BrokerHeartbeatRequest {
+            broker_id: self.node_id,
+            broker_epoch: self.broker_epoch.load(Ordering::Acquire),
+            current_metadata_offset: applied,
+            want_fence: false,
+            want_shutdown,
+        });
+        match self.call_within(request, timeout).await? {
+            ControllerResponse::Heartbeat(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Keeps the session alive until `shutdown`; registers anew when the controller no
+    /// longer knows this registration (it was fenced and replaced, or the log was reset).
+    pub async fn run_heartbeats(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let timeout = (self.heartbeat_interval * 2).min(Duration::from_secs(5));
+            match self.heartbeat(false, timeout).await {
+                Ok(reply) if reply.is_fenced && reply.is_caught_up => {
+                    tracing::info!("fenced by the controller; heartbeating to be unfenced");
+                }
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.error,
+                        ResponseError::StaleBrokerEpoch | ResponseError::BrokerIdNotRegistered
+                    ) =>
+                {
+                    tracing::warn!(error = %e, "registration lost; registering again");
+                    if let Err(e) = self.register().await {
+                        tracing::warn!(error = %e, "registration failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Applies every newly committed image to the replica manager until `shutdown`.
+    pub async fn run_publisher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut applied = self.applied.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = applied.changed() => if changed.is_err() { return },
+            }
+            if let Err(e) = self.publish().await {
+                tracing::error!(error = %e, "applying committed metadata failed");
+            }
+        }
+    }
+
+    /// Applies the newest committed image to the replica manager (off the runtime's workers:
+    /// it creates and deletes log directories).
+    pub async fn publish(&self) -> Result<(), TopicError> {
+        let image = self
+            .image
+            .read(|img, _| img.clone())
+            .map_err(|e| TopicError::InvalidConfig(format!("metadata image: {e}")))?;
+        let rm = Arc::clone(&self.rm);
+        tokio::task::spawn_blocking(move || rm.apply_image(&image))
+            .await
+            .unwrap_or(Ok(()))
+    }
+
+    /// Asks the controller to move this broker's leaderships away, then stops the quorum
+    /// member.
+    pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("controlled shutdown did not complete in time");
+                break;
+            }
+            match self.heartbeat(true, left).await {
+                Ok(reply) if reply.should_shutdown => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50).min(left)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "controlled shutdown failed");
+                    break;
+                }
+            }
+        }
+        let node = self.node.lock().ok().and_then(|mut n| n.take());
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
+    }
+
+    /// The committed metadata, read under a short lock.
+    pub fn with_image<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> Option<R> {
+        self.image.read(|img, _| f(img)).ok()
+    }
+
+    /// The active controller's id, as far as this node knows.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.node
+            .lock()
+            .ok()
+            .and_then(|n| n.as_ref().and_then(QuorumNode::leader_id))
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Carries out `request` on the active controller and waits until this node has applied
+    /// what it committed.
+    pub async fn call(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
+        self.call_within(request, CALL_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        request: ControllerRequest,
+        timeout: Duration,
+    ) -> Result<ControllerResponse, ControllerError> {
+        let (offset, response) = self.client.call(request, timeout).await?;
+        if let Some(offset) = offset {
+            let mut rx = self.applied.clone();
+            // The guard wait_for returns must not live across the awaits below.
+            let reached =
+                tokio::time::timeout(timeout, rx.wait_for(|a| a.is_some_and(|a| a >= offset)))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if !reached {
+                return Err(ControllerError::new(
+                    ResponseError::RequestTimedOut,
+                    "the change is committed but this broker has not applied it yet",
+                ));
+            }
+            self.publish().await.map_err(|e| {
+                ControllerError::new(ResponseError::KafkaStorageError, e.to_string())
+            })?;
+        }
+        Ok(response)
+    }
+
+    /// [`Cluster::call`] from a blocking-pool thread (the handlers that run off the workers).
+    fn call_blocking(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, ControllerError> {
+        tokio::runtime::Handle::current().block_on(self.call(request))
+    }
+
+    /// CreateTopics of one topic, carried out by the active controller. `configs` are checked
+    /// here, against this build's settings, before the controller sees them.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        assignments: BTreeMap<i32, Vec<i32>>,
+        validate_only: bool,
+    ) -> Result<CreatedTopic, TopicError> {
+        for (k, v) in &configs {
+            crate::config::validate_topic_setting(k, v)
+                .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+        }
+        self.create_topic_unchecked(
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignments,
+            validate_only,
+        )
+    }
+
+    fn create_topic_unchecked(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        assignments: BTreeMap<i32, Vec<i32>>,
+        validate_only: bool,
+    ) -> Result<CreatedTopic, TopicError> {
+        let request = ControllerRequest::CreateTopics {
+            topics: vec![CreateTopicRequest {
+                name: name.to_string(),
+                num_partitions,
+                replication_factor,
+                assignments,
+                configs: configs.into_iter().collect(),
+            }],
+            validate_only,
+        };
+        match self.call_blocking(request)? {
+            ControllerResponse::CreateTopics(mut results) if results.len() == 1 => {
+                Ok(results.remove(0).1?)
+            }
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    /// Creates a topic on first use if the broker allows it.
+    pub fn auto_create(&self, name: &str) -> Result<Option<Arc<Topic>>, TopicError> {
+        if let Some(t) = self.rm.topic(name) {
+            return Ok(Some(t));
+        }
+        if !self.rm.config().auto_create_topics() {
+            return Ok(None);
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), BTreeMap::new(), false) {
+            Ok(_) => Ok(self.rm.topic(name)),
+            Err(TopicError::Controller(e)) if e.error == ResponseError::TopicAlreadyExists => {
+                Ok(self.rm.topic(name))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates one of the broker's internal topics if it does not exist yet. Its settings are
+    /// the broker's choice, so they skip the validation applied to clients' settings.
+    pub fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.rm.topic(name) {
+            return Ok(t);
+        }
+        match self.create_topic_unchecked(name, partitions, 1, configs, BTreeMap::new(), false) {
+            Ok(_) => {}
+            Err(TopicError::Controller(e)) if e.error == ResponseError::TopicAlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        self.rm
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
+    /// DeleteTopics of one topic.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        if !self.rm.config().delete_topic_enable() {
+            return Err(TopicError::NotAllowed(
+                "topic deletion is disabled (delete.topic.enable=false)".into(),
+            ));
+        }
+        if INTERNAL_TOPICS.contains(&name) {
+            return Err(TopicError::Internal(name.to_string()));
+        }
+        match self.call_blocking(ControllerRequest::DeleteTopics(vec![TopicRef::Name(
+            name.to_string(),
+        )]))? {
+            ControllerResponse::DeleteTopics(mut results) if results.len() == 1 => {
+                Ok(results.remove(0).1?.1)
+            }
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    /// CreatePartitions of one topic.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        self.call_blocking(ControllerRequest::CreatePartitions {
+            topic: name.to_string(),
+            count,
+            assignments,
+            validate_only,
+        })?;
+        Ok(())
+    }
+
+    /// Replaces (or, with `incremental`, merges into) a topic's config overrides.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+        incremental: bool,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let topic = self
+            .rm
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let mut wanted = if incremental {
+            topic.configs.clone()
+        } else {
+            BTreeMap::new()
+        };
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    crate::config::validate_topic_setting(k, v)
+                        .map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+                    wanted.insert(k.clone(), v.clone());
+                }
+                None => {
+                    if !crate::config::topic_setting_names().any(|n| n == k) {
+                        return Err(TopicError::InvalidConfig(format!("unknown setting '{k}'")));
+                    }
+                    wanted.remove(k);
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let change = |key: &str, value: Option<String>| ConfigChange {
+            resource_type: config_resource::TOPIC,
+            resource_name: name.to_string(),
+            name: key.to_string(),
+            value,
+        };
+        let mut diff: Vec<ConfigChange> = topic
+            .configs
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .map(|k| change(k, None))
+            .collect();
+        diff.extend(
+            wanted
+                .iter()
+                .filter(|(k, v)| topic.configs.get(*k) != Some(*v))
+                .map(|(k, v)| change(k, Some(v.clone()))),
+        );
+        if diff.is_empty() {
+            return Ok(());
+        }
+        self.call_blocking(ControllerRequest::AlterConfigs(diff))?;
+        Ok(())
+    }
+
+    /// A fresh producer id, from a block the controller handed this broker (a new block when
+    /// one runs out: blocks never overlap, also across controller failover).
+    pub fn next_producer_id(&self) -> Result<i64, TopicError> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 >= ids.1 {
+            let request = ControllerRequest::AllocateProducerIds {
+                broker_id: self.node_id,
+                broker_epoch: self.broker_epoch.load(Ordering::Acquire),
+            };
+            match self.call_blocking(request)? {
+                ControllerResponse::ProducerIds(block) => {
+                    *ids = (block.first, block.first + block.size)
+                }
+                other => return Err(unexpected(&other).into()),
+            }
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+}
+
+fn unexpected(response: &ControllerResponse) -> ControllerError {
+    ControllerError::new(
+        ResponseError::UnknownServerError,
+        format!("unexpected controller answer: {response:?}"),
+    )
+}

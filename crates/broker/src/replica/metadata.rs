@@ -1,0 +1,137 @@
+//! The topic view fed by the metadata log: applying a committed [`MetadataImage`] to what this
+//! node serves. Topics appear, grow, change configs and go away here and nowhere else; a
+//! partition whose replicas include this node gets its log opened (recovered at start) or
+//! created, and a removed topic's logs are deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use vltava_controller::image::{MetadataImage, TopicImage};
+
+use super::{Partition, PartitionState, ReplicaManager, Topic, TopicError, lock_log};
+
+impl ReplicaManager {
+    /// Brings the topics and hosted replicas up to `image`. Images are applied one at a time
+    /// and an image not newer than the last one applied changes nothing, so every caller that
+    /// needs "at least this offset" may call it. A partition whose log cannot be opened or
+    /// created is reported (the first such error) and left out, the rest applied.
+    pub fn apply_image(&self, image: &MetadataImage) -> Result<(), TopicError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if image.offset.is_none() || image.offset <= *applied {
+            return Ok(());
+        }
+        let current: HashMap<String, Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Removals first: a topic deleted and created again under its name needs the old
+        // directories gone before the new ones are made.
+        for (name, old) in &current {
+            let kept = image.topic_ids.get(name).is_some_and(|id| *id == old.id);
+            if kept {
+                continue;
+            }
+            self.topics
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            for p in old.local_partitions() {
+                p.wake_waiters();
+            }
+            if old.local_partitions().next().is_some() {
+                self.lock_logs().delete_topic(name)?;
+            }
+            tracing::info!(topic = %name, "deleted topic");
+        }
+        let mut next = HashMap::with_capacity(image.topics.len());
+        let mut first_error = None;
+        for t in image.topics.values() {
+            let configs = image.topic_configs(&t.name).cloned().unwrap_or_default();
+            let old = current.get(&t.name).filter(|o| o.id == t.id);
+            match self.topic_from_image(t, configs, old) {
+                Ok(topic) => {
+                    next.insert(t.name.clone(), topic);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %t.name, error = %e, "cannot host the topic's replicas");
+                    if let Some(old) = old {
+                        next.insert(t.name.clone(), Arc::clone(old));
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for name in next.keys() {
+            if !current.contains_key(name) {
+                tracing::info!(topic = %name, "created topic");
+            }
+        }
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *applied = image.offset;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn topic_from_image(
+        &self,
+        t: &TopicImage,
+        configs: BTreeMap<String, String>,
+        old: Option<&Arc<Topic>>,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let configs_changed = old.is_none_or(|o| o.configs != configs);
+        let log_config = self.config.log_config(&configs);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for (expected, (index, p)) in (0..).zip(&t.partitions) {
+            if *index != expected {
+                // Indexes are dense by construction; a gap would misplace every later one.
+                tracing::error!(topic = %t.name, partition = index, "partition indexes have a gap");
+                break;
+            }
+            let existing = old
+                .and_then(|o| o.partitions.get(expected as usize))
+                .and_then(|s| s.local.clone());
+            let local = if p.replicas.contains(&self.node_id) {
+                Some(match existing {
+                    Some(local) => {
+                        if configs_changed {
+                            local.log().set_config(log_config.clone());
+                        }
+                        local.set_leader_epoch(p.leader_epoch);
+                        local
+                    }
+                    None => {
+                        let logs = self.lock_logs();
+                        let log = match logs.get(&t.name, *index) {
+                            Some(l) => {
+                                lock_log(&l).set_config(log_config.clone());
+                                l
+                            }
+                            None => {
+                                let l = logs.create_log(&t.name, *index, log_config.clone())?;
+                                lock_log(&l).set_topic_id(&t.id.to_string())?;
+                                l
+                            }
+                        };
+                        Arc::new(Partition::new(*index, p.leader_epoch, log))
+                    }
+                })
+            } else {
+                None
+            };
+            partitions.push(PartitionState {
+                index: *index,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                local,
+            });
+        }
+        Ok(Arc::new(Topic {
+            name: t.name.clone(),
+            id: t.id,
+            partitions,
+            configs,
+        }))
+    }
+}
