@@ -59,6 +59,65 @@ pub enum ClusterError {
     /// The committed metadata could not be applied to the logs.
     #[error("{0}")]
     Apply(#[from] TopicError),
+    /// `meta.properties` could not be read or written.
+    #[error("{0}")]
+    Meta(#[from] crate::meta::MetaError),
+    /// The data directory, the setting and the quorum disagree on the cluster.
+    #[error("{0}")]
+    ClusterIdMismatch(String),
+}
+
+/// How long a joining node waits for a controller to tell it the cluster id.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// This node's identity: `meta.properties` when the data directory has one, else a new one
+/// whose cluster id is `cluster.id` when set, else the one every voter derives from
+/// `controller.quorum.voters`, else the one a controller reached through
+/// `controller.quorum.bootstrap.servers` reports, else (a lone node) a random one. A data
+/// directory of another cluster than `cluster.id` names is refused, never reused.
+pub async fn resolve_node_meta(config: &BrokerConfig) -> Result<NodeMeta, ClusterError> {
+    let dir = config.data_dir();
+    let node_id = config.node_id();
+    let wanted = config.cluster_id();
+    if let Some(w) = wanted.filter(|w| !crate::meta::valid_cluster_id(w)) {
+        return Err(ClusterError::Config(format!(
+            "cluster.id '{w}' is not 1 to 64 characters of A-Z a-z 0-9 - _"
+        )));
+    }
+    if let Some(meta) = crate::meta::load_meta(&dir, node_id)? {
+        if let Some(w) = wanted.filter(|w| *w != meta.cluster_id) {
+            return Err(ClusterError::ClusterIdMismatch(format!(
+                "data directory {} belongs to cluster {}, not cluster.id {w}",
+                dir.display(),
+                meta.cluster_id
+            )));
+        }
+        return Ok(meta);
+    }
+    let voters = config
+        .quorum_voters()
+        .map_err(|e| ClusterError::Config(e.to_string()))?;
+    let bootstrap = config.quorum_bootstrap_servers();
+    let cluster_id = match wanted {
+        Some(w) => w.to_string(),
+        None if !voters.is_empty() => crate::meta::derived_cluster_id(&voters),
+        None if !bootstrap.is_empty() => {
+            let client = ControllerClient::remote(String::new(), node_id, bootstrap);
+            match client
+                .call(ControllerRequest::DescribeQuorum, DISCOVERY_TIMEOUT)
+                .await?
+            {
+                (_, ControllerResponse::Quorum(q)) => q.cluster_id,
+                (_, other) => {
+                    return Err(ClusterError::Config(format!(
+                        "unexpected answer to DescribeQuorum: {other:?}"
+                    )));
+                }
+            }
+        }
+        None => crate::meta::random_cluster_id(),
+    };
+    Ok(crate::meta::create_meta(&dir, node_id, &cluster_id)?)
 }
 
 /// This node's membership of the cluster.
@@ -510,12 +569,40 @@ impl Cluster {
         }
         match self.create_topic_unchecked(name, partitions, 1, configs, BTreeMap::new(), false) {
             Ok(_) => {}
-            Err(TopicError::Controller(e)) if e.error == ResponseError::TopicAlreadyExists => {}
+            Err(TopicError::Controller(e)) if e.error == ResponseError::TopicAlreadyExists => {
+                // Another node created it; this node may not have applied that record yet.
+                let handle = tokio::runtime::Handle::current();
+                return handle.block_on(self.wait_for_topic(name, CALL_TIMEOUT));
+            }
             Err(e) => return Err(e),
         }
         self.rm
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
+    /// Waits until a committed topic is applied here (its record may still be on its way).
+    async fn wait_for_topic(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.applied.clone();
+        loop {
+            self.publish().await?;
+            if let Some(t) = self.rm.topic(name) {
+                return Ok(t);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(TopicError::Unknown(name.to_string()));
+            }
+            // A closed channel means the node stopped; the deadline still bounds the loop.
+            if !matches!(tokio::time::timeout(left, rx.changed()).await, Ok(Ok(()))) {
+                tokio::time::sleep(Duration::from_millis(20).min(left)).await;
+            }
+        }
     }
 
     /// DeleteTopics of one topic.

@@ -55,13 +55,11 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     (
         "process.roles",
         "broker,controller",
-        Kind::OneOf(&[
-            "broker,controller",
-            "controller,broker",
-            "broker",
-            "controller",
-        ]),
+        // A controller-only node (no client listener, no broker registration) is not built
+        // yet, so "controller" alone is refused rather than silently run as both.
+        Kind::OneOf(&["broker,controller", "controller,broker", "broker"]),
     ),
+    ("cluster.id", "", Kind::Str),
     ("controller.quorum.voters", "", Kind::Str),
     ("controller.quorum.bootstrap.servers", "", Kind::Str),
     ("controller.listen", "", Kind::Str),
@@ -412,6 +410,10 @@ impl BrokerConfig {
     /// `node.id`.
     pub fn node_id(&self) -> i32 {
         self.long("node.id") as i32
+    }
+    /// `cluster.id`, if set: the cluster this node must belong to.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.get("cluster.id").filter(|c| !c.is_empty())
     }
     /// `broker.rack`, if set.
     pub fn rack(&self) -> Option<&str> {

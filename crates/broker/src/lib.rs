@@ -114,7 +114,7 @@ impl Broker {
         let rm = Arc::new(tokio::task::block_in_place(|| {
             replica::ReplicaManager::open(config.clone())
         })?);
-        let node = meta::load_or_create_meta(&dir, config.node_id())?;
+        let node = cluster::resolve_node_meta(&config).await?;
         let listener =
             TcpListener::bind(config.listen())
                 .await

@@ -1,7 +1,7 @@
 //! Node identity and the single-node topic catalogue kept in the data directory.
 //!
-//! Until the controller quorum exists, this node is its own controller: topic names, ids,
-//! partition counts and config overrides live in `vltava-topics.json`, written atomically.
+//! `meta.properties` names the cluster and node a data directory belongs to. The single-node
+//! release's catalogue (`vltava-topics.json`) is only read, to migrate it into the metadata log.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -47,52 +47,88 @@ pub struct NodeMeta {
     pub node_id: i32,
 }
 
-/// Reads `meta.properties`, creating it on first start.
-pub fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<NodeMeta, MetaError> {
+/// Reads `meta.properties`: `None` on a node's first start.
+pub fn load_meta(dir: &Path, node_id: i32) -> Result<Option<NodeMeta>, MetaError> {
     let path = dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let props: BTreeMap<&str, &str> = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with('#'))
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .collect();
-            let corrupt = |reason: &str| MetaError::Corrupt {
-                path: path.display().to_string(),
-                reason: reason.to_string(),
-            };
-            let cluster_id = props
-                .get("cluster.id")
-                .ok_or_else(|| corrupt("missing cluster.id"))?
-                .to_string();
-            let stored: i32 = props
-                .get("node.id")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| corrupt("missing or invalid node.id"))?;
-            if stored != node_id {
-                return Err(corrupt(&format!(
-                    "data directory belongs to node {stored}, not node {node_id}"
-                )));
-            }
-            Ok(NodeMeta {
-                cluster_id,
-                node_id,
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let cluster_id = base64_url_uuid(Uuid::new_v4());
-            let text = format!(
-                "#Written by vltava on first start\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
-            );
-            vltava_storage::atomic_write(&path, text.as_bytes()).map_err(io_err(&path))?;
-            Ok(NodeMeta {
-                cluster_id,
-                node_id,
-            })
-        }
-        Err(e) => Err(io_err(&path)(e)),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let props: BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let corrupt = |reason: &str| MetaError::Corrupt {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    };
+    let cluster_id = props
+        .get("cluster.id")
+        .filter(|id| valid_cluster_id(id))
+        .ok_or_else(|| corrupt("missing or invalid cluster.id"))?
+        .to_string();
+    let stored: i32 = props
+        .get("node.id")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt("missing or invalid node.id"))?;
+    if stored != node_id {
+        return Err(corrupt(&format!(
+            "data directory belongs to node {stored}, not node {node_id}"
+        )));
     }
+    Ok(Some(NodeMeta {
+        cluster_id,
+        node_id,
+    }))
+}
+
+/// Writes `meta.properties` for a node's first start.
+pub fn create_meta(dir: &Path, node_id: i32, cluster_id: &str) -> Result<NodeMeta, MetaError> {
+    let path = dir.join("meta.properties");
+    let text = format!(
+        "#Written by vltava on first start\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"
+    );
+    vltava_storage::atomic_write(&path, text.as_bytes()).map_err(io_err(&path))?;
+    Ok(NodeMeta {
+        cluster_id: cluster_id.to_string(),
+        node_id,
+    })
+}
+
+/// Reads `meta.properties`, creating it with a new random cluster id on first start.
+pub fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<NodeMeta, MetaError> {
+    match load_meta(dir, node_id)? {
+        Some(meta) => Ok(meta),
+        None => create_meta(dir, node_id, &random_cluster_id()),
+    }
+}
+
+/// A new cluster id, as Kafka's `kafka-storage random-uuid` makes them.
+pub fn random_cluster_id() -> String {
+    base64_url_uuid(Uuid::new_v4())
+}
+
+/// The cluster id every node of a statically configured quorum derives from the same
+/// `controller.quorum.voters`, so that N nodes started with the same flags agree on it
+/// without a separate formatting step. The voters are taken sorted by id, so the order
+/// they were written in does not matter.
+pub fn derived_cluster_id(voters: &BTreeMap<i32, String>) -> String {
+    let mut name = String::from("vltava-cluster:");
+    for (id, addr) in voters {
+        name.push_str(&format!("{id}@{addr},"));
+    }
+    base64_url_uuid(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()))
+}
+
+/// A cluster id is 1 to 64 characters of URL-safe base64's alphabet (Kafka's are 22).
+pub fn valid_cluster_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Kafka prints UUIDs as URL-safe base64 without padding (22 characters).
@@ -182,6 +218,19 @@ mod tests {
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(a.cluster_id.len(), 22);
         assert!(load_or_create_meta(dir.path(), 2).is_err());
+    }
+
+    #[test]
+    fn derived_cluster_id_ignores_voter_order_only() {
+        let a: BTreeMap<i32, String> = [(2, "h:2".to_string()), (1, "h:1".to_string())].into();
+        let b: BTreeMap<i32, String> = [(1, "h:1".to_string()), (2, "h:2".to_string())].into();
+        let c: BTreeMap<i32, String> = [(1, "h:1".to_string()), (2, "h:3".to_string())].into();
+        assert_eq!(derived_cluster_id(&a), derived_cluster_id(&b));
+        assert_ne!(derived_cluster_id(&a), derived_cluster_id(&c));
+        assert_eq!(derived_cluster_id(&a).len(), 22);
+        assert!(valid_cluster_id(&derived_cluster_id(&a)));
+        assert!(!valid_cluster_id(""));
+        assert!(!valid_cluster_id("a b"));
     }
 
     #[test]

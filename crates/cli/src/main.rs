@@ -60,6 +60,27 @@ struct ServeArgs {
     /// Set one setting, e.g. --set num.partitions=3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// This node's id in the cluster (node.id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// broker,controller (default) or broker (process.roles).
+    #[arg(long, value_name = "ROLES")]
+    process_roles: Option<String>,
+    /// The cluster this node belongs to (cluster.id); a data directory of another is refused.
+    #[arg(long, value_name = "ID")]
+    cluster_id: Option<String>,
+    /// The controller voters, ID@HOST:PORT,... (controller.quorum.voters).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum_voters: Option<String>,
+    /// Controllers a joining node asks first, HOST:PORT,... (controller.quorum.bootstrap.servers).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    controller_quorum_bootstrap_servers: Option<String>,
+    /// Address of this node's metadata listener, HOST:PORT (controller.listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// This broker's rack, for rack-aware replica placement (broker.rack).
+    #[arg(long, value_name = "RACK")]
+    rack: Option<String>,
 }
 
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
@@ -84,10 +105,37 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
             .set("advertised.listener", a)
             .map_err(|e| e.to_string())?;
     }
+    let flags = [
+        ("node.id", &args.node_id),
+        ("process.roles", &args.process_roles),
+        ("cluster.id", &args.cluster_id),
+        ("controller.quorum.voters", &args.controller_quorum_voters),
+        (
+            "controller.quorum.bootstrap.servers",
+            &args.controller_quorum_bootstrap_servers,
+        ),
+        ("controller.listen", &args.controller_listen),
+        ("broker.rack", &args.rack),
+    ];
+    for (name, value) in flags {
+        if let Some(v) = value {
+            config.set(name, v).map_err(|e| e.to_string())?;
+        }
+    }
     if let Some(d) = &args.data_dir {
         config
             .set("data.dir", &d.display().to_string())
             .map_err(|e| e.to_string())?;
+    }
+    // Settings whose shape the generic checks cannot see are checked here, so a typo is a
+    // usage error (exit 2) rather than a failed start.
+    config.quorum_voters().map_err(|e| e.to_string())?;
+    if let Some(id) = config.cluster_id()
+        && !vltava_broker::meta::valid_cluster_id(id)
+    {
+        return Err(format!(
+            "cluster.id '{id}' is not 1 to 64 characters of A-Z a-z 0-9 - _"
+        ));
     }
     Ok(config)
 }

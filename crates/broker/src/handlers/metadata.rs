@@ -94,7 +94,10 @@ pub(super) async fn metadata(
         resp.cluster_id = Some(s(ctx.cluster.cluster_id()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(ctx.cluster.controller_id().unwrap_or(-1));
+        // As KRaft brokers do, name this broker as the controller: it forwards admin requests
+        // to the active controller itself, so clients need not chase (or wait out the death
+        // of) the quorum leader.
+        resp.controller_id = BrokerId(ctx.meta.node_id);
     }
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested = match req.topics {
@@ -190,7 +193,7 @@ pub(super) fn describe_cluster(
         return resp;
     }
     resp.cluster_id = s(ctx.cluster.cluster_id());
-    resp.controller_id = BrokerId(ctx.cluster.controller_id().unwrap_or(-1));
+    resp.controller_id = BrokerId(ctx.meta.node_id);
     resp.brokers = live_brokers(ctx)
         .into_iter()
         .map(|(id, host, port, rack)| {
