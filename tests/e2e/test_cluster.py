@@ -180,6 +180,17 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
     c.wait_brokers(set(survivors), via=[c.nodes[i] for i in survivors], timeout=40)
     before = leaders(c.bootstrap(survivors[0]), "before")
     assert all((lead == -1) == (lead not in survivors) for lead in before.values()), before
+    # The CLI describes the topic anyway: offline partitions with leader -1 and no offsets.
+    import subprocess
+    from conftest import vltava_bin
+
+    out = subprocess.run(
+        [str(vltava_bin()), "topic", "describe", "before", "--bootstrap-server", c.bootstrap(survivors[0])],
+        capture_output=True, timeout=60, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[3:] if line.strip()]
+    assert {int(r[0]): int(r[1]) for r in rows} == before, out.stdout
 
     # Back on the same data dir: registered again, unfenced, its partitions led again.
     c.nodes[victim].start(timeout=60)

@@ -192,9 +192,12 @@ fn ids(v: &[i32]) -> String {
 
 async fn describe(admin: &mut Admin, topic: &str, json: bool) -> Result<(), Failure> {
     let t = topic_metadata(admin, topic).await?;
+    // An offline partition (no leader) has no one to ask for its offsets: it is shown with
+    // leader -1 and "-" offsets instead of failing the whole description.
     let tps: Vec<TopicPartition> = t
         .partitions
         .iter()
+        .filter(|p| p.leader >= 0)
         .map(|p| TopicPartition::new(topic, p.partition))
         .collect();
     let starts = admin.list_offsets(&tps, OffsetSpec::Earliest).await?;
