@@ -43,6 +43,10 @@ use crate::rpc::{
 const COMMAND_QUEUE: usize = 256;
 /// Longest a request waits for the active controller to carry it out.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the active controller waits for one write to commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long shutdown waits for raft to stop before the tasks are aborted anyway.
+const RAFT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Timing of the metadata quorum.
 #[derive(Debug, Clone, Copy)]
@@ -357,8 +361,10 @@ impl QuorumNode {
     /// Stops every task and raft.
     pub async fn shutdown(self) {
         self.shutdown_tx.send_replace(true);
-        if let Err(e) = self.inner.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        match tokio::time::timeout(RAFT_SHUTDOWN_TIMEOUT, self.inner.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "raft did not shut down cleanly"),
+            Err(_) => tracing::warn!("raft did not stop within {RAFT_SHUTDOWN_TIMEOUT:?}"),
         }
         for t in self.tasks {
             t.abort();
@@ -603,9 +609,19 @@ impl Inner {
             return Ok(None);
         }
         let payload = MetadataPayload(Bytes::from(encode_batch(records)));
-        match self.raft.client_write(payload).await {
-            Ok(r) => Ok(Some(r.log_id.index)),
-            Err(e) => Err(self.write_failed(e)),
+        // Bounded: a leader cut off from its majority must not hold the controller loop (and
+        // every request queued behind it, and shutdown) forever. The outcome is then unknown;
+        // the caller rebuilds its state from the image, which is the committed truth.
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(payload)).await {
+            Ok(Ok(r)) => Ok(Some(r.log_id.index)),
+            Ok(Err(e)) => Err(self.write_failed(e)),
+            Err(_) => Err(ControllerReply::Failed(ControllerError::new(
+                ResponseError::RequestTimedOut,
+                format!(
+                    "not committed within {}s (is a majority of the quorum reachable?); the outcome is unknown",
+                    COMMIT_TIMEOUT.as_secs()
+                ),
+            ))),
         }
     }
 }
