@@ -135,6 +135,9 @@ pub struct Cluster {
     rack: Option<String>,
     heartbeat_interval: Duration,
     producer_ids: Mutex<(i64, i64)>,
+    /// Set when the broker begins to stop: requests waiting on the controller give up, so
+    /// no handler outlives the runtime.
+    stopping: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -268,6 +271,7 @@ impl Cluster {
             rack: config.rack().map(str::to_string),
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms()),
             producer_ids: Mutex::new((0, 0)),
+            stopping: watch::Sender::new(false),
         });
         tokio::time::timeout(STARTUP_TIMEOUT, cluster.join())
             .await
@@ -484,7 +488,21 @@ impl Cluster {
         &self,
         request: ControllerRequest,
     ) -> Result<ControllerResponse, ControllerError> {
-        tokio::runtime::Handle::current().block_on(self.call(request))
+        let mut stopping = self.stopping.subscribe();
+        tokio::runtime::Handle::current().block_on(async {
+            tokio::select! {
+                r = self.call(request) => r,
+                _ = stopping.wait_for(|s| *s) => Err(ControllerError::new(
+                    ResponseError::NotController,
+                    "this broker is shutting down",
+                )),
+            }
+        })
+    }
+
+    /// Makes requests still waiting on the controller give up (the broker is stopping).
+    pub fn stop_requests(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// CreateTopics of one topic, carried out by the active controller. `configs` are checked

@@ -218,6 +218,7 @@ impl Broker {
     /// checkpoints.
     pub async fn shutdown(self) -> Result<(), vltava_storage::StorageError> {
         let _ = self.shutdown.send(true);
+        self.cluster.stop_requests();
         let _ = self.server.await;
         let _ = self.background.await;
         let _ = self.timers.await;
