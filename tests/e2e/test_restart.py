@@ -115,3 +115,62 @@ def test_sigkill_with_idempotent_producer_state(broker_factory):
     assert [o for (_e, _p, o) in r2] == list(range(1000, 2000))
     got = consume_confluent(broker.bootstrap, topic, [0], expected=2000)
     assert [g.value for g in got] == [r.value for r in first + second]
+
+
+def _as_single_node_release(data_dir):
+    """Turn a data dir into the single-node release's layout: no metadata log, the topics in
+    `vltava-topics.json` (ids from each log's partition.metadata, configs as given)."""
+    import base64
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    data_dir = Path(data_dir)
+    shutil.rmtree(data_dir / "__cluster_metadata-0")
+    for f in ("quorum-state", "vltava-topics.json.migrated"):
+        (data_dir / f).unlink(missing_ok=True)
+    topics: dict[str, dict] = {}
+    for d in data_dir.iterdir():
+        meta = d / "partition.metadata"
+        if not d.is_dir() or not meta.exists():
+            continue
+        name, _, part = d.name.rpartition("-")
+        raw = next(line.split(":", 1)[1].strip() for line in meta.read_text().splitlines() if line.startswith("topic_id:"))
+        try:
+            tid = uuid.UUID(raw)
+        except ValueError:
+            tid = uuid.UUID(bytes=base64.urlsafe_b64decode(raw + "=="))
+        t = topics.setdefault(name, {"name": name, "id": str(tid), "partitions": 0, "configs": {}})
+        t["partitions"] = max(t["partitions"], int(part) + 1)
+    return topics
+
+
+def test_single_node_release_data_dir_is_migrated_with_everything(broker_factory):
+    broker = broker_factory(SETTINGS)
+    topic = "from-single-node"
+    create_topic(broker.bootstrap, topic, PARTITIONS, config={"retention.ms": "86400000"})
+    records = gen_records(3000, seed=9)
+    results = produce_confluent(broker.bootstrap, topic, records, conf=PRODUCE)
+    assert_all_delivered(results)
+    assert broker.stop(signal.SIGTERM) in (0, 143, -signal.SIGTERM)
+
+    import json
+
+    topics = _as_single_node_release(broker.data_dir)
+    assert topic in topics and topics[topic]["partitions"] == PARTITIONS, topics
+    topics[topic]["configs"] = {"retention.ms": "86400000"}
+    (broker.data_dir / "vltava-topics.json").write_text(
+        json.dumps({"topics": list(topics.values()), "next_producer_id": 5000})
+    )
+
+    broker.start()
+    counts = topic_partition_counts(broker.bootstrap)
+    assert counts.get(topic) == PARTITIONS, f"topics after the migration: {counts}"
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    admin = admin_client(broker.bootstrap)
+    entry = admin.describe_configs([res], request_timeout=30)[res].result(timeout=30)["retention.ms"]
+    assert entry.value == "86400000", "topic config lost in the migration"
+    assert (broker.data_dir / "vltava-topics.json.migrated").exists()
+    assert not (broker.data_dir / "vltava-topics.json").exists()
+    _check_all(broker, topic, records, results)
+    _next_offsets_continue(broker, topic, results)

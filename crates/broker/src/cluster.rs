@@ -79,11 +79,6 @@ pub async fn resolve_node_meta(config: &BrokerConfig) -> Result<NodeMeta, Cluste
     let dir = config.data_dir();
     let node_id = config.node_id();
     let wanted = config.cluster_id();
-    if let Some(w) = wanted.filter(|w| !crate::meta::valid_cluster_id(w)) {
-        return Err(ClusterError::Config(format!(
-            "cluster.id '{w}' is not 1 to 64 characters of A-Z a-z 0-9 - _"
-        )));
-    }
     if let Some(meta) = crate::meta::load_meta(&dir, node_id)? {
         if let Some(w) = wanted.filter(|w| *w != meta.cluster_id) {
             return Err(ClusterError::ClusterIdMismatch(format!(
@@ -94,9 +89,7 @@ pub async fn resolve_node_meta(config: &BrokerConfig) -> Result<NodeMeta, Cluste
         }
         return Ok(meta);
     }
-    let voters = config
-        .quorum_voters()
-        .map_err(|e| ClusterError::Config(e.to_string()))?;
+    let voters = config.quorum_voters();
     let bootstrap = config.quorum_bootstrap_servers();
     let cluster_id = match wanted {
         Some(w) => w.to_string(),
@@ -204,9 +197,7 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, ClusterError> {
         let dir = config.data_dir();
         let node_id = meta.node_id;
-        let mut voters = config
-            .quorum_voters()
-            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let mut voters = config.quorum_voters();
         let controller_addr = config.controller_listen().unwrap_or("").to_string();
         if voters.is_empty() && config.quorum_bootstrap_servers().is_empty() {
             voters.insert(node_id, controller_addr.clone());

@@ -47,6 +47,10 @@ enum Kind {
     Ratio,
     /// Kafka's `cleanup.policy` list: delete, compact, or both.
     Policy,
+    /// A cluster id (empty: unset).
+    ClusterId,
+    /// `ID@HOST:PORT,...` (empty: unset).
+    Voters,
 }
 
 /// Broker settings: (name, default, kind, doc). Kafka's names where Kafka has one.
@@ -59,8 +63,8 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         // yet, so "controller" alone is refused rather than silently run as both.
         Kind::OneOf(&["broker,controller", "controller,broker", "broker"]),
     ),
-    ("cluster.id", "", Kind::Str),
-    ("controller.quorum.voters", "", Kind::Str),
+    ("cluster.id", "", Kind::ClusterId),
+    ("controller.quorum.voters", "", Kind::Voters),
     ("controller.quorum.bootstrap.servers", "", Kind::Str),
     ("controller.listen", "", Kind::Str),
     ("broker.rack", "", Kind::Str),
@@ -244,6 +248,24 @@ const TOPIC_SETTINGS: &[(&str, &str, Kind)] = &[
     ),
 ];
 
+const VOTERS_SHAPE: &str = "expected ID@HOST:PORT[,ID@HOST:PORT...]";
+
+/// `ID@HOST:PORT,...` as id -> address; ids unique and not negative.
+fn parse_voters(raw: &str) -> Result<BTreeMap<i32, String>, ()> {
+    let mut out = BTreeMap::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item.split_once('@').ok_or(())?;
+        let id: i32 = id.parse().map_err(|_| ())?;
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if id < 0 || !port_ok || out.insert(id, addr.to_string()).is_some() {
+            return Err(());
+        }
+    }
+    Ok(out)
+}
+
 fn check(name: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid {
         name: name.to_string(),
@@ -284,6 +306,16 @@ fn check(name: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
                     "expected delete, compact, or compact,delete".into(),
                 ));
             }
+        }
+        Kind::ClusterId => {
+            if !value.is_empty() && !crate::meta::valid_cluster_id(value) {
+                return Err(invalid(
+                    "expected 1 to 64 characters of A-Z a-z 0-9 - _".into(),
+                ));
+            }
+        }
+        Kind::Voters => {
+            parse_voters(value).map_err(|()| invalid(VOTERS_SHAPE.into()))?;
         }
         Kind::OneOf(allowed) => {
             if !allowed.contains(&value.trim()) {
@@ -437,25 +469,9 @@ impl BrokerConfig {
             .is_none_or(|r| r.contains("controller"))
     }
     /// `controller.quorum.voters` (`ID@HOST:PORT,...`) as id -> address; empty when unset.
-    pub fn quorum_voters(&self) -> Result<BTreeMap<i32, String>, ConfigError> {
-        let raw = self.get("controller.quorum.voters").unwrap_or("");
-        let mut out = BTreeMap::new();
-        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || ConfigError::Invalid {
-                name: "controller.quorum.voters".into(),
-                value: raw.to_string(),
-                reason: "expected ID@HOST:PORT[,ID@HOST:PORT...]".into(),
-            };
-            let (id, addr) = item.split_once('@').ok_or_else(bad)?;
-            let id: i32 = id.parse().map_err(|_| bad())?;
-            let port_ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-            if id < 0 || !port_ok || out.insert(id, addr.to_string()).is_some() {
-                return Err(bad());
-            }
-        }
-        Ok(out)
+    /// The value passed `check` when it was set.
+    pub fn quorum_voters(&self) -> BTreeMap<i32, String> {
+        parse_voters(self.get("controller.quorum.voters").unwrap_or("")).unwrap_or_default()
     }
     /// `controller.quorum.bootstrap.servers`.
     pub fn quorum_bootstrap_servers(&self) -> Vec<String> {

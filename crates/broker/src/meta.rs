@@ -98,14 +98,6 @@ pub fn create_meta(dir: &Path, node_id: i32, cluster_id: &str) -> Result<NodeMet
     })
 }
 
-/// Reads `meta.properties`, creating it with a new random cluster id on first start.
-pub fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<NodeMeta, MetaError> {
-    match load_meta(dir, node_id)? {
-        Some(meta) => Ok(meta),
-        None => create_meta(dir, node_id, &random_cluster_id()),
-    }
-}
-
 /// A new cluster id, as Kafka's `kafka-storage random-uuid` makes them.
 pub fn random_cluster_id() -> String {
     base64_url_uuid(Uuid::new_v4())
@@ -213,11 +205,12 @@ mod tests {
     #[test]
     fn meta_properties_created_once() {
         let dir = tempfile::tempdir().expect("tmp");
-        let a = load_or_create_meta(dir.path(), 1).expect("create");
-        let b = load_or_create_meta(dir.path(), 1).expect("load");
+        assert!(load_meta(dir.path(), 1).expect("none yet").is_none());
+        let a = create_meta(dir.path(), 1, &random_cluster_id()).expect("create");
+        let b = load_meta(dir.path(), 1).expect("load").expect("written");
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(a.cluster_id.len(), 22);
-        assert!(load_or_create_meta(dir.path(), 2).is_err());
+        assert!(load_meta(dir.path(), 2).is_err());
     }
 
     #[test]

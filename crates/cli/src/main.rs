@@ -127,16 +127,6 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
             .set("data.dir", &d.display().to_string())
             .map_err(|e| e.to_string())?;
     }
-    // Settings whose shape the generic checks cannot see are checked here, so a typo is a
-    // usage error (exit 2) rather than a failed start.
-    config.quorum_voters().map_err(|e| e.to_string())?;
-    if let Some(id) = config.cluster_id()
-        && !vltava_broker::meta::valid_cluster_id(id)
-    {
-        return Err(format!(
-            "cluster.id '{id}' is not 1 to 64 characters of A-Z a-z 0-9 - _"
-        ));
-    }
     Ok(config)
 }
 
