@@ -18,15 +18,18 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import NewTopic
 
+import rawkafka
 from conftest import Broker, free_port
 from e2e_util import (
     admin_client,
+    create_topic,
     gen_records,
     kcat_consume_all,
     produce_confluent,
     assert_all_delivered,
     wait_for,
 )
+from group_util import GROUP_SETTINGS, committed_offsets, produce_to_partitions
 
 NODES = 3
 ACTIVE_RE = re.compile(r"this node is the active controller node=(\d+) term=(\d+)")
@@ -41,6 +44,7 @@ class Cluster:
         for i in range(1, NODES + 1):
             workdir = Path(tempfile.mkdtemp(prefix=f"node{i}-", dir=base))
             settings = {
+                **GROUP_SETTINGS,
                 "node.id": i,
                 "controller.listen": f"127.0.0.1:{self.controller_ports[i]}",
                 "controller.quorum.voters": voters,
@@ -205,6 +209,116 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
         "every partition of 'before' led again",
     )
     assert len(cluster_ids(c)) == 1
+
+
+NOT_COORDINATOR = 16
+COORDINATOR_NOT_AVAILABLE = 15
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    host, port = bootstrap.rsplit(":", 1)
+    return host, int(port)
+
+
+def find_coordinator(bootstrap: str, group: str) -> tuple[int, int]:
+    """FindCoordinator v0 for a group: (error code, node id)."""
+    s = rawkafka.connect(*_host_port(bootstrap))
+    try:
+        rawkafka.send_frame(s, rawkafka.header_v1(10, 0, 1) + rawkafka.kstring(group))
+        r = rawkafka.Reader(rawkafka.recv_frame(s))
+        _corr, code, node = r.take("ihi")
+        return code, node
+    finally:
+        s.close()
+
+
+def raw_heartbeat(bootstrap: str, group: str) -> int:
+    """Heartbeat v0 for a member that does not exist: the error code."""
+    s = rawkafka.connect(*_host_port(bootstrap))
+    try:
+        body = rawkafka.kstring(group) + b"\x00\x00\x00\x01" + rawkafka.kstring("nobody")
+        rawkafka.send_frame(s, rawkafka.header_v1(12, 0, 1) + body)
+        r = rawkafka.Reader(rawkafka.recv_frame(s))
+        _corr, code = r.take("ih")
+        return code
+    finally:
+        s.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_group_is_coordinated_by_the_leader_of_its_offsets_partition_wherever_clients_bootstrap(cluster, tmp_path):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTopicPartition
+    from test_groups_kafkajs import NodeMember, _wait_read
+
+    c = cluster
+    topic = "grouped"
+    create_topic(c.bootstrap(1), topic, 6)
+    wait_for(lambda: len(leaders(c.bootstrap(3), topic)) == 6, 30, "topic everywhere")
+    # A group whose coordinator is not node 1, the node every client below starts from first.
+    group = next(
+        g for g in (f"cluster-group-{i}" for i in range(500)) if find_coordinator(c.bootstrap(1), g)[1] not in (1, -1)
+    )
+    code, coord = find_coordinator(c.bootstrap(1), group)
+    assert code == 0
+    others = [i for i in c.nodes if i != coord]
+    for i in c.nodes:
+        assert find_coordinator(c.bootstrap(i), group) == (0, coord), f"node {i} disagrees"
+    # Only the coordinator serves the group: the others send clients to look it up again.
+    for i in others:
+        assert raw_heartbeat(c.bootstrap(i), group) == NOT_COORDINATOR
+    assert raw_heartbeat(c.bootstrap(coord), group) not in (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE)
+
+    # kafkajs bootstrapped at node 1 reads in the group what confluent-kafka wrote through another node.
+    where = produce_to_partitions(c.bootstrap(others[-1]), topic, {p: 50 for p in range(6)})
+    member = NodeMember("js", c.bootstrap(1), group, topic, tmp_path)
+    try:
+        _wait_read([member], where, 90, "kafkajs to read all 300 records")
+        wait_for(
+            lambda: committed_offsets(c.bootstrap(others[-1]), group, topic, range(6)) == {p: 50 for p in range(6)},
+            30,
+            "kafkajs's commits, read through another node",
+        )
+        assert member.stop() == 0, member.stderr_tail()
+    finally:
+        member.ensure_dead()
+
+    # kafka-python: produced through one node, consumed in the group through node 1, resuming at
+    # the committed offsets.
+    producer = KafkaProducer(bootstrap_servers=c.bootstrap(others[-1]), acks="all")
+    for p in range(6):
+        for i in range(10):
+            producer.send(topic, value=f"kp-{p}-{i}".encode(), partition=p)
+    producer.flush(30)
+    producer.close()
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=c.bootstrap(1),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        consumer_timeout_ms=1000,
+    )
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 60 and time.monotonic() < deadline:
+        got.extend((m.partition, m.offset, m.value) for m in consumer)
+    consumer.commit()
+    assert sorted((p, o) for p, o, _ in got) == [(p, o) for p in range(6) for o in range(50, 60)], got[:8]
+    assert consumer.committed(KTopicPartition(topic, 0)) == 60
+    consumer.close()
+
+    # The coordinator dies: the group has none until it returns, then it has its offsets again.
+    c.nodes[coord].kill()
+    wait_for(
+        lambda: find_coordinator(c.bootstrap(others[0]), group)[0] == COORDINATOR_NOT_AVAILABLE,
+        40,
+        "the group to lose its coordinator when the broker is fenced",
+    )
+    c.nodes[coord].start(timeout=60)
+    wait_for(lambda: find_coordinator(c.bootstrap(others[0]), group) == (0, coord), 60, "the coordinator back")
+    assert committed_offsets(c.bootstrap(1), group, topic, range(6)) == {p: 60 for p in range(6)}
 
 
 def test_a_data_dir_of_another_cluster_is_refused(tmp_path):

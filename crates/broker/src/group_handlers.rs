@@ -1,6 +1,7 @@
 //! Wire handlers of the consumer-group APIs: translate each request version to the version-free
 //! types of [`crate::group`] and back. Fields absent at a version stay at their defaults.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -331,6 +332,11 @@ pub fn offset_fetch(
             });
             let mut gr = OffsetFetchResponseGroup::default();
             gr.group_id = rg.group_id.clone();
+            gr.error_code = g.coordinator_error(&rg.group_id.0);
+            if gr.error_code != NONE {
+                resp.groups.push(gr);
+                continue;
+            }
             for (name, entries) in fetch_group_offsets(g, &rg.group_id.0, topics) {
                 let mut tr = OffsetFetchResponseTopics::default();
                 tr.name = name;
@@ -345,6 +351,27 @@ pub fn offset_fetch(
                 gr.topics.push(tr);
             }
             resp.groups.push(gr);
+        }
+        return resp;
+    }
+    let code = g.coordinator_error(&req.group_id.0);
+    if code != NONE {
+        if version >= 2 {
+            resp.error_code = code;
+        } else {
+            // v1 has no top-level error: every partition asked for carries it.
+            for t in req.topics.unwrap_or_default() {
+                let mut tr = OffsetFetchResponseTopic::default();
+                tr.name = t.name;
+                for p in t.partition_indexes {
+                    let mut pr = OffsetFetchResponsePartition::default();
+                    pr.partition_index = p;
+                    pr.committed_offset = -1;
+                    pr.error_code = code;
+                    tr.partitions.push(pr);
+                }
+                resp.topics.push(tr);
+            }
         }
         return resp;
     }
@@ -379,8 +406,14 @@ pub fn describe_groups(
 ) -> DescribeGroupsResponse {
     let mut resp = DescribeGroupsResponse::default();
     for id in req.groups {
-        let d = g.describe(&id.0);
         let mut dg = DescribedGroup::default();
+        dg.error_code = g.coordinator_error(&id.0);
+        if dg.error_code != NONE {
+            dg.group_id = id;
+            resp.groups.push(dg);
+            continue;
+        }
+        let d = g.describe(&id.0);
         dg.group_id = id.clone();
         dg.group_state = s(d.state.as_str());
         dg.protocol_type = s(d.protocol_type);
@@ -414,6 +447,10 @@ pub fn list_groups(g: &GroupManager, version: i16, req: ListGroupsRequest) -> Li
         Vec::new()
     };
     let mut resp = ListGroupsResponse::default();
+    if g.loading() {
+        // The groups listed so far, and a sign that more may come (as Kafka answers).
+        resp.error_code = ResponseError::CoordinatorLoadInProgress.code();
+    }
     resp.groups = g
         .list(&filter)
         .into_iter()

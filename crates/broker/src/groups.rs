@@ -3,7 +3,7 @@
 //! and makes offsets and group metadata durable in `__consumer_offsets` before answering.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use vltava_protocol::batch;
 
 use crate::group::{CompletedResponse, Completion, GroupConfig, GroupCoordinator, Outcome};
 use crate::offsets::{OFFSETS_TOPIC, OffsetEntry, OffsetStore, OffsetsRecord, partition_for};
-use crate::replica::{ReplicaManager, TopicError, now_ms};
+use crate::replica::{Partition, ReplicaManager, TopicError, now_ms};
 
 /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
 pub const OFFSETS_PARTITIONS_DEFAULT: i32 = 50;
@@ -34,6 +34,19 @@ pub enum GroupStoreError {
     /// A record could not be encoded.
     #[error("encoding offsets record: {0}")]
     Encode(String),
+    /// This node no longer leads the group's `__consumer_offsets` partition.
+    #[error("not the coordinator: {0}")]
+    NotCoordinator(String),
+}
+
+impl GroupStoreError {
+    /// The Kafka error code a request that could not be made durable gets.
+    pub fn code(&self) -> i16 {
+        match self {
+            GroupStoreError::NotCoordinator(_) => ResponseError::NotCoordinator.code(),
+            _ => ResponseError::CoordinatorNotAvailable.code(),
+        }
+    }
 }
 
 /// Group coordination and offset storage for this node.
@@ -45,7 +58,22 @@ pub struct GroupManager {
     parked: Mutex<HashMap<u64, oneshot::Sender<CompletedResponse>>>,
     next_token: AtomicU64,
     timers: Notify,
-    partitions: i32,
+    /// Partitions of `__consumer_offsets` (the topic's count once it exists).
+    partitions: AtomicI32,
+    /// The `__consumer_offsets` partitions this node leads, by index.
+    owned: Mutex<HashMap<i32, Owned>>,
+    /// Held by [`GroupManager::sync_ownership`] so that syncs run one at a time.
+    syncing: Mutex<()>,
+}
+
+/// One `__consumer_offsets` partition this node leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owned {
+    /// The leader epoch it was loaded in: another epoch means leadership moved and came back,
+    /// so what was loaded may be stale.
+    leader_epoch: i32,
+    /// Its groups and offsets are in memory.
+    loaded: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,7 +87,7 @@ impl GroupManager {
         BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())])
     }
 
-    /// Loads every group and offset from the `__consumer_offsets` partitions hosted here.
+    /// Loads the groups and offsets of the `__consumer_offsets` partitions this node leads.
     pub fn open(rm: Arc<ReplicaManager>) -> Result<GroupManager, GroupStoreError> {
         let config = rm.config();
         let partitions = config.offsets_topic_partitions();
@@ -76,59 +104,156 @@ impl GroupManager {
             parked: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             timers: Notify::new(),
-            partitions,
+            partitions: AtomicI32::new(partitions),
+            owned: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(()),
         };
-        mgr.load()?;
+        mgr.sync_ownership()?;
         Ok(mgr)
     }
 
-    fn load(&self) -> Result<(), GroupStoreError> {
-        let Some(topic) = self.rm.topic(OFFSETS_TOPIC) else {
-            return Ok(());
-        };
-        let mut groups: HashMap<String, Option<Bytes>> = HashMap::new();
-        let mut offsets = lock(&self.offsets);
-        let mut count = 0usize;
-        for p in topic.local_partitions() {
-            let mut next = p.watermarks().log_start_offset;
-            loop {
-                let (slice, wm) = p.read(next, 1 << 20, true)?;
-                if slice.bytes.is_empty() {
-                    break;
-                }
-                next = slice.next_offset as i64;
-                let mut bytes = slice.bytes;
-                let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
-                    vltava_storage::StorageError::Corrupt(format!(
-                        "{OFFSETS_TOPIC}-{}: {e}",
-                        p.index
-                    ))
-                })?;
-                for set in sets {
-                    for r in set.records {
-                        let Some(key) = r.key else { continue };
-                        match OffsetsRecord::decode(key, r.value) {
-                            Ok(rec) => {
-                                count += 1;
-                                match &rec {
-                                    OffsetsRecord::Group { group, value } => {
-                                        groups.insert(group.clone(), value.clone());
-                                    }
-                                    OffsetsRecord::Offset { .. } => offsets.apply(&rec),
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "skipping offsets record"),
-                        }
-                    }
-                }
-                if next >= wm.high_watermark {
-                    break;
+    /// The error a request for `group` gets before the state machine sees it: NONE when this
+    /// node coordinates the group (it leads the group's `__consumer_offsets` partition and has
+    /// loaded it), COORDINATOR_LOAD_IN_PROGRESS while it loads it, NOT_COORDINATOR otherwise.
+    pub fn coordinator_error(&self, group: &str) -> i16 {
+        let index = partition_for(group, self.partitions.load(Ordering::Relaxed));
+        match lock(&self.owned).get(&index) {
+            Some(o) if o.loaded => crate::errors::NONE,
+            Some(_) => ResponseError::CoordinatorLoadInProgress.code(),
+            None => ResponseError::NotCoordinator.code(),
+        }
+    }
+
+    /// True while some `__consumer_offsets` partition led here is still being loaded.
+    pub fn loading(&self) -> bool {
+        lock(&self.owned).values().any(|o| !o.loaded)
+    }
+
+    /// Brings the groups this node coordinates in line with the partitions of
+    /// `__consumer_offsets` it leads, as of the metadata the replica manager has applied: the
+    /// groups and offsets of a partition it no longer leads (or leads in another epoch) are
+    /// dropped, and those of a partition it now leads are read from its log. Called at start
+    /// and after every metadata change; blocking (it reads logs).
+    pub fn sync_ownership(&self) -> Result<(), GroupStoreError> {
+        let _one_at_a_time = lock(&self.syncing);
+        let mut led: HashMap<i32, (Arc<Partition>, i32)> = HashMap::new();
+        if let Some(topic) = self.rm.topic(OFFSETS_TOPIC) {
+            self.partitions
+                .store(topic.partitions.len() as i32, Ordering::Relaxed);
+            for state in &topic.partitions {
+                if let Ok(p) = self.rm.partition(&topic, state.index) {
+                    led.insert(state.index, (p, state.leader_epoch));
                 }
             }
         }
-        drop(offsets);
+        let lost: Vec<i32> = {
+            let mut owned = lock(&self.owned);
+            let lost: Vec<i32> = owned
+                .iter()
+                .filter(|(i, o)| led.get(i).map(|(_, epoch)| *epoch) != Some(o.leader_epoch))
+                .map(|(i, _)| *i)
+                .collect();
+            for i in &lost {
+                owned.remove(i);
+            }
+            lost
+        };
+        if !lost.is_empty() {
+            self.unload(&lost);
+        }
+        let mut first_error = None;
+        let mut gained: Vec<_> = {
+            let owned = lock(&self.owned);
+            led.into_iter()
+                .filter(|(i, _)| !owned.contains_key(i))
+                .collect()
+        };
+        gained.sort_by_key(|(i, _)| *i);
+        for (index, (partition, leader_epoch)) in gained {
+            lock(&self.owned).insert(
+                index,
+                Owned {
+                    leader_epoch,
+                    loaded: false,
+                },
+            );
+            match self.load_partition(&partition) {
+                Ok(()) => {
+                    if let Some(o) = lock(&self.owned).get_mut(&index) {
+                        o.loaded = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "cannot load groups of {OFFSETS_TOPIC}");
+                    lock(&self.owned).remove(&index);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Drops the groups and offsets of `partitions` and answers their parked requests with
+    /// NOT_COORDINATOR.
+    fn unload(&self, partitions: &[i32]) {
+        let count = self.partitions.load(Ordering::Relaxed);
+        let moved = |g: &str| partitions.contains(&partition_for(g, count));
+        let mut core = lock(&self.core);
+        let (groups, completions) = core.unload(moved);
+        lock(&self.offsets).unload(moved);
+        self.after_step(&mut core, completions);
+        tracing::info!(
+            partitions = ?partitions,
+            groups = groups.len(),
+            "no longer coordinating the groups of these {OFFSETS_TOPIC} partitions"
+        );
+    }
+
+    /// Reads one `__consumer_offsets` partition from its start and restores its groups and
+    /// offsets (the last record of each key wins, as compaction would leave it).
+    fn load_partition(&self, p: &Partition) -> Result<(), GroupStoreError> {
+        let mut groups: HashMap<String, Option<Bytes>> = HashMap::new();
+        let mut offsets = Vec::new();
+        let mut count = 0usize;
+        let mut next = p.watermarks().log_start_offset;
+        loop {
+            let (slice, wm) = p.read(next, 1 << 20, true)?;
+            if slice.bytes.is_empty() {
+                break;
+            }
+            next = slice.next_offset as i64;
+            let mut bytes = slice.bytes;
+            let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
+                vltava_storage::StorageError::Corrupt(format!("{OFFSETS_TOPIC}-{}: {e}", p.index))
+            })?;
+            for set in sets {
+                for r in set.records {
+                    let Some(key) = r.key else { continue };
+                    match OffsetsRecord::decode(key, r.value) {
+                        Ok(OffsetsRecord::Group { group, value }) => {
+                            count += 1;
+                            groups.insert(group, value);
+                        }
+                        Ok(rec) => {
+                            count += 1;
+                            offsets.push(rec);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "skipping offsets record"),
+                    }
+                }
+            }
+            if next >= wm.high_watermark {
+                break;
+            }
+        }
         let now = now_ms();
         let mut core = lock(&self.core);
+        {
+            let mut store = lock(&self.offsets);
+            for rec in &offsets {
+                store.apply(rec);
+            }
+        }
         let mut restored = 0;
         for (group, value) in groups {
             let Some(value) = value else { continue };
@@ -140,9 +265,37 @@ impl GroupManager {
                 Err(e) => tracing::warn!(group, error = %e, "skipping group metadata"),
             }
         }
+        // Restoring is not a change to write back.
         core.take_dirty();
-        tracing::info!(records = count, groups = restored, "group state loaded");
+        drop(core);
+        self.timers.notify_one();
+        tracing::info!(
+            partition = p.index,
+            records = count,
+            groups = restored,
+            "loaded the groups of {OFFSETS_TOPIC}"
+        );
         Ok(())
+    }
+
+    /// Keeps the coordinated groups in line with the metadata until shutdown
+    /// ([`GroupManager::sync_ownership`] after every image the replica manager applies, and
+    /// every few seconds to retry a partition that failed to load).
+    pub async fn run_ownership(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut published = self.rm.subscribe_published();
+        let mut retry = tokio::time::interval(Duration::from_secs(5));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = published.changed() => if changed.is_err() { return },
+                _ = retry.tick() => {}
+            }
+            let me = Arc::clone(&self);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || me.sync_ownership()).await {
+                tracing::warn!(error = %e, "group coordinator ownership not up to date");
+            }
+        }
     }
 
     /// Appends records to the group's `__consumer_offsets` partition (all or nothing).
@@ -154,11 +307,10 @@ impl GroupManager {
             .rm
             .topic(OFFSETS_TOPIC)
             .ok_or_else(|| TopicError::Unknown(OFFSETS_TOPIC.to_string()))?;
-        let index = partition_for(group, self.partitions);
-        let partition = self
-            .rm
-            .partition(&topic, index)
-            .map_err(|e| TopicError::Unknown(format!("{OFFSETS_TOPIC}-{index}: {e}")))?;
+        let index = partition_for(group, self.partitions.load(Ordering::Relaxed));
+        let partition = self.rm.partition(&topic, index).map_err(|e| {
+            GroupStoreError::NotCoordinator(format!("{OFFSETS_TOPIC}-{index}: {e}"))
+        })?;
         let now = now_ms();
         let recs: Vec<Record> = records
             .iter()
@@ -285,6 +437,19 @@ impl GroupManager {
         version: i16,
     ) -> crate::group::JoinResult {
         let member_id = args.member_id.clone();
+        let code = self.coordinator_error(&args.group_id);
+        if code != crate::errors::NONE {
+            return crate::group::JoinResult {
+                error_code: code,
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                skip_assignment: false,
+                member_id,
+                members: Vec::new(),
+            };
+        }
         // The coordinator answers within the rebalance timeout; the extra minute only guards
         // against a lost completion.
         let wait = Duration::from_millis(
@@ -315,6 +480,21 @@ impl GroupManager {
 
     /// Handles a SyncGroup.
     pub async fn sync_group(&self, args: crate::group::SyncGroupArgs) -> crate::group::SyncResult {
+        let code = match self.coordinator_error(&args.group_id) {
+            // Older clients do not know the load error; a rebalance makes them rejoin.
+            c if c == ResponseError::CoordinatorLoadInProgress.code() => {
+                ResponseError::RebalanceInProgress.code()
+            }
+            c => c,
+        };
+        if code != crate::errors::NONE {
+            return crate::group::SyncResult {
+                error_code: code,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: Bytes::new(),
+            };
+        }
         self.run_parked(
             Duration::from_secs(330),
             |core, token| core.sync_group(token, args, now_ms()),
@@ -334,6 +514,14 @@ impl GroupManager {
 
     /// Handles a Heartbeat.
     pub fn heartbeat(&self, args: crate::group::HeartbeatArgs) -> i16 {
+        match self.coordinator_error(&args.group_id) {
+            crate::errors::NONE => {}
+            // As Kafka: a member keeps its session while its group is being loaded.
+            c if c == ResponseError::CoordinatorLoadInProgress.code() => {
+                return crate::errors::NONE;
+            }
+            c => return c,
+        }
         let mut core = lock(&self.core);
         let code = core.heartbeat(args, now_ms());
         self.after_step(&mut core, Vec::new());
@@ -346,6 +534,13 @@ impl GroupManager {
         group: &str,
         members: Vec<crate::group::LeaveMember>,
     ) -> crate::group::LeaveResult {
+        let code = self.coordinator_error(group);
+        if code != crate::errors::NONE {
+            return crate::group::LeaveResult {
+                error_code: code,
+                members: Vec::new(),
+            };
+        }
         let mut core = lock(&self.core);
         let (result, completions) = core.leave_group(group, members, now_ms());
         self.after_step(&mut core, completions);
@@ -360,6 +555,10 @@ impl GroupManager {
         version: i16,
         offsets: Vec<(String, i32, OffsetEntry)>,
     ) -> Result<Vec<i16>, i16> {
+        let code = self.coordinator_error(&args.group_id);
+        if code != crate::errors::NONE {
+            return Err(code);
+        }
         let code = {
             let mut core = lock(&self.core);
             let code = core.validate_offset_commit(args, version, now_ms());
@@ -392,7 +591,7 @@ impl GroupManager {
         }
         if let Err(e) = self.persist(&args.group_id, &records) {
             tracing::warn!(group = %args.group_id, error = %e, "offset commit not persisted");
-            return Err(ResponseError::CoordinatorNotAvailable.code());
+            return Err(e.code());
         }
         let mut store = lock(&self.offsets);
         for r in &records {
@@ -448,6 +647,10 @@ impl GroupManager {
 
     /// DeleteGroups for one group: refused while it has members; removes its offsets.
     pub fn delete_group(&self, group: &str) -> i16 {
+        let code = self.coordinator_error(group);
+        if code != crate::errors::NONE {
+            return code;
+        }
         let code = {
             let mut core = lock(&self.core);
             let mut code = core.delete_group(group);
@@ -478,7 +681,7 @@ impl GroupManager {
         });
         if let Err(e) = self.persist(group, &records) {
             tracing::warn!(group, error = %e, "group deletion not persisted");
-            return ResponseError::CoordinatorNotAvailable.code();
+            return e.code();
         }
         let mut store = lock(&self.offsets);
         for r in &records {
@@ -493,6 +696,10 @@ impl GroupManager {
         group: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
+        let code = self.coordinator_error(group);
+        if code != crate::errors::NONE {
+            return Err(code);
+        }
         let subscribed = {
             let core = lock(&self.core);
             match core.describe(group) {
@@ -526,7 +733,7 @@ impl GroupManager {
         }
         if let Err(e) = self.persist(group, &records) {
             tracing::warn!(group, error = %e, "offset deletion not persisted");
-            return Err(ResponseError::CoordinatorNotAvailable.code());
+            return Err(e.code());
         }
         let mut store = lock(&self.offsets);
         for r in &records {

@@ -76,6 +76,7 @@ pub struct Broker {
     server: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
     timers: tokio::task::JoinHandle<()>,
+    ownership: tokio::task::JoinHandle<()>,
     heartbeats: tokio::task::JoinHandle<()>,
     publisher: tokio::task::JoinHandle<()>,
     rm: Arc<replica::ReplicaManager>,
@@ -192,6 +193,7 @@ impl Broker {
         let publisher = tokio::spawn(Arc::clone(&cluster).run_publisher(rx.clone()));
         let server = tokio::spawn(server::serve(listener, ctx, rx.clone()));
         let background = tokio::spawn(background(Arc::clone(&rm), Arc::clone(&groups), rx.clone()));
+        let ownership = tokio::spawn(Arc::clone(&groups).run_ownership(rx.clone()));
         let timers = tokio::spawn(Arc::clone(&groups).run_timers(rx));
         tracing::info!(
             listen = %local_addr,
@@ -207,6 +209,7 @@ impl Broker {
             server,
             background,
             timers,
+            ownership,
             heartbeats,
             publisher,
             rm,
@@ -222,6 +225,7 @@ impl Broker {
         let _ = self.server.await;
         let _ = self.background.await;
         let _ = self.timers.await;
+        let _ = self.ownership.await;
         let _ = self.heartbeats.await;
         self.cluster.shutdown().await;
         let _ = self.publisher.await;

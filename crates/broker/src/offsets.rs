@@ -366,6 +366,11 @@ impl OffsetStore {
         self.offsets.keys().map(String::as_str)
     }
 
+    /// Forgets every offset of the groups `unload` selects (their coordinator moved away).
+    pub fn unload(&mut self, unload: impl Fn(&str) -> bool) {
+        self.offsets.retain(|g, _| !unload(g));
+    }
+
     /// Offsets of `group` committed before `cutoff_ms` (expiry candidates).
     pub fn expired(&self, group: &str, cutoff_ms: i64) -> Vec<(String, i32)> {
         self.offsets

@@ -1060,6 +1060,32 @@ impl GroupCoordinator {
         }
     }
 
+    /// Forgets the groups `unload` selects because this node stops coordinating them (it no
+    /// longer leads their `__consumer_offsets` partition). Nothing is written: the new
+    /// coordinator loads them from that partition. Every request they parked is answered with
+    /// NOT_COORDINATOR, so that its client looks the coordinator up again, as Kafka's
+    /// `onResignation` does. Returns the ids removed and the completions.
+    pub fn unload(&mut self, unload: impl Fn(&str) -> bool) -> (Vec<String>, Vec<Completion>) {
+        let mut cx = Cx::new(self.config, 0);
+        let ids: Vec<String> = self.groups.keys().filter(|g| unload(g)).cloned().collect();
+        let code = ResponseError::NotCoordinator.code();
+        for id in &ids {
+            let Some(g) = self.groups.remove(id) else {
+                continue;
+            };
+            for m in &g.members {
+                if let Some(token) = m.awaiting_join {
+                    cx.join(token, join_error(&m.member_id, code));
+                }
+                if let Some(token) = m.awaiting_sync {
+                    cx.sync(token, sync_error(code));
+                }
+            }
+        }
+        self.deleted.retain(|g| !unload(g));
+        (ids, cx.out)
+    }
+
     /// Validates an OffsetCommit's sender as Kafka does; returns the error code for every
     /// partition of the request. A commit with generation < 0 to an unknown group creates it
     /// (Empty, no protocol type: a "simple" group). A valid commit restarts the member's session

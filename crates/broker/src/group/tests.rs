@@ -1605,3 +1605,44 @@ fn initial_rebalance_without_delay_answers_every_parked_join() {
     }
     panic!("parked joins not all answered: {cs:?} at {now}");
 }
+
+#[test]
+fn unloading_answers_parked_requests_with_not_coordinator_and_keeps_other_groups() {
+    let mut h = H::new();
+    let (ids, now) = h.stable("stays", &["a"], 0);
+    // "moves": one member parked in JoinGroup (the initial delay), in another group.
+    let (_, t_join, o, _) = h.join_new("moves", "x", now);
+    assert_eq!(o, Outcome::Parked);
+    let (removed, cs) = h.c.unload(|g| g == "moves");
+    assert_eq!(removed, vec!["moves".to_string()]);
+    assert_eq!(
+        join_of(&cs, t_join).error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    assert_eq!(h.c.state("moves"), None);
+    // Nothing to write: the next coordinator reads the group from the log.
+    h.c.take_dirty();
+    assert!(h.c.take_dirty().is_empty());
+    assert_eq!(h.c.state("stays"), Some(GroupState::Stable));
+    assert_eq!(h.hb("stays", &ids[0], 1, now + 1), NONE);
+    // A member parked in SyncGroup (a follower waiting for the leader) is answered too.
+    let mut h = H::new();
+    let (_, t_a, _, _) = h.join_new(G, "a", 0);
+    let (b, t_b, _, _) = h.join_new(G, "b", 0);
+    let (cs, now) = h.run_until(G, GroupState::CompletingRebalance, 0);
+    let generation = join_of(&cs, t_a).generation_id;
+    assert_eq!(join_of(&cs, t_b).generation_id, generation);
+    let follower = if join_of(&cs, t_a).leader == b {
+        join_of(&cs, t_a).member_id
+    } else {
+        b
+    };
+    let (t_sync, o, _) = h.sync(G, generation, &follower, Vec::new(), now);
+    assert_eq!(o, Outcome::Parked);
+    let (_, cs) = h.c.unload(|_| true);
+    assert_eq!(
+        sync_of(&cs, t_sync).error_code,
+        ResponseError::NotCoordinator.code()
+    );
+    assert_eq!(h.c.next_deadline(), None);
+}

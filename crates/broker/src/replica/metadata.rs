@@ -69,6 +69,7 @@ impl ReplicaManager {
         }
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         *applied = image.offset;
+        self.published.send_replace(image.offset);
         first_error.map_or(Ok(()), Err)
     }
 

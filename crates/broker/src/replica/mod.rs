@@ -68,6 +68,9 @@ pub struct ReplicaManager {
     /// The metadata offset last applied by [`ReplicaManager::apply_image`]; held while applying
     /// so that images are applied one at a time, in order.
     applied: Mutex<Option<u64>>,
+    /// Tells who follows the topic view ([`ReplicaManager::subscribe_published`]) that an image
+    /// has been applied.
+    published: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 impl ReplicaManager {
@@ -83,6 +86,7 @@ impl ReplicaManager {
             topics: RwLock::new(HashMap::new()),
             logs: Mutex::new(logs),
             applied: Mutex::new(None),
+            published: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -94,6 +98,12 @@ impl ReplicaManager {
     /// Broker configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Changes to the metadata offset of the topic view, sent after each applied image (the
+    /// group coordinator follows which `__consumer_offsets` partitions this node leads).
+    pub fn subscribe_published(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.published.subscribe()
     }
 
     /// A topic by name.
