@@ -10,7 +10,7 @@
 #   --no-record    do not append the tables to bench/RESULTS.md
 #   --peer         also build (cargo install, ~20 min the first time) and measure the Tansu peer
 # Environment (all optional; README.md lists every knob):
-#   BENCH_PHASES=produce,consume,latency,scale,restart,durable,native   phases to run (+ peer)
+#   BENCH_PHASES=produce,consume,latency,scale,restart,durable,native   phases to run (+ peer, cluster)
 #   BENCH_COUNT=5000000      records per produce run (produce, durable, native, scale)
 #   BENCH_MSG_SIZE=1024      bytes per record
 #   BENCH_PHASE_TIMEOUT=1200 seconds before a whole phase is killed and reported
@@ -55,7 +55,7 @@ die() { log "ERROR: $*"; exit 1; }
 IFS=',' read -r -a PHASE_LIST <<<"$PHASES"
 if [[ $PEER -eq 1 && ",$PHASES," != *,peer,* ]]; then PHASE_LIST+=(peer); fi
 for p in "${PHASE_LIST[@]}"; do
-    [[ -f "$BENCH_DIR/phases/$p.sh" ]] || die "unknown phase '$p' in BENCH_PHASES (known: $ALL_PHASES,peer)"
+    [[ -f "$BENCH_DIR/phases/$p.sh" ]] || die "unknown phase '$p' in BENCH_PHASES (known: $ALL_PHASES,peer,cluster)"
 done
 selected() { [[ " ${PHASE_LIST[*]} " == *" $1 "* ]]; }
 for n in BENCH_COUNT MSG_SIZE IPERF_SECS PHASE_TIMEOUT CMD_TIMEOUT; do
@@ -453,6 +453,10 @@ REPORT="$(
     echo "$TARGETS"
     echo
     echo "$MEASUREMENTS"
+    # A phase with figures outside the targets (cluster) writes its own table to report.md.
+    for p in "${PHASE_LIST[@]}"; do
+        if [[ -s "$WORK_DIR/$p/report.md" ]]; then echo; cat "$WORK_DIR/$p/report.md"; fi
+    done
     if [[ ${#NOTES[@]} -gt 0 ]]; then echo; printf '%s\n' "${NOTES[@]}"; fi
 )"
 

@@ -9,7 +9,9 @@ routing, fencing and controller failover.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 import rawkafka
-from conftest import Broker, free_port
+from conftest import Broker, free_port, vltava_bin
 from e2e_util import (
     admin_client,
     create_topic,
@@ -113,6 +115,15 @@ def cluster_ids(c: Cluster) -> set[str]:
     return ids
 
 
+def describe_cluster(bootstrap: str) -> dict:
+    out = subprocess.run(
+        [str(vltava_bin()), "cluster", "describe", "--json", "--bootstrap-server", bootstrap],
+        capture_output=True, timeout=60, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def leaders(bootstrap: str, topic: str) -> dict[int, int]:
     md = admin_client(bootstrap).list_topics(topic, timeout=10)
     t = md.topics[topic]
@@ -128,6 +139,18 @@ def test_three_nodes_agree_spread_leaders_and_serve_clients_through_any_node(clu
         md = admin_client(b.bootstrap).list_topics(timeout=10)
         assert md.cluster_id == next(iter(ids))
         assert set(md.brokers) == {1, 2, 3}
+    # The CLI's view through each node: three active brokers with their epochs, three voters
+    # (DescribeQuorum, carried to the active controller), the same leader.
+    for i in c.nodes:
+        d = describe_cluster(c.bootstrap(i))
+        assert d["cluster_id"] == next(iter(ids))
+        assert [(b["node_id"], b["state"], b["port"]) for b in d["brokers"]] == [
+            (j, "active", c.ports[j]) for j in sorted(c.nodes)
+        ], d
+        assert all(b["broker_epoch"] >= 0 for b in d["brokers"]), d
+        assert d["quorum"]["leader_id"] == c.active_controller(), d
+        assert [v["node_id"] for v in d["quorum"]["voters"]] == [1, 2, 3], d
+        assert d["quorum"]["high_watermark"] > 0, d
 
     admin = admin_client(c.bootstrap(1))
     futures = admin.create_topics([NewTopic("spread", num_partitions=12, replication_factor=1)])
@@ -188,10 +211,15 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
     assert all((lead == -1) == (lead not in survivors) for lead in before.values()), before
     after_fenced = leaders(c.bootstrap(survivors[0]), "after")
     assert {p: (lead if after[p] in survivors else -1) for p, lead in after.items()} == after_fenced, (after, after_fenced)
+    # `vltava cluster describe` shows it fenced, and a quorum led by a survivor with the dead
+    # voter's log end falling behind.
+    d = describe_cluster(c.bootstrap(survivors[0]))
+    assert {b["node_id"]: b["state"] for b in d["brokers"]} == {
+        i: ("fenced" if i == victim else "active") for i in c.nodes
+    }, d
+    assert d["quorum"]["leader_id"] in survivors, d
+    assert sorted(v["node_id"] for v in d["quorum"]["voters"]) == sorted(c.nodes), d
     # The CLI describes the topic anyway: offline partitions with leader -1 and no offsets.
-    import subprocess
-    from conftest import vltava_bin
-
     out = subprocess.run(
         [str(vltava_bin()), "topic", "describe", "before", "--bootstrap-server", c.bootstrap(survivors[0])],
         capture_output=True, timeout=60, text=True,
@@ -209,6 +237,11 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
         "every partition of 'before' led again",
     )
     assert len(cluster_ids(c)) == 1
+    wait_for(
+        lambda: {b["state"] for b in describe_cluster(c.bootstrap(victim))["brokers"]} == {"active"},
+        30,
+        "every broker active again in `vltava cluster describe`",
+    )
 
 
 NOT_COORDINATOR = 16
@@ -322,9 +355,6 @@ def test_a_group_is_coordinated_by_the_leader_of_its_offsets_partition_wherever_
 
 
 def test_a_data_dir_of_another_cluster_is_refused(tmp_path):
-    from conftest import vltava_bin
-    import subprocess
-
     data = tmp_path / "data"
     data.mkdir()
     (data / "meta.properties").write_text("version=1\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\nnode.id=1\n")

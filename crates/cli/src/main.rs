@@ -1,9 +1,10 @@
 //! The `vltava` command line: `vltava serve`, a single-node broker that needs no
-//! configuration, `vltava group`, the consumer group tool (list, describe, reset offsets,
-//! delete), and `vltava topic` (create, list, describe, alter, delete), built on the native
-//! client.
+//! configuration, `vltava cluster describe` (brokers and metadata quorum), `vltava group`, the
+//! consumer group tool (list, describe, reset offsets, delete), and `vltava topic` (create, list,
+//! describe, alter, delete), built on the native client.
 
 mod bench;
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data, topics created on first use).
     Serve(ServeArgs),
+    /// The cluster: its brokers and metadata quorum.
+    Cluster(cluster::ClusterArgs),
     /// Consumer groups: list, describe, reset offsets, delete.
     Group(group::GroupArgs),
     /// Topics: create, list, describe, alter, delete.
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
     };
     let args = match cli.command {
         Command::Serve(args) => args,
+        Command::Cluster(args) => return client_command(cluster::run(args)),
         Command::Group(args) => return client_command(group::run(args)),
         Command::Topic(args) => return client_command(topic::run(args)),
         Command::Produce(args) => return produce::main(*args),

@@ -77,15 +77,20 @@ pub struct ConfigEntry {
 
 impl Admin {
     /// Sends the request `build` makes to `addr` at the highest version of its API both sides
-    /// speak (from [`CONFIG_VERSIONS`]).
-    async fn call_config_api<R, F>(&mut self, addr: &str, build: F) -> Result<R::Response>
+    /// speak (ours from `ours`, a table like [`CONFIG_VERSIONS`]).
+    pub(crate) async fn call_negotiated<R, F>(
+        &mut self,
+        ours: &[(ApiKey, i16, i16)],
+        addr: &str,
+        build: F,
+    ) -> Result<R::Response>
     where
         R: Request,
         F: FnOnce(i16) -> R,
     {
         let api = ApiKey::try_from(R::KEY)
             .map_err(|_| ClientError::InvalidArgument(format!("unknown api key {}", R::KEY)))?;
-        let (ours_min, ours_max) = CONFIG_VERSIONS
+        let (ours_min, ours_max) = ours
             .iter()
             .find(|(k, _, _)| *k == api)
             .map(|&(_, a, b)| (a, b))
@@ -118,7 +123,7 @@ impl Admin {
     pub async fn describe_configs(&mut self, topic: &str) -> Result<Vec<ConfigEntry>> {
         let addr = self.cluster.any_connection().await?;
         let r = self
-            .call_config_api(&addr, |_| {
+            .call_negotiated(CONFIG_VERSIONS, &addr, |_| {
                 let mut res = describe_configs_request::DescribeConfigsResource::default();
                 res.resource_type = RESOURCE_TOPIC;
                 res.resource_name = StrBytes::from_string(topic.to_string());
@@ -182,7 +187,7 @@ impl Admin {
         }
         let addr = self.cluster.any_connection().await?;
         let r = self
-            .call_config_api(&addr, |_| {
+            .call_negotiated(CONFIG_VERSIONS, &addr, |_| {
                 let mut res = incremental_alter_configs_request::AlterConfigsResource::default();
                 res.resource_type = RESOURCE_TOPIC;
                 res.resource_name = StrBytes::from_string(topic.to_string());
@@ -278,7 +283,7 @@ impl Admin {
                 .addr()
                 .to_string();
             let r = self
-                .call_config_api(&addr, |_| {
+                .call_negotiated(CONFIG_VERSIONS, &addr, |_| {
                     let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
                     for (tp, o) in &parts {
                         by_topic

@@ -32,6 +32,7 @@
 //! come from other clients, are parsed by hand with bounds checks ([`consumer_protocol`]).
 
 pub mod admin;
+pub mod admin_cluster;
 pub mod admin_configs;
 pub mod cluster;
 pub mod connection;
@@ -48,6 +49,9 @@ mod testing;
 pub use admin::{
     Admin, CommittedOffset, GroupDescription, GroupListing, ListedOffset, MemberDescription,
     NewTopic, OffsetSpec, PartitionOffset, PerItem, TopicPartition,
+};
+pub use admin_cluster::{
+    BrokerDescription, BrokerState, ClusterDescription, QuorumDescription, QuorumMember,
 };
 pub use admin_configs::{ConfigEntry, ConfigSource};
 pub use cluster::{BrokerInfo, ClientConfig, Cluster, Metadata, PartitionMetadata, TopicMetadata};

@@ -345,7 +345,8 @@ static APIS: &[Api] = &[
     api(42, span(0, 2), 2, &DELETE_GROUPS_REQUEST),
     api(44, span(0, 1), 1, &INCREMENTAL_ALTER_CONFIGS_REQUEST),
     api(47, span(0, 0), NEVER_FLEXIBLE, &OFFSET_DELETE_REQUEST),
-    api(60, span(0, 1), 0, &DESCRIBE_CLUSTER_REQUEST),
+    api(55, span(0, 2), 0, &DESCRIBE_QUORUM_REQUEST),
+    api(60, span(0, 2), 0, &DESCRIBE_CLUSTER_REQUEST),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -688,6 +689,18 @@ static OFFSET_DELETE_REQUEST_TOPIC: Schema = schema!("OffsetDeleteRequestTopic" 
     f("partitions", ALL, array(&OFFSET_DELETE_REQUEST_PARTITION)),
 ]);
 static OFFSET_DELETE_REQUEST_PARTITION: Schema = schema!("OffsetDeleteRequestPartition" [
+    f("partition_index", ALL, I32),
+]);
+
+// DescribeQuorum (55): flexible from v0.
+static DESCRIBE_QUORUM_REQUEST: Schema = schema!("DescribeQuorumRequest" [
+    f("topics", ALL, array(&DESCRIBE_QUORUM_REQUEST_TOPIC)),
+]);
+static DESCRIBE_QUORUM_REQUEST_TOPIC: Schema = schema!("TopicData" [
+    f("topic_name", ALL, STR),
+    f("partitions", ALL, array(&DESCRIBE_QUORUM_REQUEST_PARTITION)),
+]);
+static DESCRIBE_QUORUM_REQUEST_PARTITION: Schema = schema!("PartitionData" [
     f("partition_index", ALL, I32),
 ]);
 

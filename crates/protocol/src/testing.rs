@@ -8,16 +8,16 @@ use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, ProducerId, RequestKind, SyncGroupRequest, TopicName,
-    TransactionalId, alter_configs_request, create_partitions_request, create_topics_request,
-    delete_records_request, delete_topics_request, describe_configs_request, fetch_request,
-    incremental_alter_configs_request, join_group_request, leave_group_request,
-    list_offsets_request, metadata_request, offset_commit_request, offset_delete_request,
-    offset_fetch_request, produce_request, sync_group_request,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProducerId, RequestKind,
+    SyncGroupRequest, TopicName, TransactionalId, alter_configs_request, create_partitions_request,
+    create_topics_request, delete_records_request, delete_topics_request, describe_configs_request,
+    describe_quorum_request, fetch_request, incremental_alter_configs_request, join_group_request,
+    leave_group_request, list_offsets_request, metadata_request, offset_commit_request,
+    offset_delete_request, offset_fetch_request, produce_request, sync_group_request,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -86,6 +86,9 @@ macro_rules! for_api {
             ApiKey::OffsetDelete => $each!(OffsetDelete, OffsetDeleteRequest, offset_delete),
             ApiKey::DescribeCluster => {
                 $each!(DescribeCluster, DescribeClusterRequest, describe_cluster)
+            }
+            ApiKey::DescribeQuorum => {
+                $each!(DescribeQuorum, DescribeQuorumRequest, describe_quorum)
             }
             _ => None,
         }
@@ -661,5 +664,26 @@ fn describe_cluster(v: i16) -> DescribeClusterRequest {
     if v >= 1 {
         req = req.with_endpoint_type(2);
     }
+    if v >= 2 {
+        req = req.with_include_fenced_brokers(true);
+    }
     req
+}
+
+fn describe_quorum(_v: i16) -> DescribeQuorumRequest {
+    use describe_quorum_request::{PartitionData, TopicData};
+    let partition = |index: i32| {
+        PartitionData::default()
+            .with_partition_index(index)
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    let topic_data = |name| {
+        TopicData::default()
+            .with_topic_name(topic(name))
+            .with_partitions(vec![partition(0), partition(1)])
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    DescribeQuorumRequest::default()
+        .with_topics(vec![topic_data("__cluster_metadata"), topic_data("b")])
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
 }

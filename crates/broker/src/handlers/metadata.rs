@@ -1,6 +1,6 @@
 //! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, answered from the
 //! committed metadata this node has applied, so that every broker gives the same answer
-//! within the lag of applying the log.
+//! within the lag of applying the log; and DescribeQuorum, answered by the active controller.
 
 use std::sync::Arc;
 
@@ -10,8 +10,9 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, MetadataRequest, MetadataResponse, find_coordinator_response,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest,
+    MetadataResponse, find_coordinator_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -178,7 +179,17 @@ fn topic_error(
     m
 }
 
-/// DescribeCluster: this node as the only broker and the controller.
+/// Vltava's tagged fields on each broker of a DescribeCluster answer, for `vltava cluster
+/// describe`: the broker epoch (i64) and its state (i8: 0 active, 1 fenced, 2 in controlled
+/// shutdown), which Kafka's schema has no field for. Tags far above Kafka's own, which other
+/// clients skip as unknown.
+pub const DESCRIBE_CLUSTER_TAG_BROKER_EPOCH: i32 = 10_000;
+/// See [`DESCRIBE_CLUSTER_TAG_BROKER_EPOCH`].
+pub const DESCRIBE_CLUSTER_TAG_BROKER_STATE: i32 = 10_001;
+
+/// DescribeCluster 0-2: the registered, unfenced brokers (v2 with `include_fenced_brokers`: the
+/// fenced ones too, flagged), and this node as the controller id: clients send controller
+/// requests to any broker, which carries them to the active controller (as KRaft brokers do).
 pub(super) fn describe_cluster(
     ctx: &Ctx,
     version: i16,
@@ -186,25 +197,52 @@ pub(super) fn describe_cluster(
 ) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     if version >= 1 && req.endpoint_type != 1 {
-        // Only broker endpoints exist here: no controller listener is advertised.
+        // Controllers are reached through the brokers, not advertised to clients.
         resp.error_code = ResponseError::MismatchedEndpointType.code();
         resp.error_message = Some(s("only broker endpoints are served"));
         resp.endpoint_type = req.endpoint_type;
         return resp;
     }
+    let include_fenced = version >= 2 && req.include_fenced_brokers;
     resp.cluster_id = s(ctx.cluster.cluster_id());
     resp.controller_id = BrokerId(ctx.meta.node_id);
-    resp.brokers = live_brokers(ctx)
-        .into_iter()
-        .map(|(id, host, port, rack)| {
-            let mut b = DescribeClusterBroker::default();
-            b.broker_id = BrokerId(id);
-            b.host = s(host);
-            b.port = port;
-            b.rack = rack.map(s);
-            b
+    resp.brokers = ctx
+        .cluster
+        .with_image(|img| {
+            img.brokers
+                .values()
+                .filter(|b| include_fenced || !b.fenced)
+                .filter_map(|reg| {
+                    let l = reg.listeners.first()?;
+                    let mut b = DescribeClusterBroker::default();
+                    b.broker_id = BrokerId(reg.id);
+                    b.host = s(l.host.clone());
+                    b.port = i32::from(l.port);
+                    b.rack = reg.rack.clone().map(s);
+                    if version >= 2 {
+                        b.is_fenced = reg.fenced;
+                    }
+                    let state: i8 = if reg.fenced {
+                        1
+                    } else if reg.in_controlled_shutdown {
+                        2
+                    } else {
+                        0
+                    };
+                    // DescribeCluster is flexible at every version, so the tags always fit.
+                    b.unknown_tagged_fields.insert(
+                        DESCRIBE_CLUSTER_TAG_BROKER_EPOCH,
+                        bytes::Bytes::copy_from_slice(&reg.epoch.to_be_bytes()),
+                    );
+                    b.unknown_tagged_fields.insert(
+                        DESCRIBE_CLUSTER_TAG_BROKER_STATE,
+                        bytes::Bytes::copy_from_slice(&state.to_be_bytes()),
+                    );
+                    Some(b)
+                })
+                .collect()
         })
-        .collect();
+        .unwrap_or_default();
     resp
 }
 
@@ -276,5 +314,100 @@ pub(super) fn find_coordinator(
     resp.node_id = BrokerId(node_id);
     resp.host = host;
     resp.port = port;
+    resp
+}
+
+/// The metadata log's topic, as DescribeQuorum names it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum 0-2: the quorum as the active controller sees it (Kafka's brokers forward it
+/// there too). Per-voter fetch and catch-up times are not tracked by the quorum's replication
+/// and are reported as -1 ("unknown"), as Kafka does for a replica it has not heard from.
+pub(super) async fn describe_quorum(
+    ctx: &Ctx,
+    version: i16,
+    req: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let mut resp = DescribeQuorumResponse::default();
+    let names_metadata_partition = req.topics.len() == 1
+        && req.topics[0].topic_name.0.as_str() == METADATA_TOPIC
+        && req.topics[0].partitions.len() == 1
+        && req.topics[0].partitions[0].partition_index == 0;
+    let mut partition = PartitionData::default();
+    partition.partition_index = 0;
+    let mut topic = TopicData::default();
+    topic.topic_name = tn(METADATA_TOPIC);
+    let fail = |mut partition: PartitionData, mut topic: TopicData, error: ResponseError, msg| {
+        let mut resp = DescribeQuorumResponse::default();
+        partition.error_code = error.code();
+        partition.leader_id = BrokerId(-1);
+        partition.leader_epoch = -1;
+        partition.high_watermark = -1;
+        if version >= 2 {
+            partition.error_message = Some(s(msg));
+        }
+        topic.partitions.push(partition);
+        resp.topics.push(topic);
+        resp
+    };
+    if !names_metadata_partition {
+        return fail(
+            partition,
+            topic,
+            ResponseError::UnknownTopicOrPartition,
+            format!("DescribeQuorum describes {METADATA_TOPIC}-0 only"),
+        );
+    }
+    let quorum = match ctx
+        .cluster
+        .call(vltava_controller::rpc::ControllerRequest::DescribeQuorum)
+        .await
+    {
+        Ok(vltava_controller::rpc::ControllerResponse::Quorum(q)) => q,
+        Ok(other) => {
+            return fail(
+                partition,
+                topic,
+                ResponseError::UnknownServerError,
+                format!("unexpected controller answer {other:?}"),
+            );
+        }
+        Err(e) => return fail(partition, topic, e.error, e.message),
+    };
+    let state = |r: &vltava_controller::rpc::ReplicaState| {
+        let mut st = ReplicaState::default();
+        st.replica_id = BrokerId(r.node_id);
+        st.log_end_offset = r.log_end_offset;
+        st.last_fetch_timestamp = -1;
+        st.last_caught_up_timestamp = -1;
+        st
+    };
+    partition.leader_id = BrokerId(quorum.leader_id);
+    partition.leader_epoch = i32::try_from(quorum.leader_epoch).unwrap_or(i32::MAX);
+    partition.high_watermark = quorum.high_watermark;
+    partition.current_voters = quorum.voters.iter().map(state).collect();
+    partition.observers = quorum.observers.iter().map(state).collect();
+    if version >= 2 {
+        resp.nodes = quorum
+            .voters
+            .iter()
+            .filter_map(|v| {
+                let (host, port) = v.addr.rsplit_once(':')?;
+                let mut l = Listener::default();
+                l.name = s("CONTROLLER");
+                l.host = s(host);
+                l.port = port.parse().ok()?;
+                let mut n = Node::default();
+                n.node_id = BrokerId(v.node_id);
+                n.listeners.push(l);
+                Some(n)
+            })
+            .collect();
+    }
+    topic.partitions.push(partition);
+    resp.topics.push(topic);
     resp
 }

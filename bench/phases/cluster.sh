@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Phase "cluster" (not in the default list: BENCH_PHASES=cluster bench/run.sh): figures of the
+# three-node cluster on 127.0.0.1, each beside its baseline from the same run.
+#   C1  CreateTopics of BENCH_CLUSTER_PARTITIONS (1,000) partitions, RF 1, through node 1 of three
+#       combined nodes: time to the response and until every broker's Metadata shows every
+#       partition with a leader; baseline: the same on a lone `vltava serve`
+#   C2  metadata propagation lag: BENCH_CLUSTER_LAG_TOPICS (200) one-partition topics created one
+#       after another through node 1; per topic, the time from the CreateTopics response until
+#       each broker's Metadata shows it; p50 / p99 of the slowest broker
+#   C3  controller failover: SIGKILL of the active controller until a CreateTopics through a
+#       survivor is accepted, BENCH_CLUSTER_FAILOVERS (3) times, the victim restarted in between
+#   C4  single-node produce / consume MB/s of the binary under test against the one built from
+#       BENCH_CLUSTER_BEFORE_REV (00eb142, before the cluster work), alternated
+# The measuring is done by bench/lib/cluster.py (raw Kafka wire requests); the figures go to
+# results, and a Markdown table to report.md, which run.sh prints after its own tables.
+# shellcheck source=bench/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DRIVER="$REPO_DIR/bench/lib/cluster.py"
+if [[ -n "${BENCH_PYTHON:-}" ]]; then
+    PY="$BENCH_PYTHON"
+elif [[ -x "$REPO_DIR/.venv/bin/python" ]]; then
+    PY="$REPO_DIR/.venv/bin/python"
+else
+    PY="$(command -v python3)" || die "no python3 for bench/lib/cluster.py"
+fi
+
+NODES=3
+BIG_PARTITIONS="${BENCH_CLUSTER_PARTITIONS:-1000}"
+LAG_TOPICS="${BENCH_CLUSTER_LAG_TOPICS:-200}"
+FAILOVERS="${BENCH_CLUSTER_FAILOVERS:-3}"
+TP_COUNT="${BENCH_CLUSTER_COUNT:-2000000}"
+TP_ROUNDS="${BENCH_CLUSTER_ROUNDS:-2}"
+BEFORE_REV="${BENCH_CLUSTER_BEFORE_REV:-00eb142}"
+BUILD_TIMEOUT="${BENCH_CLUSTER_BUILD_TIMEOUT:-3600}"
+for n in BIG_PARTITIONS LAG_TOPICS FAILOVERS TP_COUNT TP_ROUNDS BUILD_TIMEOUT; do
+    [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
+done
+REPORT_FILE="$PHASE_DIR/report.md"
+: >"$REPORT_FILE"
+AFTER_BIN="$VLTAVA"
+AFTER_REV="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")"
+
+# driver NAME SUBCOMMAND ARGS...: bench/lib/cluster.py, bounded; OUT is its JSON.
+driver() {
+    local name=$1; shift
+    OUT="$PHASE_DIR/$name.json"
+    local rc=0
+    bounded "$PY" "$DRIVER" "$@" >"$OUT" 2>"$PHASE_DIR/$name.stderr" || rc=$?
+    if [[ $rc -ne 0 ]] || ! jq -e . "$OUT" >/dev/null 2>&1; then
+        fail_with_output "$PHASE_DIR/$name.stderr" "$name: cluster.py $1 failed (status $rc): $(tail -1 "$PHASE_DIR/$name.stderr")"
+    fi
+}
+fmt() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "–"; else printf "%.2f", a / b }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ----------------------------------------------------------------------------------------
+# The "before" binary: built once per commit from a temporary git worktree, then cached
+# ----------------------------------------------------------------------------------------
+
+WORKTREE=""
+cluster_cleanup() {
+    local rc=$? i
+    for i in "${!NODE_PID[@]}"; do
+        [[ -n "${NODE_PID[$i]}" ]] && kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true
+    done
+    if [[ -n "$WORKTREE" && -d "$WORKTREE" ]]; then
+        git -C "$REPO_DIR" worktree remove --force "$WORKTREE" 2>/dev/null || rm -rf "$WORKTREE"
+        git -C "$REPO_DIR" worktree prune 2>/dev/null || true
+    fi
+    (exit "$rc")
+    phase_cleanup
+}
+declare -A NODE_PID=() NODE_PORT=() NODE_CPORT=() NODE_DATA=() NODE_STARTS=() NODE_LOG=()
+trap cluster_cleanup EXIT
+
+if [[ -n "${BENCH_CLUSTER_BEFORE_VLTAVA:-}" ]]; then
+    BEFORE_BIN="$(realpath "$BENCH_CLUSTER_BEFORE_VLTAVA")"
+    [[ -x "$BEFORE_BIN" ]] || die "BENCH_CLUSTER_BEFORE_VLTAVA=$BENCH_CLUSTER_BEFORE_VLTAVA is not an executable"
+    BEFORE_LABEL="$BEFORE_REV (binary: $BEFORE_BIN)"
+else
+    full_rev="$(git -C "$REPO_DIR" rev-parse --verify --quiet "$BEFORE_REV^{commit}")" \
+        || die "BENCH_CLUSTER_BEFORE_REV=$BEFORE_REV is not a commit of $REPO_DIR"
+    BEFORE_TARGET="${BENCH_CLUSTER_BEFORE_TARGET:-${TMPDIR:-/tmp}/vltava-bench-before-target}"
+    BEFORE_BIN="$BEFORE_TARGET/vltava-$full_rev"
+    BEFORE_LABEL="$BEFORE_REV"
+    if [[ -x "$BEFORE_BIN" ]]; then
+        log "before: cached $BEFORE_BIN"
+    else
+        WORKTREE="$PHASE_DIR/before-src"
+        log "before: git worktree add $WORKTREE $BEFORE_REV; cargo build --release -p vltava-cli (CARGO_TARGET_DIR=$BEFORE_TARGET, nice $NICE, at most ${BUILD_TIMEOUT}s; log: $PHASE_DIR/before-build.log)"
+        git -C "$REPO_DIR" worktree add --detach "$WORKTREE" "$full_rev" >"$PHASE_DIR/before-build.log" 2>&1 \
+            || fail_with_output "$PHASE_DIR/before-build.log" "git worktree add $BEFORE_REV failed"
+        t0="$(now_s)"
+        rc=0
+        (cd "$WORKTREE" && CARGO_TARGET_DIR="$BEFORE_TARGET" timeout --kill-after=30 "$BUILD_TIMEOUT" \
+            nice -n "$NICE" cargo build --release --quiet -p vltava-cli) >>"$PHASE_DIR/before-build.log" 2>&1 || rc=$?
+        [[ $rc -eq 0 ]] || fail_with_output "$PHASE_DIR/before-build.log" "cargo build of $BEFORE_REV failed (status $rc)"
+        cp "$BEFORE_TARGET/release/vltava" "$BEFORE_BIN.tmp" && mv "$BEFORE_BIN.tmp" "$BEFORE_BIN"
+        git -C "$REPO_DIR" worktree remove --force "$WORKTREE" && WORKTREE=""
+        log "before: built in $(elapsed_since "$t0") s, cached as $BEFORE_BIN"
+    fi
+fi
+
+# ----------------------------------------------------------------------------------------
+# The cluster: three combined nodes (broker + controller voter) on 127.0.0.1
+# ----------------------------------------------------------------------------------------
+
+VOTERS=""
+for ((i = 1; i <= NODES; i++)); do
+    NODE_PORT[$i]="$(free_port)"
+    NODE_CPORT[$i]="$(free_port)"
+    NODE_DATA[$i]="$PHASE_DIR/cluster/node$i"
+    NODE_STARTS[$i]=0
+    NODE_PID[$i]=""
+    VOTERS+="${VOTERS:+,}$i@127.0.0.1:${NODE_CPORT[$i]}"
+done
+ALL_ADDRS="$(for ((i = 1; i <= NODES; i++)); do printf '%s127.0.0.1:%s' "$([[ $i -gt 1 ]] && echo ,)" "${NODE_PORT[$i]}"; done)"
+ALL_IDS="$(seq -s, 1 "$NODES")"
+addr() { echo "127.0.0.1:${NODE_PORT[$1]}"; }
+
+# launch_node I: starts node I on its data dir (kept across restarts), returns at once. RUST_LOG
+# is unset so that the default filter (info) logs "this node is the active controller".
+launch_node() {
+    local i=$1
+    mkdir -p "${NODE_DATA[$i]}"
+    NODE_STARTS[$i]=$((NODE_STARTS[$i] + 1))
+    NODE_LOG[$i]="$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stderr"
+    env -u RUST_LOG "$VLTAVA" serve --node-id "$i" --listen "$(addr "$i")" \
+        --controller-listen "127.0.0.1:${NODE_CPORT[$i]}" --controller-quorum-voters "$VOTERS" \
+        --data-dir "${NODE_DATA[$i]}" --set auto.create.topics.enable=false \
+        </dev/null >"$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stdout" 2>"${NODE_LOG[$i]}" &
+    NODE_PID[$i]=$!
+    track "$!"
+}
+wait_node() {
+    local i=$1
+    wait_for_port "${NODE_PORT[$i]}" "${NODE_PID[$i]}" 90 \
+        || { tail -20 "${NODE_LOG[$i]}" >&2; die "node $i did not listen on $(addr "$i") within 90 s (log: ${NODE_LOG[$i]})"; }
+}
+node_alive() { [[ -n "${NODE_PID[$1]}" ]] && kill -0 "${NODE_PID[$1]}" 2>/dev/null; }
+check_nodes() {
+    local i
+    for ((i = 1; i <= NODES; i++)); do
+        node_alive "$i" || die "node $i died during $1 (log: ${NODE_LOG[$i]})"
+    done
+}
+# active_controller: "NODE TERM" of the highest term any node's stderr (all starts) announced.
+active_controller() {
+    cat "$PHASE_DIR"/node*-*.stderr 2>/dev/null \
+        | sed -n 's/.*this node is the active controller node=\([0-9]*\) term=\([0-9]*\).*/\2 \1/p' \
+        | sort -n | tail -1 | awk '{ print $2, $1 }'
+}
+wait_all_brokers() {
+    driver "$1" wait-brokers --watch "$ALL_ADDRS" --expect "$ALL_IDS" --timeout 90
+}
+stop_cluster() {
+    # SIGKILL: a clean stop of the last voters would wait for a quorum that is already gone; the
+    # data is thrown away anyway.
+    local i
+    for ((i = 1; i <= NODES; i++)); do
+        if node_alive "$i"; then kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true; fi
+    done
+    for ((i = 1; i <= NODES; i++)); do
+        [[ -n "${NODE_PID[$i]}" ]] && { wait "${NODE_PID[$i]}" 2>/dev/null || true; }
+        NODE_PID[$i]=""
+    done
+}
+
+# ----------------------------------------------------------------------------------------
+# C1 baseline: CreateTopics of BIG_PARTITIONS on a lone node
+# ----------------------------------------------------------------------------------------
+
+start_broker single --set auto.create.topics.enable=false
+measure_begin
+driver c1-single create-wait --via "$BOOTSTRAP" --watch "$BOOTSTRAP" --topic big --partitions "$BIG_PARTITIONS"
+measure_end "cluster C1: CreateTopics $BIG_PARTITIONS partitions, lone node" 0 - - 
+C1_SINGLE_RESP="$(jget .response_s)"; C1_SINGLE_ALL="$(jget .all_visible_s)"
+log "C1 lone node: response after $(fmt "$C1_SINGLE_RESP" 3) s, all partitions led after $(fmt "$C1_SINGLE_ALL" 3) s"
+kv cluster.c1.single.response_s "$C1_SINGLE_RESP"
+kv cluster.c1.single.visible_s "$C1_SINGLE_ALL"
+stop_broker
+[[ "$KEEP_DATA" == 1 ]] || rm -rf "$BROKER_DATA"
+
+# ----------------------------------------------------------------------------------------
+# The cluster
+# ----------------------------------------------------------------------------------------
+
+log "cluster: starting $NODES nodes (voters $VOTERS)"
+t0="$(now_s)"
+for ((i = 1; i <= NODES; i++)); do launch_node "$i"; done
+for ((i = 1; i <= NODES; i++)); do wait_node "$i"; done
+wait_all_brokers cluster-start
+START_S="$(elapsed_since "$t0")"
+read -r CTL0 TERM0 <<<"$(active_controller)"
+log "cluster: all $NODES brokers listed by every node after $START_S s; active controller: node ${CTL0:-?} (term ${TERM0:-?})"
+kv cluster.start_s "$START_S"
+
+# --- C1: CreateTopics of BIG_PARTITIONS through node 1 ---
+driver c1-cluster create-wait --via "$(addr 1)" --watch "$ALL_ADDRS" --topic big --partitions "$BIG_PARTITIONS"
+check_nodes "C1"
+C1_RESP="$(jget .response_s)"; C1_ALL="$(jget .all_visible_s)"
+C1_PER="$(jq -r --arg a "$ALL_ADDRS" '.visible_s as $v | ($a | split(",")) | to_entries
+    | map("node \(.key + 1) \($v[.value] * 1000 | floor) ms") | join(", ")' "$OUT")"
+log "C1 cluster: response after $(fmt "$C1_RESP" 3) s, all partitions led on every broker after $(fmt "$C1_ALL" 3) s ($C1_PER)"
+kv cluster.c1.response_s "$C1_RESP"
+kv cluster.c1.visible_s "$C1_ALL"
+C1_CTL="$(active_controller | cut -d' ' -f1)"
+
+# --- C2: propagation lag of LAG_TOPICS topics created one by one through node 1 ---
+driver c2-lag lag --via "$(addr 1)" --watch "$ALL_ADDRS" --count "$LAG_TOPICS" --prefix lag
+check_nodes "C2"
+C2_P50="$(jget .lag_max_over_brokers.p50_ms)"; C2_P99="$(jget .lag_max_over_brokers.p99_ms)"
+C2_MAX="$(jget .lag_max_over_brokers.max_ms)"
+C2_CREATE_P50="$(jget .create.p50_ms)"; C2_CREATE_P99="$(jget .create.p99_ms)"
+C2_PER="$(jq -r --arg a "$ALL_ADDRS" '.per_broker as $v | ($a | split(",")) | to_entries
+    | map("node \(.key + 1) p50 \($v[.value].p50_ms * 100 | round / 100) / p99 \($v[.value].p99_ms * 100 | round / 100) ms") | join(", ")' "$OUT")"
+C2_CTL="$(active_controller | cut -d' ' -f1)"
+log "C2 lag, slowest broker: p50 $(fmt "$C2_P50" 2) ms, p99 $(fmt "$C2_P99" 2) ms, max $(fmt "$C2_MAX" 2) ms ($C2_PER); CreateTopics p50 $(fmt "$C2_CREATE_P50" 2) ms, p99 $(fmt "$C2_CREATE_P99" 2) ms"
+kv cluster.c2.lag_p50_ms "$C2_P50"
+kv cluster.c2.lag_p99_ms "$C2_P99"
+kv cluster.c2.lag_max_ms "$C2_MAX"
+kv cluster.c2.create_p50_ms "$C2_CREATE_P50"
+kv cluster.c2.create_p99_ms "$C2_CREATE_P99"
+
+# --- C3: controller failover, FAILOVERS times ---
+C3=(); C3_DETAIL=()
+for ((r = 1; r <= FAILOVERS; r++)); do
+    read -r victim term <<<"$(active_controller)"
+    [[ -n "$victim" && -n "${NODE_PID[$victim]:-}" ]] || die "C3 run $r: no active controller in the nodes' logs"
+    node_alive "$victim" || die "C3 run $r: the active controller, node $victim, is not running"
+    survivor=""
+    for ((i = 1; i <= NODES; i++)); do [[ $i -ne $victim ]] && { survivor=$i; break; }; done
+    log "C3 run $r: SIGKILL of the active controller, node $victim (term $term); CreateTopics through node $survivor until one is accepted"
+    driver "c3-failover-$r" failover --kill-pid "${NODE_PID[$victim]}" --via "$(addr "$survivor")" --prefix "failover-$r"
+    wait "${NODE_PID[$victim]}" 2>/dev/null || true
+    NODE_PID[$victim]=""
+    secs="$(jget .seconds)"; attempts="$(jget .attempts)"
+    errs="$(jq -r '.errors | to_entries | map("\(.key) ×\(.value)") | join(", ")' "$OUT")"
+    read -r newctl newterm <<<"$(active_controller)"
+    log "C3 run $r: accepted after $(fmt "$secs" 3) s ($attempts attempts${errs:+; refused: $errs}); active controller now node $newctl (term $newterm)"
+    [[ "$newctl" != "$victim" ]] || log "C3 run $r: WARNING: no other node has announced itself active controller"
+    C3+=("$secs")
+    C3_DETAIL+=("run $r: node $victim (term $term) killed, accepted by node $survivor after $(fmt "$secs" 2) s in $attempts attempt(s)${errs:+ (before: $errs)}, new controller node $newctl (term $newterm)")
+    kv "cluster.c3.run$r.s" "$secs"
+    # The victim back on its data dir; the next run starts once every node lists all three
+    # brokers and a topic created through the returned node is visible everywhere.
+    t0="$(now_s)"
+    launch_node "$victim"
+    wait_node "$victim"
+    wait_all_brokers "c3-rejoin-$r"
+    driver "c3-probe-$r" create --via "$(addr "$victim")" --topic "probe-$r"
+    driver "c3-probe-wait-$r" wait-topic --watch "$ALL_ADDRS" --topic "probe-$r"
+    check_nodes "C3 run $r"
+    log "C3 run $r: node $victim back and serving after $(elapsed_since "$t0") s"
+done
+C3_MEDIAN="$(median "${C3[@]}")"
+kv cluster.c3.median_s "$C3_MEDIAN"
+stop_cluster
+
+# ----------------------------------------------------------------------------------------
+# C4: single-node produce / consume, before (BEFORE_REV) and after (the binary under test)
+# ----------------------------------------------------------------------------------------
+
+check_disk "$PHASE_DIR" $(( TP_COUNT * MSG_SIZE + (512 << 20) )) "C4 ($TP_COUNT records, one run at a time)"
+RDK_PRODUCE_OPTS=(-a -1 -X linger.ms=5 -X batch.size=1000000 -X batch.num.messages=100000)
+declare -A TP_PRODUCE=() TP_CONSUME=()
+tp_run() {
+    local which=$1 round=$2 bin label
+    if [[ $which == before ]]; then bin="$BEFORE_BIN"; label="before ($BEFORE_REV)"; else bin="$AFTER_BIN"; label="after ($AFTER_REV)"; fi
+    VLTAVA="$bin"
+    start_broker "tp-$which-$round"
+    create_topic tp --partitions 1
+    measure_begin
+    rdk_produce "c4-produce-$which-$round" "$TP_COUNT" -t tp -p 0 "${RDK_PRODUCE_OPTS[@]}"
+    measure_end "cluster C4: produce, 1 partition, acks=all, rdkafka ×1, $label, round $round" $((TP_COUNT * MSG_SIZE)) "$RDK_MBPS" "$RDK_MSGS"
+    TP_PRODUCE[$which]+="$RDK_MBPS "
+    kv "cluster.c4.$which.round$round.produce_mbps" "$RDK_MBPS"
+    for pass in 1 2; do
+        measure_begin
+        rdk_consume "c4-consume-$which-$round-$pass" "$TP_COUNT" -t tp -p 0 -o beginning
+        measure_end "cluster C4: consume, 1 partition from the page cache, read $pass, $label, round $round" $((TP_COUNT * MSG_SIZE)) "$RDK_MBPS" "$RDK_MSGS"
+    done
+    TP_CONSUME[$which]+="$RDK_MBPS "
+    kv "cluster.c4.$which.round$round.consume_mbps" "$RDK_MBPS"
+    stop_broker
+    [[ "$KEEP_DATA" == 1 ]] || rm -rf "$BROKER_DATA"
+    VLTAVA="$AFTER_BIN"
+}
+# Rounds alternate which binary goes first (before, after, after, before, ...), so that a drift
+# of the machine's load over the phase weighs on both alike.
+for ((r = 1; r <= TP_ROUNDS; r++)); do
+    if ((r % 2)); then order=(before after); else order=(after before); fi
+    for w in "${order[@]}"; do tp_run "$w" "$r"; done
+done
+# shellcheck disable=SC2086  # word splitting of the space-separated lists is intended
+{
+    P_BEFORE="$(median ${TP_PRODUCE[before]})"; P_AFTER="$(median ${TP_PRODUCE[after]})"
+    C_BEFORE="$(median ${TP_CONSUME[before]})"; C_AFTER="$(median ${TP_CONSUME[after]})"
+}
+kv cluster.c4.produce.before_mbps "$P_BEFORE"; kv cluster.c4.produce.after_mbps "$P_AFTER"
+kv cluster.c4.consume.before_mbps "$C_BEFORE"; kv cluster.c4.consume.after_mbps "$C_AFTER"
+list() { local x out=""; for x in $1; do out+="${out:+, }$(fmt "$x" 0)"; done; echo "$out"; }
+
+# ----------------------------------------------------------------------------------------
+# Report: report.md (printed by run.sh after its tables, and appended with them)
+# ----------------------------------------------------------------------------------------
+
+{
+    echo "Cluster phase: $NODES combined nodes on 127.0.0.1 (RF 1), bench/lib/cluster.py (raw Metadata v4 / CreateTopics v2); C4: $TP_COUNT × $MSG_SIZE B records, $TP_ROUNDS round(s) per binary, median."
+    echo
+    echo "| # | cluster figure | figure | baseline (same run) | ratio |"
+    echo "|---|---|---:|---|---:|"
+    echo "| C1 | CreateTopics of $BIG_PARTITIONS partitions through node 1 of $NODES: request → response | $(fmt "$C1_RESP" 3) s | lone node: $(fmt "$C1_SINGLE_RESP" 3) s | $(ratio "$C1_RESP" "$C1_SINGLE_RESP") |"
+    echo "| C1 | same: request → all $BIG_PARTITIONS partitions with a leader in every broker's Metadata | $(fmt "$C1_ALL" 3) s | lone node: $(fmt "$C1_SINGLE_ALL" 3) s | $(ratio "$C1_ALL" "$C1_SINGLE_ALL") |"
+    echo "| C2 | metadata propagation lag, CreateTopics response from node 1 → visible on every broker, p50 of $LAG_TOPICS topics | $(fmt "$C2_P50" 2) ms | – | – |"
+    echo "| C2 | same, p99 | $(fmt "$C2_P99" 2) ms | – | – |"
+    echo "| C3 | controller failover: SIGKILL of the active controller → first CreateTopics accepted through a survivor, median of $FAILOVERS | $(fmt "$C3_MEDIAN" 2) s ($(for s in "${C3[@]}"; do printf '%s ' "$(fmt "$s" 2)"; done | sed 's/ $//; s/ /, /g')) | – | – |"
+    echo "| C4 | single-node produce, 1 partition, acks=all, rdkafka_performance ×1 | $(fmt "$P_AFTER" 1) MB/s ($(list "${TP_PRODUCE[after]}")) | before ($BEFORE_LABEL): $(fmt "$P_BEFORE" 1) MB/s ($(list "${TP_PRODUCE[before]}")) | $(ratio "$P_AFTER" "$P_BEFORE") |"
+    echo "| C4 | single-node consume, 1 partition from the page cache (2nd read) | $(fmt "$C_AFTER" 1) MB/s ($(list "${TP_CONSUME[after]}")) | before ($BEFORE_LABEL): $(fmt "$C_BEFORE" 1) MB/s ($(list "${TP_CONSUME[before]}")) | $(ratio "$C_AFTER" "$C_BEFORE") |"
+    echo
+    echo "- cluster: all $NODES brokers listed by every node $(fmt "$START_S" 1) s after launch; active controller node ${CTL0:-?} at the start, node ${C1_CTL:-?} during C1, node ${C2_CTL:-?} during C2 (node 1, which received the requests, forwards them when it is not the controller)"
+    echo "- C1 cluster, per broker (from the request): $C1_PER"
+    echo "- C2 per broker (from node 1's response): $C2_PER; slowest broker max $(fmt "$C2_MAX" 2) ms; CreateTopics of one partition through node 1 p50 $(fmt "$C2_CREATE_P50" 2) ms, p99 $(fmt "$C2_CREATE_P99" 2) ms"
+    for d in "${C3_DETAIL[@]}"; do echo "- C3 $d"; done
+} >"$REPORT_FILE"
+log "report:"
+cat "$REPORT_FILE" >&2

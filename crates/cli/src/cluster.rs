@@ -1,0 +1,211 @@
+//! `vltava cluster describe`: the brokers (address, rack, state, broker epoch) and the metadata
+//! quorum (leader, epoch, each voter's log end and lag).
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::json;
+use vltava_client::{Admin, ClientConfig, ClusterDescription, QuorumDescription, QuorumMember};
+
+use crate::group::{ClientArgs, Failure, table};
+
+/// `vltava cluster ...`.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// The brokers and the metadata quorum.
+    Describe {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `vltava cluster` command.
+pub async fn run(args: ClusterArgs) -> Result<(), Failure> {
+    let mut config = ClientConfig::new(&args.client.bootstrap_server)?;
+    config.connection.connect_timeout = Duration::from_secs(args.client.timeout);
+    config.connection.request_timeout = Duration::from_secs(args.client.timeout);
+    config.connection.client_id = "vltava-cli".to_string();
+    let mut admin = Admin::connect(config).await?;
+    match args.command {
+        ClusterCommand::Describe { json } => {
+            let cluster = admin.describe_cluster().await?;
+            let quorum = admin.describe_quorum().await?;
+            if json {
+                println!("{}", to_json(&cluster, &quorum));
+            } else {
+                print!("{}", to_text(&cluster, &quorum));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn to_text(c: &ClusterDescription, q: &QuorumDescription) -> String {
+    let brokers: Vec<Vec<String>> = c
+        .brokers
+        .iter()
+        .map(|b| {
+            vec![
+                b.node_id.to_string(),
+                format!("{}:{}", b.host, b.port),
+                or_dash(b.rack.as_deref()),
+                or_dash(b.state.map(|s| s.name())),
+                or_dash(b.broker_epoch),
+            ]
+        })
+        .collect();
+    let members = |ms: &[QuorumMember], leader: i32| -> Vec<Vec<String>> {
+        ms.iter()
+            .map(|m| {
+                vec![
+                    m.node_id.to_string(),
+                    if m.node_id == leader {
+                        "leader".to_string()
+                    } else {
+                        "follower".to_string()
+                    },
+                    if m.log_end_offset < 0 {
+                        "-".to_string()
+                    } else {
+                        m.log_end_offset.to_string()
+                    },
+                    or_dash(m.lag),
+                ]
+            })
+            .collect()
+    };
+    let mut out = format!("Cluster id: {}\n\nBrokers:\n", c.cluster_id);
+    out.push_str(&table(
+        &["ID", "ADDRESS", "RACK", "STATE", "BROKER EPOCH"],
+        &brokers,
+    ));
+    out.push_str(&format!(
+        "\nQuorum: leader {}, epoch {}, high watermark {}\n",
+        q.leader_id, q.leader_epoch, q.high_watermark
+    ));
+    out.push_str(&table(
+        &["VOTER", "ROLE", "LOG END OFFSET", "LAG"],
+        &members(&q.voters, q.leader_id),
+    ));
+    if !q.observers.is_empty() {
+        let observers: Vec<Vec<String>> = members(&q.observers, q.leader_id)
+            .into_iter()
+            .map(|mut r| {
+                r[1] = "observer".to_string();
+                r
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["OBSERVER", "ROLE", "LOG END OFFSET", "LAG"],
+            &observers,
+        ));
+    }
+    out
+}
+
+fn to_json(c: &ClusterDescription, q: &QuorumDescription) -> serde_json::Value {
+    let member = |m: &QuorumMember| json!({"node_id": m.node_id, "log_end_offset": m.log_end_offset, "lag": m.lag});
+    json!({
+        "cluster_id": c.cluster_id,
+        "controller_id": c.controller_id,
+        "brokers": c.brokers.iter().map(|b| json!({
+            "node_id": b.node_id,
+            "host": b.host,
+            "port": b.port,
+            "rack": b.rack,
+            "state": b.state.map(|s| s.name()),
+            "broker_epoch": b.broker_epoch,
+        })).collect::<Vec<_>>(),
+        "quorum": {
+            "leader_id": q.leader_id,
+            "leader_epoch": q.leader_epoch,
+            "high_watermark": q.high_watermark,
+            "voters": q.voters.iter().map(member).collect::<Vec<_>>(),
+            "observers": q.observers.iter().map(member).collect::<Vec<_>>(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vltava_client::{BrokerDescription, BrokerState};
+
+    #[test]
+    fn describes_brokers_and_quorum_as_tables() {
+        let c = ClusterDescription {
+            cluster_id: "abc".into(),
+            controller_id: 1,
+            brokers: vec![
+                BrokerDescription {
+                    node_id: 1,
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    rack: Some("r1".into()),
+                    state: Some(BrokerState::Active),
+                    broker_epoch: Some(7),
+                },
+                BrokerDescription {
+                    node_id: 2,
+                    host: "127.0.0.1".into(),
+                    port: 9093,
+                    rack: None,
+                    state: Some(BrokerState::Fenced),
+                    broker_epoch: Some(12),
+                },
+            ],
+        };
+        let q = QuorumDescription {
+            leader_id: 1,
+            leader_epoch: 3,
+            high_watermark: 40,
+            voters: vec![
+                QuorumMember {
+                    node_id: 1,
+                    log_end_offset: 40,
+                    lag: Some(0),
+                },
+                QuorumMember {
+                    node_id: 2,
+                    log_end_offset: -1,
+                    lag: None,
+                },
+            ],
+            observers: Vec::new(),
+        };
+        let text = to_text(&c, &q);
+        assert!(
+            text.contains("1   127.0.0.1:9092  r1    active  7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2   127.0.0.1:9093  -     fenced  12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Quorum: leader 1, epoch 3, high watermark 40"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2      follower  -               -"),
+            "{text}"
+        );
+        let j = to_json(&c, &q);
+        assert_eq!(j["brokers"][1]["state"], "fenced");
+        assert_eq!(j["quorum"]["voters"][0]["lag"], 0);
+    }
+}
