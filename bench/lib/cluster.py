@@ -12,8 +12,10 @@ failover figure, the SIGKILL it times). Each subcommand prints one JSON object o
   lag          T single-partition topics created one after another; for each, the time from the
                CreateTopics response until each watched broker's Metadata shows it
   failover     SIGKILL a process, then CreateTopics through a survivor until one is accepted
-  wait-brokers until every watched broker lists exactly the expected broker ids
+  wait-brokers until every watched broker lists exactly the expected broker ids (or until the
+               process given by --pid, a node just started, has exited)
   wait-topic   until every watched broker shows the topic with all its partitions led
+  create       one CreateTopics, its response time
 
 Standard library only (runs with any python3).
 """
@@ -312,6 +314,7 @@ def cmd_lag(a) -> dict:
 def cmd_failover(a) -> dict:
     attempts = 0
     errors: dict[str, int] = {}
+    kill_unix = time.time()
     t_kill = now()
     os.kill(a.kill_pid, signal.SIGKILL)
     deadline = t_kill + a.timeout
@@ -326,6 +329,7 @@ def cmd_failover(a) -> dict:
             if code == 0:
                 return {
                     "seconds": t1 - t_kill,
+                    "kill_unix": kill_unix,
                     "attempts": attempts,
                     "errors": errors,
                     "topic": name,
@@ -346,12 +350,22 @@ def cmd_failover(a) -> dict:
         time.sleep(a.retry_interval)
 
 
+def process_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def cmd_wait_brokers(a) -> dict:
     expected = {int(x) for x in a.expect.split(",")}
     t0 = now()
     deadline = t0 + a.timeout
     last: dict[str, object] = {}
     while True:
+        if a.pid and not process_running(a.pid):
+            raise SystemExit(f"process {a.pid} exited while waiting for brokers {sorted(expected)}: {last}")
         ok = True
         for addr in a.watch:
             try:
@@ -431,6 +445,7 @@ def main() -> None:
     s.add_argument("--watch", type=addrs, required=True)
     s.add_argument("--expect", required=True)
     s.add_argument("--timeout", type=float, default=90)
+    s.add_argument("--pid", type=int, help="fail as soon as this process (a node being started) has exited")
     s.set_defaults(fn=cmd_wait_brokers)
 
     s = sub.add_parser("wait-topic")

@@ -28,13 +28,14 @@ fi
 
 NODES=3
 BIG_PARTITIONS="${BENCH_CLUSTER_PARTITIONS:-1000}"
+C1_REPS="${BENCH_CLUSTER_CREATE_REPS:-3}"
 LAG_TOPICS="${BENCH_CLUSTER_LAG_TOPICS:-200}"
 FAILOVERS="${BENCH_CLUSTER_FAILOVERS:-3}"
 TP_COUNT="${BENCH_CLUSTER_COUNT:-2000000}"
 TP_ROUNDS="${BENCH_CLUSTER_ROUNDS:-2}"
 BEFORE_REV="${BENCH_CLUSTER_BEFORE_REV:-00eb142}"
 BUILD_TIMEOUT="${BENCH_CLUSTER_BUILD_TIMEOUT:-3600}"
-for n in BIG_PARTITIONS LAG_TOPICS FAILOVERS TP_COUNT TP_ROUNDS BUILD_TIMEOUT; do
+for n in BIG_PARTITIONS C1_REPS LAG_TOPICS FAILOVERS TP_COUNT TP_ROUNDS BUILD_TIMEOUT; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 REPORT_FILE="$PHASE_DIR/report.md"
@@ -42,19 +43,30 @@ REPORT_FILE="$PHASE_DIR/report.md"
 AFTER_BIN="$VLTAVA"
 AFTER_REV="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")"
 
-# driver NAME SUBCOMMAND ARGS...: bench/lib/cluster.py, bounded; OUT is its JSON.
-driver() {
+# driver_try NAME SUBCOMMAND ARGS...: bench/lib/cluster.py, bounded; OUT is its JSON; the
+# status is cluster.py's (its last stderr line says why it failed).
+driver_try() {
     local name=$1; shift
     OUT="$PHASE_DIR/$name.json"
     local rc=0
     bounded "$PY" "$DRIVER" "$@" >"$OUT" 2>"$PHASE_DIR/$name.stderr" || rc=$?
-    if [[ $rc -ne 0 ]] || ! jq -e . "$OUT" >/dev/null 2>&1; then
-        fail_with_output "$PHASE_DIR/$name.stderr" "$name: cluster.py $1 failed (status $rc): $(tail -1 "$PHASE_DIR/$name.stderr")"
+    if [[ $rc -eq 0 ]] && ! jq -e . "$OUT" >/dev/null 2>&1; then rc=1; fi
+    return $rc
+}
+# driver NAME SUBCOMMAND ARGS...: the same; the phase fails when it does.
+driver() {
+    local rc=0
+    driver_try "$@" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        fail_with_output "$PHASE_DIR/$1.stderr" "$1: cluster.py $2 failed (status $rc): $(tail -1 "$PHASE_DIR/$1.stderr")"
     fi
 }
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "–"; else printf "%.2f", a / b }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# list "A B C": the space-separated MB/s as "A, B, C"; seconds_list A B C: seconds, 2 decimals.
+list() { local x out=""; for x in $1; do out+="${out:+, }$(fmt "$x" 0)"; done; echo "$out"; }
+seconds_list() { local x out=""; for x in "$@"; do out+="${out:+, }$(fmt "$x" 2)"; done; echo "$out"; }
 
 # ----------------------------------------------------------------------------------------
 # The "before" binary: built once per commit from a temporary git worktree, then cached
@@ -169,16 +181,49 @@ stop_cluster() {
     done
 }
 
+# rejoin I NAME: restarts node I on its data dir and waits until every node lists all brokers and
+# a topic created through node I is visible on every broker. Returns 1 (REJOIN_STATUS: the
+# node's exit status) if node I exits meanwhile; the phase fails if anything else goes wrong.
+REJOIN_STATUS=0
+rejoin() {
+    local i=$1 name=$2 ok=1
+    launch_node "$i"
+    if ! wait_for_port "${NODE_PORT[$i]}" "${NODE_PID[$i]}" 90; then
+        if node_alive "$i"; then die "node $i did not listen on $(addr "$i") within 90 s (log: ${NODE_LOG[$i]})"; fi
+        ok=0
+    fi
+    if [[ $ok -eq 1 ]]; then
+        driver_try "$name" wait-brokers --watch "$ALL_ADDRS" --expect "$ALL_IDS" --timeout 90 --pid "${NODE_PID[$i]}" || ok=0
+    fi
+    if [[ $ok -eq 1 ]]; then
+        driver_try "$name-probe" create --via "$(addr "$i")" --topic "probe-$name" || ok=0
+    fi
+    if [[ $ok -eq 1 ]]; then
+        driver "$name-probe-wait" wait-topic --watch "$ALL_ADDRS" --topic "probe-$name"
+    fi
+    if node_alive "$i"; then
+        [[ $ok -eq 1 ]] || fail_with_output "$OUT" "$name: node $i runs but $(tail -1 "${OUT%.json}.stderr")"
+        return 0
+    fi
+    wait "${NODE_PID[$i]}" 2>/dev/null && REJOIN_STATUS=0 || REJOIN_STATUS=$?
+    NODE_PID[$i]=""
+    return 1
+}
+
 # ----------------------------------------------------------------------------------------
 # C1 baseline: CreateTopics of BIG_PARTITIONS on a lone node
 # ----------------------------------------------------------------------------------------
 
 start_broker single --set auto.create.topics.enable=false
-measure_begin
-driver c1-single create-wait --via "$BOOTSTRAP" --watch "$BOOTSTRAP" --topic big --partitions "$BIG_PARTITIONS"
-measure_end "cluster C1: CreateTopics $BIG_PARTITIONS partitions, lone node" 0 - - 
-C1_SINGLE_RESP="$(jget .response_s)"; C1_SINGLE_ALL="$(jget .all_visible_s)"
-log "C1 lone node: response after $(fmt "$C1_SINGLE_RESP" 3) s, all partitions led after $(fmt "$C1_SINGLE_ALL" 3) s"
+C1_SINGLE_R=(); C1_SINGLE_V=()
+for ((k = 1; k <= C1_REPS; k++)); do
+    measure_begin
+    driver "c1-single-$k" create-wait --via "$BOOTSTRAP" --watch "$BOOTSTRAP" --topic "big-$k" --partitions "$BIG_PARTITIONS"
+    measure_end "cluster C1: CreateTopics of $BIG_PARTITIONS partitions on a lone node, $k of $C1_REPS" 0 - -
+    C1_SINGLE_R+=("$(jget .response_s)"); C1_SINGLE_V+=("$(jget .all_visible_s)")
+    log "C1 lone node, $k of $C1_REPS: response after $(fmt "${C1_SINGLE_R[-1]}" 3) s, all partitions led after $(fmt "${C1_SINGLE_V[-1]}" 3) s"
+done
+C1_SINGLE_RESP="$(median "${C1_SINGLE_R[@]}")"; C1_SINGLE_ALL="$(median "${C1_SINGLE_V[@]}")"
 kv cluster.c1.single.response_s "$C1_SINGLE_RESP"
 kv cluster.c1.single.visible_s "$C1_SINGLE_ALL"
 stop_broker
@@ -199,12 +244,16 @@ log "cluster: all $NODES brokers listed by every node after $START_S s; active c
 kv cluster.start_s "$START_S"
 
 # --- C1: CreateTopics of BIG_PARTITIONS through node 1 ---
-driver c1-cluster create-wait --via "$(addr 1)" --watch "$ALL_ADDRS" --topic big --partitions "$BIG_PARTITIONS"
-check_nodes "C1"
-C1_RESP="$(jget .response_s)"; C1_ALL="$(jget .all_visible_s)"
-C1_PER="$(jq -r --arg a "$ALL_ADDRS" '.visible_s as $v | ($a | split(",")) | to_entries
-    | map("node \(.key + 1) \($v[.value] * 1000 | floor) ms") | join(", ")' "$OUT")"
-log "C1 cluster: response after $(fmt "$C1_RESP" 3) s, all partitions led on every broker after $(fmt "$C1_ALL" 3) s ($C1_PER)"
+C1_R=(); C1_V=(); C1_PER=()
+for ((k = 1; k <= C1_REPS; k++)); do
+    driver "c1-cluster-$k" create-wait --via "$(addr 1)" --watch "$ALL_ADDRS" --topic "big-$k" --partitions "$BIG_PARTITIONS"
+    check_nodes "C1"
+    C1_R+=("$(jget .response_s)"); C1_V+=("$(jget .all_visible_s)")
+    C1_PER+=("$(jq -r --arg a "$ALL_ADDRS" '.visible_s as $v | ($a | split(",")) | to_entries
+        | map("node \(.key + 1) \($v[.value] * 1000 | round) ms") | join(", ")' "$OUT")")
+    log "C1 cluster, $k of $C1_REPS: response after $(fmt "${C1_R[-1]}" 3) s, all partitions led on every broker after $(fmt "${C1_V[-1]}" 3) s (${C1_PER[-1]})"
+done
+C1_RESP="$(median "${C1_R[@]}")"; C1_ALL="$(median "${C1_V[@]}")"
 kv cluster.c1.response_s "$C1_RESP"
 kv cluster.c1.visible_s "$C1_ALL"
 C1_CTL="$(active_controller | cut -d' ' -f1)"
@@ -226,7 +275,7 @@ kv cluster.c2.create_p50_ms "$C2_CREATE_P50"
 kv cluster.c2.create_p99_ms "$C2_CREATE_P99"
 
 # --- C3: controller failover, FAILOVERS times ---
-C3=(); C3_DETAIL=()
+C3=(); C3_DETAIL=(); C3_REFUSED=()
 for ((r = 1; r <= FAILOVERS; r++)); do
     read -r victim term <<<"$(active_controller)"
     [[ -n "$victim" && -n "${NODE_PID[$victim]:-}" ]] || die "C3 run $r: no active controller in the nodes' logs"
@@ -240,25 +289,49 @@ for ((r = 1; r <= FAILOVERS; r++)); do
     secs="$(jget .seconds)"; attempts="$(jget .attempts)"
     errs="$(jq -r '.errors | to_entries | map("\(.key) ×\(.value)") | join(", ")' "$OUT")"
     read -r newctl newterm <<<"$(active_controller)"
-    log "C3 run $r: accepted after $(fmt "$secs" 3) s ($attempts attempts${errs:+; refused: $errs}); active controller now node $newctl (term $newterm)"
+    # When the new controller announced itself: its log line's UTC timestamp against the kill's.
+    active_s="?"
+    line="$(cat "$PHASE_DIR"/node*-*.stderr | grep -m1 "this node is the active controller node=$newctl term=$newterm\b" || true)"
+    if [[ -n "$line" ]] && ts="$(date -u -d "${line%% *}" +%s.%N 2>/dev/null)"; then
+        active_s="$(awk -v a="$ts" -v k="$(jget .kill_unix)" 'BEGIN { printf "%.2f", a - k }')"
+    fi
+    log "C3 run $r: accepted after $(fmt "$secs" 3) s ($attempts attempts${errs:+; refused: $errs}); active controller now node $newctl (term $newterm), which announced itself ${active_s} s after the kill"
     [[ "$newctl" != "$victim" ]] || log "C3 run $r: WARNING: no other node has announced itself active controller"
     C3+=("$secs")
-    C3_DETAIL+=("run $r: node $victim (term $term) killed, accepted by node $survivor after $(fmt "$secs" 2) s in $attempts attempt(s)${errs:+ (before: $errs)}, new controller node $newctl (term $newterm)")
+    C3_DETAIL+=("run $r: node $victim (term $term) killed; node $newctl active controller (term $newterm) after $active_s s; CreateTopics through node $survivor accepted after $(fmt "$secs" 2) s, $attempts attempt(s)${errs:+ (refused before: $errs)}")
     kv "cluster.c3.run$r.s" "$secs"
-    # The victim back on its data dir; the next run starts once every node lists all three
-    # brokers and a topic created through the returned node is visible everywhere.
+    # The victim back on its data dir at once. The active controller refuses a new incarnation
+    # of a broker whose old session is still alive (broker.session.timeout.ms, counted from the
+    # new controller's activation), and the node then exits; if so, it is started again once the
+    # survivors have fenced it (it is gone from their Metadata). The next run starts once every
+    # node lists all three brokers and a topic created through the returned node is visible
+    # everywhere.
     t0="$(now_s)"
-    launch_node "$victim"
-    wait_node "$victim"
-    wait_all_brokers "c3-rejoin-$r"
-    driver "c3-probe-$r" create --via "$(addr "$victim")" --topic "probe-$r"
-    driver "c3-probe-wait-$r" wait-topic --watch "$ALL_ADDRS" --topic "probe-$r"
+    if ! rejoin "$victim" "c3-rejoin-$r"; then
+        why="$(grep -m1 '^error:' "${NODE_LOG[$victim]}" || true)"
+        if [[ "$why" != *"already registered by a live incarnation"* ]]; then
+            tail -20 "${NODE_LOG[$victim]}" >&2
+            die "C3 run $r: node $victim exited (status $REJOIN_STATUS) when restarted (log: ${NODE_LOG[$victim]})"
+        fi
+        log "C3 run $r: node $victim, restarted right after the failover, exited with status $REJOIN_STATUS: '$why'; waiting for the survivors to fence it"
+        others=""
+        for ((i = 1; i <= NODES; i++)); do
+            if [[ $i -ne $victim ]]; then others+="${others:+,}$(addr "$i")"; fi
+        done
+        driver "c3-fenced-$r" wait-brokers --watch "$others" --expect "$(seq 1 "$NODES" | grep -vx "$victim" | paste -sd,)" --timeout 60
+        fenced_s="$(elapsed_since "$t0")"
+        C3_REFUSED+=("run $r: exit status $REJOIN_STATUS, node $victim fenced $(fmt "$fenced_s" 1) s after the failover's success")
+        rejoin "$victim" "c3-rejoin-$r-again" \
+            || { tail -20 "${NODE_LOG[$victim]}" >&2; die "C3 run $r: node $victim exited (status $REJOIN_STATUS) when restarted after its fencing (log: ${NODE_LOG[$victim]})"; }
+    fi
     check_nodes "C3 run $r"
     log "C3 run $r: node $victim back and serving after $(elapsed_since "$t0") s"
 done
 C3_MEDIAN="$(median "${C3[@]}")"
 kv cluster.c3.median_s "$C3_MEDIAN"
+kv cluster.c3.restarts_refused "${#C3_REFUSED[@]}"
 stop_cluster
+[[ "$KEEP_DATA" == 1 ]] || rm -rf "$PHASE_DIR/cluster"
 
 # ----------------------------------------------------------------------------------------
 # C4: single-node produce / consume, before (BEFORE_REV) and after (the binary under test)
@@ -302,7 +375,6 @@ done
 }
 kv cluster.c4.produce.before_mbps "$P_BEFORE"; kv cluster.c4.produce.after_mbps "$P_AFTER"
 kv cluster.c4.consume.before_mbps "$C_BEFORE"; kv cluster.c4.consume.after_mbps "$C_AFTER"
-list() { local x out=""; for x in $1; do out+="${out:+, }$(fmt "$x" 0)"; done; echo "$out"; }
 
 # ----------------------------------------------------------------------------------------
 # Report: report.md (printed by run.sh after its tables, and appended with them)
@@ -313,18 +385,21 @@ list() { local x out=""; for x in $1; do out+="${out:+, }$(fmt "$x" 0)"; done; e
     echo
     echo "| # | cluster figure | figure | baseline (same run) | ratio |"
     echo "|---|---|---:|---|---:|"
-    echo "| C1 | CreateTopics of $BIG_PARTITIONS partitions through node 1 of $NODES: request → response | $(fmt "$C1_RESP" 3) s | lone node: $(fmt "$C1_SINGLE_RESP" 3) s | $(ratio "$C1_RESP" "$C1_SINGLE_RESP") |"
-    echo "| C1 | same: request → all $BIG_PARTITIONS partitions with a leader in every broker's Metadata | $(fmt "$C1_ALL" 3) s | lone node: $(fmt "$C1_SINGLE_ALL" 3) s | $(ratio "$C1_ALL" "$C1_SINGLE_ALL") |"
+    echo "| C1 | CreateTopics of $BIG_PARTITIONS partitions (RF 1) through node 1 of $NODES: request → response, median of $C1_REPS | $(fmt "$C1_RESP" 3) s ($(seconds_list "${C1_R[@]}")) | lone node: $(fmt "$C1_SINGLE_RESP" 3) s ($(seconds_list "${C1_SINGLE_R[@]}")) | $(ratio "$C1_RESP" "$C1_SINGLE_RESP") |"
+    echo "| C1 | same: request → all $BIG_PARTITIONS partitions with a leader in every broker's Metadata | $(fmt "$C1_ALL" 3) s ($(seconds_list "${C1_V[@]}")) | lone node: $(fmt "$C1_SINGLE_ALL" 3) s ($(seconds_list "${C1_SINGLE_V[@]}")) | $(ratio "$C1_ALL" "$C1_SINGLE_ALL") |"
     echo "| C2 | metadata propagation lag, CreateTopics response from node 1 → visible on every broker, p50 of $LAG_TOPICS topics | $(fmt "$C2_P50" 2) ms | – | – |"
     echo "| C2 | same, p99 | $(fmt "$C2_P99" 2) ms | – | – |"
-    echo "| C3 | controller failover: SIGKILL of the active controller → first CreateTopics accepted through a survivor, median of $FAILOVERS | $(fmt "$C3_MEDIAN" 2) s ($(for s in "${C3[@]}"; do printf '%s ' "$(fmt "$s" 2)"; done | sed 's/ $//; s/ /, /g')) | – | – |"
+    echo "| C3 | controller failover: SIGKILL of the active controller → first CreateTopics accepted through a survivor, median of $FAILOVERS | $(fmt "$C3_MEDIAN" 2) s ($(seconds_list "${C3[@]}")) | – | – |"
     echo "| C4 | single-node produce, 1 partition, acks=all, rdkafka_performance ×1 | $(fmt "$P_AFTER" 1) MB/s ($(list "${TP_PRODUCE[after]}")) | before ($BEFORE_LABEL): $(fmt "$P_BEFORE" 1) MB/s ($(list "${TP_PRODUCE[before]}")) | $(ratio "$P_AFTER" "$P_BEFORE") |"
     echo "| C4 | single-node consume, 1 partition from the page cache (2nd read) | $(fmt "$C_AFTER" 1) MB/s ($(list "${TP_CONSUME[after]}")) | before ($BEFORE_LABEL): $(fmt "$C_BEFORE" 1) MB/s ($(list "${TP_CONSUME[before]}")) | $(ratio "$C_AFTER" "$C_BEFORE") |"
     echo
     echo "- cluster: all $NODES brokers listed by every node $(fmt "$START_S" 1) s after launch; active controller node ${CTL0:-?} at the start, node ${C1_CTL:-?} during C1, node ${C2_CTL:-?} during C2 (node 1, which received the requests, forwards them when it is not the controller)"
-    echo "- C1 cluster, per broker (from the request): $C1_PER"
+    echo "- C1 cluster, time from the request until each broker showed every partition led: $(printf '%s; ' "${C1_PER[@]}" | sed 's/; $//')"
     echo "- C2 per broker (from node 1's response): $C2_PER; slowest broker max $(fmt "$C2_MAX" 2) ms; CreateTopics of one partition through node 1 p50 $(fmt "$C2_CREATE_P50" 2) ms, p99 $(fmt "$C2_CREATE_P99" 2) ms"
     for d in "${C3_DETAIL[@]}"; do echo "- C3 $d"; done
+    if [[ ${#C3_REFUSED[@]} -gt 0 ]]; then
+        echo "- C3: the victim restarted right after the failover was refused by the controller (\"already registered by a live incarnation\", the node exits) and was started again after its fencing: $(printf '%s; ' "${C3_REFUSED[@]}" | sed 's/; $//')"
+    fi
 } >"$REPORT_FILE"
 log "report:"
 cat "$REPORT_FILE" >&2

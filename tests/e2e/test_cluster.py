@@ -244,6 +244,72 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
     )
 
 
+def vltava_cli(*args: str) -> str:
+    out = subprocess.run([str(vltava_bin()), *args], capture_output=True, timeout=90, text=True)
+    assert out.returncode == 0, f"vltava {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_a_node_joins_through_the_bootstrap_servers_becomes_a_voter_and_the_active_controller_leaves_the_voters(
+    cluster, tmp_path
+):
+    c = cluster
+    ctrl4 = free_port()
+    bootstrap_controllers = ",".join(f"127.0.0.1:{p}" for p in c.controller_ports.values())
+    node4 = Broker(
+        Path(tempfile.mkdtemp(prefix="node4-", dir=tmp_path)),
+        {
+            **GROUP_SETTINGS,
+            "node.id": 4,
+            "controller.listen": f"127.0.0.1:{ctrl4}",
+            "controller.quorum.bootstrap.servers": bootstrap_controllers,
+        },
+        port=free_port(),
+    )
+    node4.start(timeout=60)
+    try:
+        everyone = [*c.nodes.values(), node4]
+        c.wait_brokers({1, 2, 3, 4}, via=everyone)
+        # It follows the metadata log as an observer, with the cluster's id.
+        d = describe_cluster(node4.bootstrap)
+        assert [v["node_id"] for v in d["quorum"]["voters"]] == [1, 2, 3], d
+        assert [o["node_id"] for o in d["quorum"]["observers"]] == [4], d
+        assert "cluster.id=" + d["cluster_id"] in (node4.data_dir / "meta.properties").read_text()
+        # New topics use it: 8 partitions are 2 leaders per broker, and clients reach all four.
+        admin = admin_client(c.bootstrap(1))
+        admin.create_topics([NewTopic("with-four", num_partitions=8, replication_factor=1)])["with-four"].result(30)
+        wait_for(lambda: len(leaders(node4.bootstrap, "with-four")) == 8, 30, "the topic on node 4")
+        assert Counter(leaders(node4.bootstrap, "with-four").values()) == {1: 2, 2: 2, 3: 2, 4: 2}
+        records = gen_records(800, null_values=False)
+        results = produce_confluent(node4.bootstrap, "with-four", records)
+        assert_all_delivered(results)
+        assert len(kcat_consume_all(c.bootstrap(2), "with-four")) == len(records)
+
+        # It becomes a voter on the running cluster.
+        vltava_cli("cluster", "add-controller", "--node-id", "4", "--controller-address", f"127.0.0.1:{ctrl4}",
+                   "--bootstrap-server", c.bootstrap(1))
+        d = describe_cluster(c.bootstrap(2))
+        assert [v["node_id"] for v in d["quorum"]["voters"]] == [1, 2, 3, 4], d
+        assert d["quorum"]["observers"] == [], d
+        # The active controller leaves the voters: it resigns, a remaining voter takes over, it
+        # stays a broker following the log, and metadata changes go on (through it, too).
+        old = d["quorum"]["leader_id"]
+        vltava_cli("cluster", "remove-controller", "--node-id", str(old), "--bootstrap-server", node4.bootstrap)
+        wait_for(lambda: describe_cluster(node4.bootstrap)["quorum"]["leader_id"] != old, 30, "another active controller")
+        d = describe_cluster(node4.bootstrap)
+        assert [v["node_id"] for v in d["quorum"]["voters"]] == sorted({1, 2, 3, 4} - {old}), d
+        assert [o["node_id"] for o in d["quorum"]["observers"]] == [old], d
+        assert {b["state"] for b in d["brokers"]} == {"active"}, d
+        via_old = node4.bootstrap if old == 4 else c.bootstrap(old)
+        admin = admin_client(via_old)
+        admin.create_topics([NewTopic("after-removal", num_partitions=4, replication_factor=1)])["after-removal"].result(30)
+        wait_for(lambda: all(len(leaders(b.bootstrap, "after-removal")) == 4 for b in everyone), 30, "the new topic")
+    finally:
+        if node4.is_running():
+            node4.kill()
+
+
 NOT_COORDINATOR = 16
 COORDINATOR_NOT_AVAILABLE = 15
 

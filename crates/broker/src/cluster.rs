@@ -289,7 +289,24 @@ impl Cluster {
 
     /// Registers this incarnation and heartbeats until the controller unfences it.
     async fn join(&self) -> Result<(), ClusterError> {
-        self.register().await?;
+        // A new controller gives every registered broker a fresh session, so after a restart of
+        // the whole cluster this node's previous incarnation may look alive for up to
+        // broker.session.timeout.ms: retry until it runs out (the caller bounds the wait), as
+        // Kafka's brokers do after DUPLICATE_BROKER_REGISTRATION.
+        let mut logged = false;
+        loop {
+            match self.register().await {
+                Ok(()) => break,
+                Err(e) if e.error == ResponseError::DuplicateBrokerRegistration => {
+                    if !logged {
+                        tracing::info!(error = %e, "waiting for the previous incarnation's session to end");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         loop {
             let reply = self.heartbeat(false, CALL_TIMEOUT).await?;
             if !reply.is_fenced {
@@ -448,7 +465,8 @@ impl Cluster {
         self.call_within(request, CALL_TIMEOUT).await
     }
 
-    async fn call_within(
+    /// [`Cluster::call`] with its own timeout (voter changes wait for a learner to catch up).
+    pub async fn call_within(
         &self,
         request: ControllerRequest,
         timeout: Duration,

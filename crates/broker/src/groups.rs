@@ -169,6 +169,12 @@ impl GroupManager {
                 .collect()
         };
         gained.sort_by_key(|(i, _)| *i);
+        if !gained.is_empty() {
+            tracing::info!(
+                partitions = ?gained.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                "coordinating the groups of these {OFFSETS_TOPIC} partitions"
+            );
+        }
         for (index, (partition, leader_epoch)) in gained {
             lock(&self.owned).insert(
                 index,
@@ -269,7 +275,7 @@ impl GroupManager {
         core.take_dirty();
         drop(core);
         self.timers.notify_one();
-        tracing::info!(
+        tracing::debug!(
             partition = p.index,
             records = count,
             groups = restored,

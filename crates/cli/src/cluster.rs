@@ -1,5 +1,6 @@
-//! `vltava cluster describe`: the brokers (address, rack, state, broker epoch) and the metadata
-//! quorum (leader, epoch, each voter's log end and lag).
+//! `vltava cluster`: `describe` shows the brokers (address, rack, state, broker epoch) and the
+//! metadata quorum (leader, epoch, each voter's log end and lag); `add-controller` and
+//! `remove-controller` change the quorum's voters on a running cluster.
 
 use std::time::Duration;
 
@@ -26,6 +27,37 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a running node a voter of the metadata quorum. Start it first with
+    /// --controller-listen and --controller-quorum-bootstrap-servers (it joins as an observer);
+    /// it is caught up before it counts.
+    AddController {
+        /// The node's id.
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i32).range(0..))]
+        node_id: i32,
+        /// The node's controller listener.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+        controller_address: (String, u16),
+    },
+    /// Remove a voter from the metadata quorum; the node keeps following the metadata as an
+    /// observer (and stays a broker).
+    RemoveController {
+        /// The voter's id.
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i32).range(0..))]
+        node_id: i32,
+    },
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("'{s}': expected HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{s}': the port must be 1-65535"))?;
+    Ok((host.to_string(), port))
 }
 
 /// Runs a `vltava cluster` command.
@@ -44,6 +76,23 @@ pub async fn run(args: ClusterArgs) -> Result<(), Failure> {
             } else {
                 print!("{}", to_text(&cluster, &quorum));
             }
+            Ok(())
+        }
+        ClusterCommand::AddController {
+            node_id,
+            controller_address: (host, port),
+        } => {
+            let timeout_ms =
+                i32::try_from(args.client.timeout.saturating_mul(1000)).unwrap_or(i32::MAX);
+            admin
+                .add_raft_voter(node_id, &host, port, timeout_ms)
+                .await?;
+            println!("node {node_id} ({host}:{port}) is now a voter");
+            Ok(())
+        }
+        ClusterCommand::RemoveController { node_id } => {
+            admin.remove_raft_voter(node_id).await?;
+            println!("node {node_id} is no longer a voter");
             Ok(())
         }
     }
@@ -144,6 +193,18 @@ fn to_json(c: &ClusterDescription, q: &QuorumDescription) -> serde_json::Value {
 mod tests {
     use super::*;
     use vltava_client::{BrokerDescription, BrokerState};
+
+    #[test]
+    fn controller_addresses_are_host_and_port() {
+        assert_eq!(
+            parse_host_port("127.0.0.1:9093"),
+            Ok(("127.0.0.1".to_string(), 9093))
+        );
+        assert!(parse_host_port("127.0.0.1").is_err());
+        assert!(parse_host_port(":9093").is_err());
+        assert!(parse_host_port("h:0").is_err());
+        assert!(parse_host_port("h:70000").is_err());
+    }
 
     #[test]
     fn describes_brokers_and_quorum_as_tables() {

@@ -1,8 +1,14 @@
 //! Admin operations on the cluster itself: its brokers (DescribeCluster) and its metadata quorum
-//! (DescribeQuorum), as `vltava cluster describe` shows them.
+//! (DescribeQuorum; AddRaftVoter and RemoveRaftVoter, which Vltava's brokers carry to the active
+//! controller), as `vltava cluster` shows and changes them.
 
+use kafka_protocol::messages::add_raft_voter_request::Listener;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-use kafka_protocol::messages::{ApiKey, DescribeClusterRequest, DescribeQuorumRequest};
+use kafka_protocol::messages::{
+    AddRaftVoterRequest, ApiKey, DescribeClusterRequest, DescribeQuorumRequest,
+    RemoveRaftVoterRequest,
+};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::admin::{Admin, topic_name};
 use crate::error::{ClientError, Result};
@@ -11,6 +17,8 @@ use crate::error::{ClientError, Result};
 pub const CLUSTER_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
 ];
 
 /// Vltava's DescribeCluster tags (see the broker's handler): broker epoch and state.
@@ -191,9 +199,11 @@ impl Admin {
                 p.error_message.as_deref(),
             ));
         }
+        // A leader that has just removed itself from the voters is listed as an observer.
         let leader_end = p
             .current_voters
             .iter()
+            .chain(&p.observers)
             .find(|v| v.replica_id == p.leader_id)
             .map(|v| v.log_end_offset);
         let member =
@@ -215,5 +225,63 @@ impl Admin {
             voters,
             observers,
         })
+    }
+
+    /// Makes `node_id`, whose controller listener is `host:port`, a voter of the metadata
+    /// quorum. The node must be running and following the log (started with
+    /// `controller.quorum.bootstrap.servers`); it is caught up before it counts. Waits up to
+    /// `timeout_ms` on the controller's side.
+    pub async fn add_raft_voter(
+        &mut self,
+        node_id: i32,
+        host: &str,
+        port: u16,
+        timeout_ms: i32,
+    ) -> Result<()> {
+        let addr = self.cluster.any_connection().await?;
+        let r = self
+            .call_negotiated(CLUSTER_VERSIONS, &addr, |_| {
+                let mut l = Listener::default();
+                l.name = StrBytes::from_static_str("CONTROLLER");
+                l.host = StrBytes::from_string(host.to_string());
+                l.port = port;
+                let mut req = AddRaftVoterRequest::default();
+                req.cluster_id = None;
+                req.timeout_ms = timeout_ms;
+                req.voter_id = node_id;
+                req.listeners.push(l);
+                req
+            })
+            .await?;
+        if r.error_code != 0 {
+            return Err(ClientError::broker(
+                r.error_code,
+                format!("add voter {node_id}"),
+                r.error_message.as_deref(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes `node_id` from the voters of the metadata quorum; it goes on following the
+    /// log as an observer.
+    pub async fn remove_raft_voter(&mut self, node_id: i32) -> Result<()> {
+        let addr = self.cluster.any_connection().await?;
+        let r = self
+            .call_negotiated(CLUSTER_VERSIONS, &addr, |_| {
+                let mut req = RemoveRaftVoterRequest::default();
+                req.cluster_id = None;
+                req.voter_id = node_id;
+                req
+            })
+            .await?;
+        if r.error_code != 0 {
+            return Err(ClientError::broker(
+                r.error_code,
+                format!("remove voter {node_id}"),
+                r.error_message.as_deref(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -45,6 +45,11 @@ const COMMAND_QUEUE: usize = 256;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the active controller waits for one write to commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one step of a voter change (catching the new voter up, committing the new
+/// membership) may take.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long a controller that removed itself from the voters waits for another to lead.
+const RESIGN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for raft to stop before the tasks are aborted anyway.
 const RAFT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -526,21 +531,28 @@ impl Inner {
                 format!("node {node_id} is already a voter"),
             ));
         }
-        // Catch it up as a learner first, so that it can vote from the moment it counts.
-        if let Err(e) = self
-            .raft
-            .add_learner(id, ControllerNode { addr }, true)
-            .await
-        {
-            return self.write_failed(e);
+        // Catch it up as a learner first, so that it can vote from the moment it counts. Both
+        // steps are bounded: an unreachable node must not hold this request forever.
+        let caught_up = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft.add_learner(id, ControllerNode { addr }, true),
+        )
+        .await;
+        match caught_up {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return self.write_failed(e),
+            Err(_) => return membership_timed_out(node_id, "did not catch up as an observer"),
         }
-        match self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-        {
-            Ok(r) => done(Some(r.log_id.index)),
-            Err(e) => self.write_failed(e),
+        let changed = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await;
+        match changed {
+            Ok(Ok(r)) => done(Some(r.log_id.index)),
+            Ok(Err(e)) => self.write_failed(e),
+            Err(_) => membership_timed_out(node_id, "was not made a voter"),
         }
     }
 
@@ -567,14 +579,52 @@ impl Inner {
             ));
         }
         // Retained as a learner: a combined node keeps following the metadata as a broker.
-        match self
-            .raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
-            .await
-        {
-            Ok(r) => done(Some(r.log_id.index)),
-            Err(e) => self.write_failed(e),
+        let changed = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
+        )
+        .await;
+        match changed {
+            Ok(Ok(r)) => {
+                if node_id == self.node_id {
+                    self.resign();
+                }
+                done(Some(r.log_id.index))
+            }
+            Ok(Err(e)) => self.write_failed(e),
+            Err(_) => membership_timed_out(node_id, "was not removed from the voters"),
         }
+    }
+
+    /// Hands leadership to the voters after this node removed itself from them. Raft lets a
+    /// leader outside the voters go on leading (it stays a learner, to keep following the log
+    /// as a broker); Kafka's removed controller resigns instead, and so does this one: with its
+    /// heartbeats paused the voters' election timeout runs out, one of them wins the next term
+    /// and this node follows it. Heartbeats resume once another leader is known, or after
+    /// [`RESIGN_TIMEOUT`] in any case.
+    fn resign(&self) {
+        let raft = self.raft.clone();
+        let me = raft_id(self.node_id);
+        tokio::spawn(async move {
+            raft.runtime_config().heartbeat(false);
+            let mut metrics = raft.metrics();
+            let moved = tokio::time::timeout(
+                RESIGN_TIMEOUT,
+                metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me)),
+            )
+            .await;
+            raft.runtime_config().heartbeat(true);
+            match moved {
+                Ok(Ok(_)) => {
+                    tracing::info!("resigned as active controller after leaving the voters")
+                }
+                _ => tracing::warn!(
+                    "still the leader {}s after leaving the voters",
+                    RESIGN_TIMEOUT.as_secs()
+                ),
+            }
+        });
     }
 
     fn write_failed(
@@ -624,6 +674,17 @@ impl Inner {
             ))),
         }
     }
+}
+
+/// A voter change that did not finish in time; it may still complete.
+fn membership_timed_out(node_id: i32, what: &str) -> ControllerReply {
+    ControllerReply::Failed(ControllerError::new(
+        ResponseError::RequestTimedOut,
+        format!(
+            "node {node_id} {what} within {}s; the change may still complete",
+            MEMBERSHIP_TIMEOUT.as_secs()
+        ),
+    ))
 }
 
 fn done(metadata_offset: Option<u64>) -> ControllerReply {

@@ -347,6 +347,8 @@ static APIS: &[Api] = &[
     api(47, span(0, 0), NEVER_FLEXIBLE, &OFFSET_DELETE_REQUEST),
     api(55, span(0, 2), 0, &DESCRIBE_QUORUM_REQUEST),
     api(60, span(0, 2), 0, &DESCRIBE_CLUSTER_REQUEST),
+    api(80, span(0, 0), 0, &ADD_RAFT_VOTER_REQUEST),
+    api(81, span(0, 0), 0, &REMOVE_RAFT_VOTER_REQUEST),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -702,6 +704,27 @@ static DESCRIBE_QUORUM_REQUEST_TOPIC: Schema = schema!("TopicData" [
 ]);
 static DESCRIBE_QUORUM_REQUEST_PARTITION: Schema = schema!("PartitionData" [
     f("partition_index", ALL, I32),
+]);
+
+// AddRaftVoter (80): flexible from v0.
+static ADD_RAFT_VOTER_REQUEST: Schema = schema!("AddRaftVoterRequest" [
+    f("cluster_id", ALL, NULLABLE_STR),
+    f("timeout_ms", ALL, I32),
+    f("voter_id", ALL, I32),
+    f("voter_directory_id", ALL, UUID),
+    f("listeners", ALL, array(&ADD_RAFT_VOTER_REQUEST_LISTENER)),
+]);
+static ADD_RAFT_VOTER_REQUEST_LISTENER: Schema = schema!("Listener" [
+    f("name", ALL, STR),
+    f("host", ALL, STR),
+    f("port", ALL, I16),
+]);
+
+// RemoveRaftVoter (81): flexible from v0.
+static REMOVE_RAFT_VOTER_REQUEST: Schema = schema!("RemoveRaftVoterRequest" [
+    f("cluster_id", ALL, NULLABLE_STR),
+    f("voter_id", ALL, I32),
+    f("voter_directory_id", ALL, UUID),
 ]);
 
 // DescribeCluster (60): flexible from v0.

@@ -6,18 +6,19 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest,
-    CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
-    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    AddRaftVoterRequest, AlterConfigsRequest, ApiKey, ApiVersionsRequest, BrokerId,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProducerId, RequestKind,
-    SyncGroupRequest, TopicName, TransactionalId, alter_configs_request, create_partitions_request,
-    create_topics_request, delete_records_request, delete_topics_request, describe_configs_request,
-    describe_quorum_request, fetch_request, incremental_alter_configs_request, join_group_request,
-    leave_group_request, list_offsets_request, metadata_request, offset_commit_request,
-    offset_delete_request, offset_fetch_request, produce_request, sync_group_request,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProducerId, RemoveRaftVoterRequest,
+    RequestKind, SyncGroupRequest, TopicName, TransactionalId, alter_configs_request,
+    create_partitions_request, create_topics_request, delete_records_request,
+    delete_topics_request, describe_configs_request, describe_quorum_request, fetch_request,
+    incremental_alter_configs_request, join_group_request, leave_group_request,
+    list_offsets_request, metadata_request, offset_commit_request, offset_delete_request,
+    offset_fetch_request, produce_request, sync_group_request,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -89,6 +90,10 @@ macro_rules! for_api {
             }
             ApiKey::DescribeQuorum => {
                 $each!(DescribeQuorum, DescribeQuorumRequest, describe_quorum)
+            }
+            ApiKey::AddRaftVoter => $each!(AddRaftVoter, AddRaftVoterRequest, add_raft_voter),
+            ApiKey::RemoveRaftVoter => {
+                $each!(RemoveRaftVoter, RemoveRaftVoterRequest, remove_raft_voter)
             }
             _ => None,
         }
@@ -668,6 +673,32 @@ fn describe_cluster(v: i16) -> DescribeClusterRequest {
         req = req.with_include_fenced_brokers(true);
     }
     req
+}
+
+fn add_raft_voter(_v: i16) -> AddRaftVoterRequest {
+    use kafka_protocol::messages::add_raft_voter_request::Listener;
+    let listener = |name: &str, port: u16| {
+        Listener::default()
+            .with_name(StrBytes::from_string(name.to_string()))
+            .with_host(StrBytes::from_static_str("127.0.0.1"))
+            .with_port(port)
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    AddRaftVoterRequest::default()
+        .with_cluster_id(Some(StrBytes::from_static_str("AAAAAAAAAAAAAAAAAAAAAA")))
+        .with_timeout_ms(30_000)
+        .with_voter_id(4)
+        .with_voter_directory_id(Default::default())
+        .with_listeners(vec![listener("CONTROLLER", 9093), listener("OTHER", 65535)])
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn remove_raft_voter(_v: i16) -> RemoveRaftVoterRequest {
+    RemoveRaftVoterRequest::default()
+        .with_cluster_id(None)
+        .with_voter_id(2)
+        .with_voter_directory_id(Default::default())
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
 }
 
 fn describe_quorum(_v: i16) -> DescribeQuorumRequest {

@@ -1,6 +1,6 @@
 //! Cluster discovery: Metadata, DescribeCluster and FindCoordinator, answered from the
 //! committed metadata this node has applied, so that every broker gives the same answer
-//! within the lag of applying the log; and DescribeQuorum, answered by the active controller.
+//! within the lag of applying the log.
 
 use std::sync::Arc;
 
@@ -10,9 +10,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest,
-    MetadataResponse, find_coordinator_response,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, find_coordinator_response,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -314,100 +313,5 @@ pub(super) fn find_coordinator(
     resp.node_id = BrokerId(node_id);
     resp.host = host;
     resp.port = port;
-    resp
-}
-
-/// The metadata log's topic, as DescribeQuorum names it.
-const METADATA_TOPIC: &str = "__cluster_metadata";
-
-/// DescribeQuorum 0-2: the quorum as the active controller sees it (Kafka's brokers forward it
-/// there too). Per-voter fetch and catch-up times are not tracked by the quorum's replication
-/// and are reported as -1 ("unknown"), as Kafka does for a replica it has not heard from.
-pub(super) async fn describe_quorum(
-    ctx: &Ctx,
-    version: i16,
-    req: DescribeQuorumRequest,
-) -> DescribeQuorumResponse {
-    use kafka_protocol::messages::describe_quorum_response::{
-        Listener, Node, PartitionData, ReplicaState, TopicData,
-    };
-    let mut resp = DescribeQuorumResponse::default();
-    let names_metadata_partition = req.topics.len() == 1
-        && req.topics[0].topic_name.0.as_str() == METADATA_TOPIC
-        && req.topics[0].partitions.len() == 1
-        && req.topics[0].partitions[0].partition_index == 0;
-    let mut partition = PartitionData::default();
-    partition.partition_index = 0;
-    let mut topic = TopicData::default();
-    topic.topic_name = tn(METADATA_TOPIC);
-    let fail = |mut partition: PartitionData, mut topic: TopicData, error: ResponseError, msg| {
-        let mut resp = DescribeQuorumResponse::default();
-        partition.error_code = error.code();
-        partition.leader_id = BrokerId(-1);
-        partition.leader_epoch = -1;
-        partition.high_watermark = -1;
-        if version >= 2 {
-            partition.error_message = Some(s(msg));
-        }
-        topic.partitions.push(partition);
-        resp.topics.push(topic);
-        resp
-    };
-    if !names_metadata_partition {
-        return fail(
-            partition,
-            topic,
-            ResponseError::UnknownTopicOrPartition,
-            format!("DescribeQuorum describes {METADATA_TOPIC}-0 only"),
-        );
-    }
-    let quorum = match ctx
-        .cluster
-        .call(vltava_controller::rpc::ControllerRequest::DescribeQuorum)
-        .await
-    {
-        Ok(vltava_controller::rpc::ControllerResponse::Quorum(q)) => q,
-        Ok(other) => {
-            return fail(
-                partition,
-                topic,
-                ResponseError::UnknownServerError,
-                format!("unexpected controller answer {other:?}"),
-            );
-        }
-        Err(e) => return fail(partition, topic, e.error, e.message),
-    };
-    let state = |r: &vltava_controller::rpc::ReplicaState| {
-        let mut st = ReplicaState::default();
-        st.replica_id = BrokerId(r.node_id);
-        st.log_end_offset = r.log_end_offset;
-        st.last_fetch_timestamp = -1;
-        st.last_caught_up_timestamp = -1;
-        st
-    };
-    partition.leader_id = BrokerId(quorum.leader_id);
-    partition.leader_epoch = i32::try_from(quorum.leader_epoch).unwrap_or(i32::MAX);
-    partition.high_watermark = quorum.high_watermark;
-    partition.current_voters = quorum.voters.iter().map(state).collect();
-    partition.observers = quorum.observers.iter().map(state).collect();
-    if version >= 2 {
-        resp.nodes = quorum
-            .voters
-            .iter()
-            .filter_map(|v| {
-                let (host, port) = v.addr.rsplit_once(':')?;
-                let mut l = Listener::default();
-                l.name = s("CONTROLLER");
-                l.host = s(host);
-                l.port = port.parse().ok()?;
-                let mut n = Node::default();
-                n.node_id = BrokerId(v.node_id);
-                n.listeners.push(l);
-                Some(n)
-            })
-            .collect();
-    }
-    topic.partitions.push(partition);
-    resp.topics.push(topic);
     resp
 }

@@ -12,6 +12,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_ids;
+mod quorum;
 mod topics;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
@@ -224,7 +227,13 @@ pub async fn handle(
             ResponseKind::DescribeCluster(metadata::describe_cluster(ctx, version, r))
         }
         RequestKind::DescribeQuorum(r) => {
-            ResponseKind::DescribeQuorum(metadata::describe_quorum(ctx, version, r).await)
+            ResponseKind::DescribeQuorum(quorum::describe_quorum(ctx, version, r).await)
+        }
+        RequestKind::AddRaftVoter(r) => {
+            ResponseKind::AddRaftVoter(quorum::add_raft_voter(ctx, r).await)
+        }
+        RequestKind::RemoveRaftVoter(r) => {
+            ResponseKind::RemoveRaftVoter(quorum::remove_raft_voter(ctx, r).await)
         }
         RequestKind::DeleteRecords(r) => {
             return respond_off_worker(ctx, move |c| {
