@@ -75,6 +75,10 @@ seconds_list() { local x out=""; for x in "$@"; do out+="${out:+, }$(fmt "$x" 2)
 WORKTREE=""
 cluster_cleanup() {
     local rc=$? i
+    # run.sh's timeout signals the phase and then its whole process group: a second SIGTERM
+    # arriving here must not cut the cleanup short.
+    trap '' INT TERM
+    set +e   # phase_cleanup takes the status from $?, set below by a subshell's exit
     for i in "${!NODE_PID[@]}"; do
         [[ -n "${NODE_PID[$i]}" ]] && kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true
     done

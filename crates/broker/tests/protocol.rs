@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -588,5 +589,138 @@ async fn message_too_large_and_unknown_topic() -> Result<()> {
     )?;
     assert_eq!(p.error_code, 17);
     b.shutdown().await?;
+    Ok(())
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough between two in-process brokers).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_fetch_at_a_broker_that_does_not_lead_name_the_leader_kip951() -> Result<()> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let ctrl = [free_port()?, free_port()?];
+    let voters = format!("1@127.0.0.1:{},2@127.0.0.1:{}", ctrl[0], ctrl[1]);
+    let node = |i: usize| {
+        let voters = voters.clone();
+        let dir = dirs[i].path().to_path_buf();
+        let ctrl = ctrl[i];
+        async move {
+            let id = (i + 1).to_string();
+            let listen = format!("127.0.0.1:{ctrl}");
+            start(
+                &dir,
+                &[
+                    ("node.id", id.as_str()),
+                    ("controller.listen", listen.as_str()),
+                    ("controller.quorum.voters", voters.as_str()),
+                ],
+            )
+            .await
+        }
+    };
+    // Together: each start waits for a quorum, which needs the other.
+    let (b1, b2) = tokio::join!(node(0), node(1));
+    let brokers = [b1?, b2?];
+    let mut c = Conn::connect(&brokers[0]).await?;
+    let mut ct = create_topics_request::CreatableTopic::default();
+    ct.name = TopicName(StrBytes::from_static_str("led"));
+    ct.num_partitions = 2;
+    ct.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![ct];
+    req.timeout_ms = 30_000;
+    let ResponseKind::CreateTopics(r) = c
+        .call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req))
+        .await?
+    else {
+        bail!("not a CreateTopics response")
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    // Each broker leads one partition (placement spreads leaders); find broker 1's other one.
+    let mut md = MetadataRequest::default();
+    let mut mt = metadata_request::MetadataRequestTopic::default();
+    mt.name = Some(TopicName(StrBytes::from_static_str("led")));
+    md.topics = Some(vec![mt]);
+    let ResponseKind::Metadata(m) = c
+        .call(ApiKey::Metadata, 12, RequestKind::Metadata(md))
+        .await?
+    else {
+        bail!("not metadata")
+    };
+    let topic = &m.topics[0];
+    let foreign = topic
+        .partitions
+        .iter()
+        .find(|p| p.leader_id.0 == 2)
+        .context("a partition led by broker 2")?;
+    let (index, epoch) = (foreign.partition_index, foreign.leader_epoch);
+    let b2_port = i32::from(brokers[1].local_addr.port());
+
+    let produced = c
+        .call(
+            ApiKey::Produce,
+            11,
+            produce_req("led", index, batch(&[b"x"], None, Compression::None), 1),
+        )
+        .await?;
+    let ResponseKind::Produce(p) = produced else {
+        bail!("not a produce response")
+    };
+    let pr = &p.responses[0].partition_responses[0];
+    assert_eq!(pr.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (
+            pr.current_leader.leader_id.0,
+            pr.current_leader.leader_epoch
+        ),
+        (2, epoch)
+    );
+    assert_eq!(
+        p.node_endpoints
+            .iter()
+            .map(|e| (e.node_id.0, e.port))
+            .collect::<Vec<_>>(),
+        vec![(2, b2_port)]
+    );
+
+    let mut fp = fetch_request::FetchPartition::default();
+    fp.partition = index;
+    fp.partition_max_bytes = 1 << 20;
+    let mut ft = fetch_request::FetchTopic::default();
+    ft.topic_id = topic.topic_id;
+    ft.partitions = vec![fp];
+    let mut fr = FetchRequest::default();
+    fr.max_bytes = 1 << 20;
+    fr.topics = vec![ft];
+    let ResponseKind::Fetch(f) = c.call(ApiKey::Fetch, 16, RequestKind::Fetch(fr)).await? else {
+        bail!("not a fetch response")
+    };
+    let fpr = &f.responses[0].partitions[0];
+    assert_eq!(fpr.error_code, ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        (
+            fpr.current_leader.leader_id.0,
+            fpr.current_leader.leader_epoch
+        ),
+        (2, epoch)
+    );
+    assert_eq!(
+        f.node_endpoints
+            .iter()
+            .map(|e| (e.node_id.0, e.port))
+            .collect::<Vec<_>>(),
+        vec![(2, b2_port)]
+    );
+    drop(c);
+    let [b1, b2] = brokers;
+    // The second to stop has no quorum left for its controlled shutdown and waits it out
+    // (10 s), as a Kafka broker would.
+    let (r1, r2) = tokio::join!(b1.shutdown(), b2.shutdown());
+    r1?;
+    r2?;
     Ok(())
 }

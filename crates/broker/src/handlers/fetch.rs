@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use tokio::sync::Notify;
 use vltava_storage::FileRegion;
 
 use super::Ctx;
 use crate::errors::{partition_code, storage_code};
-use crate::replica::{ReplicaManager, Topic};
+use crate::replica::{PartitionLookupError, ReplicaManager, Topic};
 
 /// A Fetch response plus, per partition in response order, the file ranges that hold its
 /// records (`None`: the partition's `records` field is used as is).
@@ -86,7 +88,7 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
         }
         let (resp, bytes, has_error) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
         if !waiting || bytes >= min_bytes || has_error {
-            return resp;
+            return with_leader_endpoints(ctx, version, resp);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(remaining, notify.notified())
@@ -94,9 +96,36 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             .is_err()
         {
             let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
-            return resp;
+            return with_leader_endpoints(ctx, version, resp);
         }
     }
+}
+
+/// Fetch v16+: the endpoints of the current leaders named in partition errors (KIP-951).
+fn with_leader_endpoints(ctx: &Ctx, version: i16, mut reply: FetchReply) -> FetchReply {
+    if version < 16 {
+        return reply;
+    }
+    let leaders: std::collections::BTreeSet<i32> = reply
+        .response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.current_leader.leader_id.0)
+        .filter(|id| *id >= 0)
+        .collect();
+    reply.response.node_endpoints = super::metadata::endpoints_of(ctx, &leaders)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut e = NodeEndpoint::default();
+            e.node_id = BrokerId(id);
+            e.host = super::s(host);
+            e.port = port;
+            e.rack = rack.map(super::s);
+            e
+        })
+        .collect();
+    reply
 }
 
 fn fetch_once(
@@ -125,7 +154,19 @@ fn fetch_once(
             let partition = match topic {
                 Some(t) => rm
                     .partition_at_epoch(t, fp.partition, fp.current_leader_epoch)
-                    .map_err(|e| partition_code(&e)),
+                    .map_err(|e| {
+                        // KIP-951: where the partition is led now, so the client can move on.
+                        if let PartitionLookupError::NotLeader {
+                            leader,
+                            leader_epoch,
+                        } = e
+                            && version >= 12
+                        {
+                            pd.current_leader.leader_id = BrokerId(leader);
+                            pd.current_leader.leader_epoch = leader_epoch;
+                        }
+                        partition_code(&e)
+                    }),
                 None if version >= 13 => Err(ResponseError::UnknownTopicId.code()),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };

@@ -52,6 +52,22 @@ pub(crate) fn live_brokers(ctx: &Ctx) -> Vec<(i32, String, i32, Option<String>)>
         .unwrap_or_default()
 }
 
+/// The live brokers among `ids`, for the `node_endpoints` of Produce and Fetch answers that
+/// name a partition's current leader (KIP-951), so the client can go there without a Metadata
+/// round trip.
+pub(crate) fn endpoints_of(
+    ctx: &Ctx,
+    ids: &std::collections::BTreeSet<i32>,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    live_brokers(ctx)
+        .into_iter()
+        .filter(|b| ids.contains(&b.0))
+        .collect()
+}
+
 fn topic_metadata(version: i16, t: &Topic) -> MetadataResponseTopic {
     let mut m = MetadataResponseTopic::default();
     m.name = Some(tn(&t.name));

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use vltava_protocol::batch;
 use vltava_storage::StorageError;
 
 use super::{Ctx, s};
 use crate::errors::{NONE, partition_code, storage_code};
-use crate::replica::{Partition, Topic, validate_topic_name};
+use crate::replica::{Partition, PartitionLookupError, Topic, validate_topic_name};
 
 /// Result of appending one partition's records.
 struct PartitionAppend {
@@ -22,6 +24,8 @@ struct PartitionAppend {
     error_message: Option<String>,
     base_offset: i64,
     log_start_offset: i64,
+    /// NOT_LEADER_OR_FOLLOWER: the partition's current leader and epoch (KIP-951).
+    current_leader: Option<(i32, i32)>,
 }
 
 fn append_partition(
@@ -37,13 +41,24 @@ fn append_partition(
         error_message: msg,
         base_offset: -1,
         log_start_offset: -1,
+        current_leader: None,
     };
     let Some(topic) = topic else {
         return AppendStep::Done(fail(ResponseError::UnknownTopicOrPartition.code(), None));
     };
     let partition = match ctx.rm.partition(topic, index) {
         Ok(p) => p,
-        Err(e) => return AppendStep::Done(fail(partition_code(&e), None)),
+        Err(e) => {
+            let mut failed = fail(partition_code(&e), None);
+            if let PartitionLookupError::NotLeader {
+                leader,
+                leader_epoch,
+            } = e
+            {
+                failed.current_leader = Some((leader, leader_epoch));
+            }
+            return AppendStep::Done(failed);
+        }
     };
     if acks == -1 {
         let min_isr = ctx.rm.config().min_insync_replicas(&topic.configs);
@@ -117,6 +132,7 @@ fn append_failed(topic: &str, index: i32, e: StorageError) -> PartitionAppend {
         error_message: Some(e.to_string()),
         base_offset: -1,
         log_start_offset: -1,
+        current_leader: None,
     }
 }
 
@@ -150,6 +166,7 @@ impl AppendStep {
                             error_message: None,
                             base_offset: info.first_offset as i64,
                             log_start_offset: info.log_start_offset as i64,
+                            current_leader: None,
                         },
                         Some((partition, info.last_offset as i64)),
                     ),
@@ -190,6 +207,7 @@ pub(super) fn produce(
                 error_message: msg,
                 base_offset: -1,
                 log_start_offset: -1,
+                current_leader: None,
             })
         };
         let mut steps = Vec::with_capacity(td.partition_data.len());
@@ -210,6 +228,20 @@ pub(super) fn produce(
         }
         topics.push((td.name, steps));
     }
+    let leaders: std::collections::BTreeSet<i32> = topics
+        .iter()
+        .flat_map(|(_, steps)| steps)
+        .filter_map(|step| match step {
+            AppendStep::Done(p) => p.current_leader.map(|(id, _)| id),
+            _ => None,
+        })
+        .filter(|id| *id >= 0)
+        .collect();
+    let endpoints = if version >= 10 {
+        super::metadata::endpoints_of(ctx, &leaders)
+    } else {
+        Vec::new()
+    };
     async move {
         let mut resp = ProduceResponse::default();
         let mut pending = Vec::new();
@@ -231,10 +263,27 @@ pub(super) fn produce(
                 if version >= 8 {
                     pr.error_message = res.error_message.map(s);
                 }
+                if version >= 10
+                    && let Some((leader, epoch)) = res.current_leader
+                {
+                    pr.current_leader.leader_id = BrokerId(leader);
+                    pr.current_leader.leader_epoch = epoch;
+                }
                 tr.partition_responses.push(pr);
             }
             resp.responses.push(tr);
         }
+        resp.node_endpoints = endpoints
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                let mut e = NodeEndpoint::default();
+                e.node_id = BrokerId(id);
+                e.host = s(host);
+                e.port = port;
+                e.rack = rack.map(s);
+                e
+            })
+            .collect();
         if acks == 0 {
             return None;
         }
