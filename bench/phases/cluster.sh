@@ -16,6 +16,9 @@
 # shellcheck source=bench/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
+# The phase's own stderr, for the cleanup: a signal that arrives while a client runs with its
+# stderr redirected to a file has the EXIT trap run with that redirection in place.
+exec 9>&2
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DRIVER="$REPO_DIR/bench/lib/cluster.py"
 if [[ -n "${BENCH_PYTHON:-}" ]]; then
@@ -73,15 +76,24 @@ seconds_list() { local x out=""; for x in "$@"; do out+="${out:+, }$(fmt "$x" 2)
 # ----------------------------------------------------------------------------------------
 
 WORKTREE=""
+BUILD_PID=""
 cluster_cleanup() {
     local rc=$? i
-    # run.sh's timeout signals the phase and then its whole process group: a second SIGTERM
-    # arriving here must not cut the cleanup short.
+    # run.sh's timeout may signal the phase twice (itself, then its process group): a second
+    # SIGTERM arriving here must not cut the cleanup short.
     trap '' INT TERM
     set +e   # phase_cleanup takes the status from $?, set below by a subshell's exit
+    exec 2>&9
     for i in "${!NODE_PID[@]}"; do
         [[ -n "${NODE_PID[$i]}" ]] && kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true
     done
+    if [[ -n "$BUILD_PID" ]] && kill -0 "$BUILD_PID" 2>/dev/null; then
+        log "stopping the build of $BEFORE_REV (process group $BUILD_PID)"
+        kill -TERM -- "-$BUILD_PID" 2>/dev/null || kill -TERM "$BUILD_PID" 2>/dev/null
+        for ((i = 0; i < 100; i++)); do kill -0 "$BUILD_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$BUILD_PID" 2>/dev/null
+        wait "$BUILD_PID" 2>/dev/null
+    fi
     if [[ -n "$WORKTREE" && -d "$WORKTREE" ]]; then
         git -C "$REPO_DIR" worktree remove --force "$WORKTREE" 2>/dev/null || rm -rf "$WORKTREE"
         git -C "$REPO_DIR" worktree prune 2>/dev/null || true
@@ -111,8 +123,14 @@ else
             || fail_with_output "$PHASE_DIR/before-build.log" "git worktree add $BEFORE_REV failed"
         t0="$(now_s)"
         rc=0
-        (cd "$WORKTREE" && CARGO_TARGET_DIR="$BEFORE_TARGET" timeout --kill-after=30 "$BUILD_TIMEOUT" \
-            nice -n "$NICE" cargo build --release --quiet -p vltava-cli) >>"$PHASE_DIR/before-build.log" 2>&1 || rc=$?
+        # In the background, waited for: a signal then runs the cleanup at once instead of after
+        # the build. timeout runs in a process group of its own (cargo and rustc with it), which
+        # the cleanup stops.
+        (cd "$WORKTREE" && CARGO_TARGET_DIR="$BEFORE_TARGET" exec timeout --kill-after=30 "$BUILD_TIMEOUT" \
+            nice -n "$NICE" cargo build --release --quiet -p vltava-cli) >>"$PHASE_DIR/before-build.log" 2>&1 &
+        BUILD_PID=$!
+        wait "$BUILD_PID" || rc=$?
+        BUILD_PID=""
         [[ $rc -eq 0 ]] || fail_with_output "$PHASE_DIR/before-build.log" "cargo build of $BEFORE_REV failed (status $rc)"
         cp "$BEFORE_TARGET/release/vltava" "$BEFORE_BIN.tmp" && mv "$BEFORE_BIN.tmp" "$BEFORE_BIN"
         git -C "$REPO_DIR" worktree remove --force "$WORKTREE" && WORKTREE=""

@@ -286,6 +286,25 @@ def test_a_node_joins_through_the_bootstrap_servers_becomes_a_voter_and_the_acti
         assert_all_delivered(results)
         assert len(kcat_consume_all(c.bootstrap(2), "with-four")) == len(records)
 
+        # A second process under a live node's id (a voter's, then the observer's) refuses to
+        # start with one line, and the cluster is unharmed.
+        for taken in (2, 4):
+            data = tmp_path / f"impostor-{taken}"
+            data.mkdir()
+            proc = subprocess.run(
+                [str(vltava_bin()), "serve", "--node-id", str(taken), "--process-roles", "broker",
+                 "--listen", f"127.0.0.1:{free_port()}", "--controller-listen", f"127.0.0.1:{free_port()}",
+                 "--controller-quorum-bootstrap-servers", bootstrap_controllers, "--data-dir", str(data)],
+                capture_output=True, timeout=90, text=True,
+            )
+            assert proc.returncode == 1, proc.stderr[-2000:]
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and f"node {taken} " in errors[0] and "cannot join under its id" in errors[0], errors
+        admin.create_topics([NewTopic("after-impostors", num_partitions=4, replication_factor=1)])[
+            "after-impostors"
+        ].result(30)
+        wait_for(lambda: all(len(leaders(b.bootstrap, "after-impostors")) == 4 for b in everyone), 30, "the topic")
+
         # It becomes a voter on the running cluster.
         vltava_cli("cluster", "add-controller", "--node-id", "4", "--controller-address", f"127.0.0.1:{ctrl4}",
                    "--bootstrap-server", c.bootstrap(1))

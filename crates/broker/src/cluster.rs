@@ -37,6 +37,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a controlled shutdown waits for the controller to move leaderships away.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than a session a registration refused as a duplicate is retried.
+const DUPLICATE_REGISTRATION_MARGIN: Duration = Duration::from_secs(3);
 /// The catalogue of the single-node release, renamed once migrated into the metadata log.
 const CATALOGUE_FILE: &str = "vltava-topics.json";
 const MIGRATED_SUFFIX: &str = ".migrated";
@@ -127,6 +129,8 @@ pub struct Cluster {
     listeners: Vec<BrokerEndpoint>,
     rack: Option<String>,
     heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`: how long a previous incarnation may still look alive.
+    session_timeout: Duration,
     producer_ids: Mutex<(i64, i64)>,
     /// Set when the broker begins to stop: requests waiting on the controller give up, so
     /// no handler outlives the runtime.
@@ -261,6 +265,7 @@ impl Cluster {
             }],
             rack: config.rack().map(str::to_string),
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms()),
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms().max(0) as u64),
             producer_ids: Mutex::new((0, 0)),
             stopping: watch::Sender::new(false),
         });
@@ -293,14 +298,19 @@ impl Cluster {
         // the whole cluster this node's previous incarnation may look alive for up to
         // broker.session.timeout.ms: retry until it runs out (the caller bounds the wait), as
         // Kafka's brokers do after DUPLICATE_BROKER_REGISTRATION.
-        let mut logged = false;
+        // One that is still refused after a whole session is really alive: then this node
+        // refuses to start.
+        let mut refused_since = None;
         loop {
             match self.register().await {
                 Ok(()) => break,
                 Err(e) if e.error == ResponseError::DuplicateBrokerRegistration => {
-                    if !logged {
+                    let since = *refused_since.get_or_insert_with(|| {
                         tracing::info!(error = %e, "waiting for the previous incarnation's session to end");
-                        logged = true;
+                        tokio::time::Instant::now()
+                    });
+                    if since.elapsed() > self.session_timeout + DUPLICATE_REGISTRATION_MARGIN {
+                        return Err(e.into());
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -72,8 +72,9 @@ struct ServeArgs {
     /// The cluster this node belongs to (cluster.id); a data directory of another is refused.
     #[arg(long, value_name = "ID")]
     cluster_id: Option<String>,
-    /// The controller voters, ID@HOST:PORT,... (controller.quorum.voters).
-    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    /// The controller voters, ID@HOST:PORT,... (controller.quorum.voters; also
+    /// --controller-quorum).
+    #[arg(long, alias = "controller-quorum", value_name = "ID@HOST:PORT,...")]
     controller_quorum_voters: Option<String>,
     /// Controllers a joining node asks first, HOST:PORT,... (controller.quorum.bootstrap.servers).
     #[arg(long, value_name = "HOST:PORT,...")]

@@ -494,16 +494,44 @@ impl Inner {
 
     async fn add_learner(&self, node_id: i32, addr: String) -> ControllerReply {
         let id = raft_id(node_id);
-        let known = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned();
+        let (known, is_voter) = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            (
+                membership.get_node(&id).cloned(),
+                membership.voter_ids().any(|v| v == id),
+            )
+        };
         if known.as_ref().is_some_and(|n| n.addr == addr) {
             return done(None);
+        }
+        // Re-adding a voter under another address would repoint the quorum's traffic for that
+        // voter at whoever asked: a second process started with a voter's node id.
+        if is_voter {
+            return ControllerReply::Failed(ControllerError::new(
+                ResponseError::DuplicateBrokerRegistration,
+                format!(
+                    "node {node_id} is a voter of the metadata quorum at {}; another node cannot join under its id",
+                    known.map(|n| n.addr).unwrap_or_default()
+                ),
+            ));
+        }
+        // Likewise for an observer whose broker is still registered and unfenced: that is a
+        // live node (or one dead for less than a session), not a restart on a new address.
+        if let Some(old) = known {
+            let live = self
+                .image
+                .read(|img, _| img.brokers.get(&node_id).is_some_and(|b| !b.fenced))
+                .unwrap_or(false);
+            if live {
+                return ControllerReply::Failed(ControllerError::new(
+                    ResponseError::DuplicateBrokerRegistration,
+                    format!(
+                        "node {node_id} follows the metadata log at {} and its broker is not fenced; another node cannot join under its id (a restarted node on a new address can join once its session has ended)",
+                        old.addr
+                    ),
+                ));
+            }
         }
         match self
             .raft
