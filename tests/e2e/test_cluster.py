@@ -329,6 +329,99 @@ def test_a_node_joins_through_the_bootstrap_servers_becomes_a_voter_and_the_acti
             node4.kill()
 
 
+class ControllerOnly(Broker):
+    """`vltava serve --process-roles controller`: no client port; ready once its controller
+    listener accepts."""
+
+    def command(self) -> list[str]:
+        cmd = [str(vltava_bin()), "serve", "--process-roles", "controller", "--data-dir", str(self.data_dir)]
+        for key, value in self.settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        return cmd
+
+
+@pytest.mark.timeout(300)
+def test_a_quorum_of_controller_only_nodes_runs_the_metadata_of_broker_only_nodes(tmp_path):
+    ctrl = {i: free_port() for i in (1, 2, 3)}
+    voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ctrl.items())
+    seeds = ",".join(f"127.0.0.1:{p}" for p in ctrl.values())
+    controllers = {
+        i: ControllerOnly(
+            Path(tempfile.mkdtemp(prefix=f"controller{i}-", dir=tmp_path)),
+            {"node.id": i, "controller.listen": f"127.0.0.1:{ctrl[i]}", "controller.quorum.voters": voters},
+            port=ctrl[i],
+        )
+        for i in ctrl
+    }
+    brokers = {
+        i: Broker(
+            Path(tempfile.mkdtemp(prefix=f"broker{i}-", dir=tmp_path)),
+            {
+                **GROUP_SETTINGS,
+                "node.id": i,
+                "process.roles": "broker",
+                "controller.listen": f"127.0.0.1:{free_port()}",
+                "controller.quorum.bootstrap.servers": seeds,
+            },
+        )
+        for i in (4, 5)
+    }
+    try:
+        for n in controllers.values():
+            n._spawn()
+        for n in controllers.values():
+            n._wait_ready(60)
+        for b in brokers.values():
+            b.start(timeout=60)
+        b4, b5 = brokers[4], brokers[5]
+        d = describe_cluster(b4.bootstrap)
+        assert [b["node_id"] for b in d["brokers"]] == [4, 5], d
+        assert [v["node_id"] for v in d["quorum"]["voters"]] == [1, 2, 3], d
+        assert [o["node_id"] for o in d["quorum"]["observers"]] == [4, 5], d
+        admin = admin_client(b5.bootstrap)
+        admin.create_topics([NewTopic("on-brokers", num_partitions=6, replication_factor=1)])["on-brokers"].result(30)
+        wait_for(lambda: len(leaders(b4.bootstrap, "on-brokers")) == 6, 30, "the topic on broker 4")
+        assert Counter(leaders(b4.bootstrap, "on-brokers").values()) == {4: 3, 5: 3}
+        records = gen_records(600, null_values=False)
+        assert_all_delivered(produce_confluent(b4.bootstrap, "on-brokers", records))
+        assert len(kcat_consume_all(b5.bootstrap, "on-brokers")) == len(records)
+
+        # The active controller dies: the two others elect one, and brokers carry on.
+        best = (-1, -1)
+        for i, n in controllers.items():
+            for m in ACTIVE_RE.finditer(n.stderr_tail(limit=10**7)):
+                if int(m.group(2)) > best[1]:
+                    best = (int(m.group(1)), int(m.group(2)))
+        victim = best[0]
+        assert victim in controllers, best
+        controllers[victim].kill()
+        started = time.monotonic()
+        while True:
+            try:
+                admin = admin_client(b5.bootstrap)
+                admin.create_topics([NewTopic("after-kill", num_partitions=2, replication_factor=1)])[
+                    "after-kill"
+                ].result(timeout=30)
+                break
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline, then reported
+                assert time.monotonic() - started < 60, f"no metadata change within 60 s of the kill: {exc}"
+                time.sleep(0.5)
+        print(f"controller-only node {victim} killed: CreateTopics done after {time.monotonic() - started:.1f} s")
+        assert describe_cluster(b4.bootstrap)["quorum"]["leader_id"] not in (victim, -1)
+        # Back, then stopped cleanly by SIGTERM.
+        controllers[victim].start(timeout=60)
+        wait_for(
+            lambda: all(v["lag"] == 0 for v in describe_cluster(b4.bootstrap)["quorum"]["voters"]),
+            30,
+            "the restarted controller caught up",
+        )
+        assert controllers[victim].stop() == 0, controllers[victim].stderr_tail()
+    finally:
+        for n in [*controllers.values(), *brokers.values()]:
+            if n.is_running():
+                n.kill()
+
+
 NOT_COORDINATOR = 16
 COORDINATOR_NOT_AVAILABLE = 15
 

@@ -187,6 +187,129 @@ fn migration_records(catalogue: &Catalogue, node_id: i32) -> Vec<MetadataRecord>
     records
 }
 
+/// The quorum member's settings for this node: `voters` as resolved by the caller,
+/// `local_broker` the broker id sharing this process (combined nodes) or `None`.
+fn quorum_config(
+    config: &BrokerConfig,
+    meta: &NodeMeta,
+    voters: std::collections::BTreeMap<i32, String>,
+    bootstrap_records: Vec<MetadataRecord>,
+    local_broker: Option<i32>,
+) -> NodeConfig {
+    let node_id = meta.node_id;
+    let controller_addr = config.controller_listen().unwrap_or("").to_string();
+    let election = config.election_timeout_ms();
+    NodeConfig {
+        node_id,
+        data_dir: config.data_dir(),
+        cluster_id: meta.cluster_id.clone(),
+        controller_role: config.is_controller(),
+        voters,
+        bootstrap_servers: config.quorum_bootstrap_servers(),
+        advertised_addr: controller_addr,
+        controller: ControllerConfig {
+            session_timeout_ms: config.broker_session_timeout_ms(),
+            default_num_partitions: config.num_partitions(),
+            default_replication_factor: config.default_replication_factor(),
+            max_replication_factor: Some(1),
+            unclean_leader_election_enable: config
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true"),
+            seed: rand::random(),
+            local_broker_id: local_broker,
+        },
+        timing: QuorumTiming {
+            heartbeat_interval_ms: (election / 6).max(5),
+            election_timeout_min_ms: election,
+            election_timeout_max_ms: election * 2,
+        },
+        bootstrap_records,
+    }
+}
+
+/// A controller-only node (`process.roles=controller`): a member of the metadata quorum with its
+/// controller listener, and no client listener, broker registration or partitions.
+pub struct ControllerNode {
+    node: Option<QuorumNode>,
+    _lock: vltava_storage::FileLock,
+    /// The bound controller listener.
+    pub controller_addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for ControllerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerNode")
+            .field("controller_addr", &self.controller_addr)
+            .finish()
+    }
+}
+
+impl ControllerNode {
+    /// Takes the data directory, resolves the cluster id and starts the quorum member. It
+    /// needs `controller.listen`, and `controller.quorum.voters` (or
+    /// `controller.quorum.bootstrap.servers` to join a running quorum as an observer, to be
+    /// made a voter with AddRaftVoter).
+    pub async fn start(config: &BrokerConfig) -> Result<ControllerNode, ClusterError> {
+        let Some(listen) = config.controller_listen() else {
+            return Err(ClusterError::Config(
+                "process.roles=controller needs controller.listen (--controller-listen HOST:PORT)"
+                    .into(),
+            ));
+        };
+        let voters = config.quorum_voters();
+        if voters.is_empty() && config.quorum_bootstrap_servers().is_empty() {
+            return Err(ClusterError::Config(
+                "process.roles=controller needs controller.quorum.voters or controller.quorum.bootstrap.servers".into(),
+            ));
+        }
+        let dir = config.data_dir();
+        let fs = vltava_storage::RealFs::shared();
+        fs.create_dir_all(&dir)
+            .map_err(|e| ClusterError::Config(format!("data directory {}: {e}", dir.display())))?;
+        let lock = fs
+            .try_lock(&dir.join(".lock"))
+            .map_err(|e| ClusterError::Config(format!("data directory {}: {e}", dir.display())))?
+            .ok_or_else(|| {
+                ClusterError::Config(format!(
+                    "data directory {} is in use by another process",
+                    dir.display()
+                ))
+            })?;
+        let meta = resolve_node_meta(config).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| ClusterError::Config(format!("cannot listen on {listen}: {e}")))?;
+        let controller_addr = listener
+            .local_addr()
+            .map_err(|e| ClusterError::Config(format!("cannot listen on {listen}: {e}")))?;
+        let node = QuorumNode::start(
+            quorum_config(config, &meta, voters, Vec::new(), None),
+            Some(listener),
+        )
+        .await?;
+        tracing::info!(
+            node_id = meta.node_id,
+            cluster_id = %meta.cluster_id,
+            controller_listen = %controller_addr,
+            data_dir = %dir.display(),
+            "vltava controller started"
+        );
+        Ok(ControllerNode {
+            node: Some(node),
+            _lock: lock,
+            controller_addr,
+        })
+    }
+
+    /// Stops the quorum member.
+    pub async fn shutdown(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        tracing::info!("vltava controller stopped");
+    }
+}
+
 impl Cluster {
     /// Starts this node's quorum member and, as a broker, registers and waits to be unfenced,
     /// with every committed topic applied to `rm`. Zero configuration is a lone voter without
@@ -217,33 +340,7 @@ impl Cluster {
             .as_ref()
             .map(|c| migration_records(c, node_id))
             .unwrap_or_default();
-        let election = config.election_timeout_ms();
-        let node_config = NodeConfig {
-            node_id,
-            data_dir: dir.clone(),
-            cluster_id: meta.cluster_id.clone(),
-            controller_role: config.is_controller(),
-            voters,
-            bootstrap_servers: config.quorum_bootstrap_servers(),
-            advertised_addr: controller_addr,
-            controller: ControllerConfig {
-                session_timeout_ms: config.broker_session_timeout_ms(),
-                default_num_partitions: config.num_partitions(),
-                default_replication_factor: config.default_replication_factor(),
-                max_replication_factor: Some(1),
-                unclean_leader_election_enable: config
-                    .get("unclean.leader.election.enable")
-                    .is_some_and(|v| v == "true"),
-                seed: rand::random(),
-                local_broker_id: Some(node_id),
-            },
-            timing: QuorumTiming {
-                heartbeat_interval_ms: (election / 6).max(5),
-                election_timeout_min_ms: election,
-                election_timeout_max_ms: election * 2,
-            },
-            bootstrap_records,
-        };
+        let node_config = quorum_config(config, meta, voters, bootstrap_records, Some(node_id));
         let node = QuorumNode::start(node_config, controller_listener).await?;
         let client = node.client(config.quorum_bootstrap_servers());
         let (host, port) = advertised;

@@ -59,9 +59,12 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     (
         "process.roles",
         "broker,controller",
-        // A controller-only node (no client listener, no broker registration) is not built
-        // yet, so "controller" alone is refused rather than silently run as both.
-        Kind::OneOf(&["broker,controller", "controller,broker", "broker"]),
+        Kind::OneOf(&[
+            "broker,controller",
+            "controller,broker",
+            "broker",
+            "controller",
+        ]),
     ),
     ("cluster.id", "", Kind::ClusterId),
     ("controller.quorum.voters", "", Kind::Voters),
@@ -463,6 +466,12 @@ impl BrokerConfig {
     pub fn election_timeout_ms(&self) -> u64 {
         self.long("controller.quorum.election.timeout.ms").max(10) as u64
     }
+    /// Whether `process.roles` includes the broker.
+    pub fn is_broker(&self) -> bool {
+        self.get("process.roles")
+            .is_none_or(|r| r.contains("broker"))
+    }
+
     /// Whether `process.roles` includes the controller.
     pub fn is_controller(&self) -> bool {
         self.get("process.roles")

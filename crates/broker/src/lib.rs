@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use cluster::ControllerNode;
 pub use config::BrokerConfig;
 
 /// Failure to start the broker.

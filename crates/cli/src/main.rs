@@ -66,7 +66,7 @@ struct ServeArgs {
     /// This node's id in the cluster (node.id).
     #[arg(long, value_name = "ID")]
     node_id: Option<String>,
-    /// broker,controller (default) or broker (process.roles).
+    /// broker,controller (default), broker or controller (process.roles).
     #[arg(long, value_name = "ROLES")]
     process_roles: Option<String>,
     /// The cluster this node belongs to (cluster.id); a data directory of another is refused.
@@ -238,6 +238,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !config.is_broker() {
+        return runtime.block_on(serve_controller(config));
+    }
     runtime.block_on(async move {
         let broker = match Broker::start(config).await {
             Ok(b) => b,
@@ -256,6 +259,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `process.roles=controller`: a member of the metadata quorum only.
+async fn serve_controller(config: BrokerConfig) -> ExitCode {
+    let node = match vltava_broker::ControllerNode::start(&config).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

@@ -533,13 +533,18 @@ impl Inner {
                 ));
             }
         }
-        match self
-            .raft
-            .add_learner(id, ControllerNode { addr }, false)
-            .await
-        {
-            Ok(r) => done(Some(r.log_id.index)),
-            Err(e) => self.write_failed(e),
+        let added = tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            one_change_at_a_time(|| {
+                self.raft
+                    .add_learner(id, ControllerNode { addr: addr.clone() }, false)
+            }),
+        )
+        .await;
+        match added {
+            Ok(Ok(r)) => done(Some(r.log_id.index)),
+            Ok(Err(e)) => self.write_failed(e),
+            Err(_) => membership_timed_out(node_id, "was not added as an observer"),
         }
     }
 
@@ -563,7 +568,10 @@ impl Inner {
         // steps are bounded: an unreachable node must not hold this request forever.
         let caught_up = tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
-            self.raft.add_learner(id, ControllerNode { addr }, true),
+            one_change_at_a_time(|| {
+                self.raft
+                    .add_learner(id, ControllerNode { addr: addr.clone() }, true)
+            }),
         )
         .await;
         match caught_up {
@@ -573,8 +581,10 @@ impl Inner {
         }
         let changed = tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+            one_change_at_a_time(|| {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            }),
         )
         .await;
         match changed {
@@ -609,8 +619,10 @@ impl Inner {
         // Retained as a learner: a combined node keeps following the metadata as a broker.
         let changed = tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
-            self.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
+            one_change_at_a_time(|| {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+            }),
         )
         .await;
         match changed {
@@ -700,6 +712,27 @@ impl Inner {
                     COMMIT_TIMEOUT.as_secs()
                 ),
             ))),
+        }
+    }
+}
+
+/// Runs a membership change, again while another one is still in progress: raft takes one at a
+/// time, and nodes joining together (brokers started at once) ask for theirs concurrently. The
+/// caller bounds the wait.
+async fn one_change_at_a_time<T, Fut>(
+    mut change: impl FnMut() -> Fut,
+) -> Result<T, RaftError<RaftNodeId, ClientWriteError<RaftNodeId, ControllerNode>>>
+where
+    Fut: Future<
+        Output = Result<T, RaftError<RaftNodeId, ClientWriteError<RaftNodeId, ControllerNode>>>,
+    >,
+{
+    loop {
+        match change().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(_),
+            ))) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => return other,
         }
     }
 }
