@@ -182,6 +182,8 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
     admin = admin_client(c.bootstrap(survivors[0]))
     admin.create_topics([NewTopic("before", num_partitions=6, replication_factor=1)])["before"].result(timeout=30)
     wait_for(lambda: len(leaders(c.bootstrap(survivors[1]), "before")) == 6, 30, "topic 'before' everywhere")
+    acked = produce_confluent(c.bootstrap(survivors[1]), "before", gen_records(1200, null_values=False))
+    assert_all_delivered(acked)
 
     c.nodes[victim].kill()
     started = time.monotonic()
@@ -236,6 +238,10 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
         30,
         "every partition of 'before' led again",
     )
+    # Every acknowledged record is there, at the offset it was acknowledged at, the dead
+    # broker's partitions included.
+    got = kcat_consume_all(c.bootstrap(survivors[0]), "before")
+    assert sorted((g.partition, g.offset) for g in got) == sorted((p, o) for (_, p, o) in acked)
     assert len(cluster_ids(c)) == 1
     wait_for(
         lambda: {b["state"] for b in describe_cluster(c.bootstrap(victim))["brokers"]} == {"active"},
@@ -420,6 +426,22 @@ def test_a_quorum_of_controller_only_nodes_runs_the_metadata_of_broker_only_node
         for n in [*controllers.values(), *brokers.values()]:
             if n.is_running():
                 n.kill()
+
+
+@pytest.mark.timeout(240)
+def test_kafkajs_admin_and_producers_through_one_node_of_the_cluster(cluster):
+    from test_kafkajs import COUNT, IDEMPOTENT_COUNT, _run_scenario
+
+    c = cluster
+    # kafkajs creates a 2-partition topic through node 2 and writes (gzip, then idempotent)
+    # through whichever nodes lead; librdkafka reads it all back through node 3.
+    out = _run_scenario(c.bootstrap(2), "js-cluster")
+    assert out["created"] is True
+    assert all(s["errorCode"] == 0 for s in out["sent"] + out["idempotent"]), out["sent"][:5]
+    high = {int(o["partition"]): int(o["high"]) for o in out["offsets"]}
+    assert sum(high.values()) == COUNT + IDEMPOTENT_COUNT, high
+    got = kcat_consume_all(c.bootstrap(3), "js-cluster")
+    assert sorted((g.partition, g.offset) for g in got) == [(p, o) for p in sorted(high) for o in range(high[p])]
 
 
 NOT_COORDINATOR = 16
