@@ -1,6 +1,8 @@
 //! Wire handlers of the consumer-group APIs: translate each request version to the version-free
 //! types of [`crate::group`] and back. Fields absent at a version stay at their defaults.
 
+use std::sync::Arc;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -53,7 +55,7 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
 
 /// JoinGroup 0-9.
 pub async fn join_group(
-    g: &GroupManager,
+    g: &Arc<GroupManager>,
     client: &Client,
     version: i16,
     req: JoinGroupRequest,
@@ -117,7 +119,7 @@ pub async fn join_group(
 
 /// SyncGroup 0-5.
 pub async fn sync_group(
-    g: &GroupManager,
+    g: &Arc<GroupManager>,
     version: i16,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {

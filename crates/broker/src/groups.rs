@@ -395,19 +395,21 @@ impl GroupManager {
     }
 
     /// Runs a parking request: `step` is called under the state machine lock with a fresh
-    /// token; a parked request waits for its completion (bounded by `max_wait`).
-    async fn run_parked<R>(
-        &self,
+    /// token, on the blocking pool (it may append group metadata to `__consumer_offsets`); a
+    /// parked request then waits for its completion (bounded by `max_wait`).
+    async fn run_parked<R: Send + 'static>(
+        self: &Arc<Self>,
         max_wait: Duration,
-        step: impl FnOnce(&mut GroupCoordinator, u64) -> (Outcome<R>, Vec<Completion>),
+        step: impl FnOnce(&mut GroupCoordinator, u64) -> (Outcome<R>, Vec<Completion>) + Send + 'static,
         from_completion: impl FnOnce(CompletedResponse) -> Option<R>,
         on_timeout: impl FnOnce() -> R,
     ) -> R {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.parked).insert(token, tx);
-        let outcome = {
-            let mut core = lock(&self.core);
+        let me = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut core = lock(&me.core);
             let (outcome, completions) = step(&mut core, token);
             tracing::debug!(
                 token,
@@ -415,8 +417,21 @@ impl GroupManager {
                 completions = completions.len(),
                 "group step"
             );
-            self.after_step(&mut core, completions);
+            me.after_step(&mut core, completions);
             outcome
+        })
+        .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                lock(&self.parked).remove(&token);
+                // A panic stays a panic of the connection's task, as when the step ran inline.
+                if let Ok(panic) = e.try_into_panic() {
+                    std::panic::resume_unwind(panic);
+                }
+                // The runtime is shutting down.
+                return on_timeout();
+            }
         };
         match outcome {
             Outcome::Now(r) => {
@@ -438,7 +453,7 @@ impl GroupManager {
 
     /// Handles a JoinGroup.
     pub async fn join_group(
-        &self,
+        self: &Arc<Self>,
         args: crate::group::JoinGroupArgs,
         version: i16,
     ) -> crate::group::JoinResult {
@@ -465,7 +480,7 @@ impl GroupManager {
         ) + Duration::from_secs(60);
         self.run_parked(
             wait,
-            |core, token| core.join_group(token, args, version, now_ms()),
+            move |core, token| core.join_group(token, args, version, now_ms()),
             |r| match r {
                 CompletedResponse::Join(j) => Some(j),
                 CompletedResponse::Sync(_) => None,
@@ -485,7 +500,10 @@ impl GroupManager {
     }
 
     /// Handles a SyncGroup.
-    pub async fn sync_group(&self, args: crate::group::SyncGroupArgs) -> crate::group::SyncResult {
+    pub async fn sync_group(
+        self: &Arc<Self>,
+        args: crate::group::SyncGroupArgs,
+    ) -> crate::group::SyncResult {
         let code = match self.coordinator_error(&args.group_id) {
             // Older clients do not know the load error; a rebalance makes them rejoin.
             c if c == ResponseError::CoordinatorLoadInProgress.code() => {
@@ -503,7 +521,7 @@ impl GroupManager {
         }
         self.run_parked(
             Duration::from_secs(330),
-            |core, token| core.sync_group(token, args, now_ms()),
+            move |core, token| core.sync_group(token, args, now_ms()),
             |r| match r {
                 CompletedResponse::Sync(s) => Some(s),
                 CompletedResponse::Join(_) => None,
@@ -837,14 +855,19 @@ impl GroupManager {
                 _ = self.timers.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
-            let mut core = lock(&self.core);
-            let completions = core.tick(now_ms());
-            if !completions.is_empty() {
-                tracing::debug!(completions = completions.len(), "group timers fired");
-            }
-            // Not after_step: waking ourselves would spin this task on one worker and starve
-            // the tasks it just woke.
-            self.settle(&mut core, completions);
+            // On the blocking pool: expiries may append group metadata.
+            let me = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut core = lock(&me.core);
+                let completions = core.tick(now_ms());
+                if !completions.is_empty() {
+                    tracing::debug!(completions = completions.len(), "group timers fired");
+                }
+                // Not after_step: waking ourselves would spin this task and starve the tasks
+                // it just woke.
+                me.settle(&mut core, completions);
+            })
+            .await;
         }
     }
 }

@@ -257,7 +257,11 @@ pub async fn handle(
             ResponseKind::Heartbeat(gh::heartbeat(&ctx.groups, version, r))
         }
         RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(gh::leave_group(&ctx.groups, version, r))
+            // Off the workers: a group left empty writes its metadata.
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::LeaveGroup(gh::leave_group(&c.groups, version, r))
+            })
+            .await;
         }
         RequestKind::OffsetCommit(r) => {
             return respond_off_worker(ctx, move |c| {
