@@ -209,6 +209,10 @@ def test_active_controller_killed_another_takes_over_and_the_dead_broker_is_fenc
     # Its session (broker.session.timeout.ms, 9 s) runs out: fenced, gone from Metadata, its
     # partitions without a leader.
     c.wait_brokers(set(survivors), via=[c.nodes[i] for i in survivors], timeout=40)
+    fenced_s = time.monotonic() - started
+    print(f"broker {victim} fenced and out of Metadata {fenced_s:.1f} s after its kill")
+    # The new controller starts every session afresh, so: its election, then 9 s, then a margin.
+    assert fenced_s < failover_s + 9 + 6, (failover_s, fenced_s)
     before = leaders(c.bootstrap(survivors[0]), "before")
     assert all((lead == -1) == (lead not in survivors) for lead in before.values()), before
     after_fenced = leaders(c.bootstrap(survivors[0]), "after")
