@@ -34,8 +34,8 @@ BIG_PARTITIONS="${BENCH_CLUSTER_PARTITIONS:-1000}"
 C1_REPS="${BENCH_CLUSTER_CREATE_REPS:-3}"
 LAG_TOPICS="${BENCH_CLUSTER_LAG_TOPICS:-200}"
 FAILOVERS="${BENCH_CLUSTER_FAILOVERS:-3}"
-TP_COUNT="${BENCH_CLUSTER_COUNT:-2000000}"
-TP_ROUNDS="${BENCH_CLUSTER_ROUNDS:-2}"
+TP_COUNT="${BENCH_CLUSTER_COUNT:-3000000}"
+TP_ROUNDS="${BENCH_CLUSTER_ROUNDS:-3}"
 BEFORE_REV="${BENCH_CLUSTER_BEFORE_REV:-00eb142}"
 BUILD_TIMEOUT="${BENCH_CLUSTER_BUILD_TIMEOUT:-3600}"
 for n in BIG_PARTITIONS C1_REPS LAG_TOPICS FAILOVERS TP_COUNT TP_ROUNDS BUILD_TIMEOUT; do
@@ -44,7 +44,15 @@ done
 REPORT_FILE="$PHASE_DIR/report.md"
 : >"$REPORT_FILE"
 AFTER_BIN="$VLTAVA"
-AFTER_REV="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")"
+# What the binary under test is called in the report: HEAD when run.sh built it, else the
+# binary's path (BENCH_VLTAVA), unless BENCH_CLUSTER_AFTER_LABEL names it.
+if [[ -n "${BENCH_CLUSTER_AFTER_LABEL:-}" ]]; then
+    AFTER_LABEL="$BENCH_CLUSTER_AFTER_LABEL"
+elif [[ -n "${BENCH_VLTAVA:-}" ]]; then
+    AFTER_LABEL="$VLTAVA"
+else
+    AFTER_LABEL="HEAD $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "?")"
+fi
 
 # driver_try NAME SUBCOMMAND ARGS...: bench/lib/cluster.py, bounded; OUT is its JSON; the
 # status is cluster.py's (its last stderr line says why it failed).
@@ -324,10 +332,10 @@ for ((r = 1; r <= FAILOVERS; r++)); do
     kv "cluster.c3.run$r.s" "$secs"
     # The victim back on its data dir at once. The active controller refuses a new incarnation
     # of a broker whose old session is still alive (broker.session.timeout.ms, counted from the
-    # new controller's activation), and the node then exits; if so, it is started again once the
-    # survivors have fenced it (it is gone from their Metadata). The next run starts once every
-    # node lists all three brokers and a topic created through the returned node is visible
-    # everywhere.
+    # new controller's activation): since 3340206 the node retries its registration until then;
+    # before, it exited. If it exits so, it is started again once the survivors have fenced it
+    # (it is gone from their Metadata). The next run starts once every node lists all three
+    # brokers and a topic created through the returned node is visible everywhere.
     t0="$(now_s)"
     if ! rejoin "$victim" "c3-rejoin-$r"; then
         why="$(grep -m1 '^error:' "${NODE_LOG[$victim]}" || true)"
@@ -347,7 +355,9 @@ for ((r = 1; r <= FAILOVERS; r++)); do
             || { tail -20 "${NODE_LOG[$victim]}" >&2; die "C3 run $r: node $victim exited (status $REJOIN_STATUS) when restarted after its fencing (log: ${NODE_LOG[$victim]})"; }
     fi
     check_nodes "C3 run $r"
-    log "C3 run $r: node $victim back and serving after $(elapsed_since "$t0") s"
+    back_s="$(elapsed_since "$t0")"
+    C3_DETAIL[-1]+="; node $victim (restarted at once) back and serving $(fmt "$back_s" 1) s after that success"
+    log "C3 run $r: node $victim back and serving after $back_s s"
 done
 C3_MEDIAN="$(median "${C3[@]}")"
 kv cluster.c3.median_s "$C3_MEDIAN"
@@ -364,7 +374,7 @@ RDK_PRODUCE_OPTS=(-a -1 -X linger.ms=5 -X batch.size=1000000 -X batch.num.messag
 declare -A TP_PRODUCE=() TP_CONSUME=()
 tp_run() {
     local which=$1 round=$2 bin label
-    if [[ $which == before ]]; then bin="$BEFORE_BIN"; label="before ($BEFORE_REV)"; else bin="$AFTER_BIN"; label="after ($AFTER_REV)"; fi
+    if [[ $which == before ]]; then bin="$BEFORE_BIN"; label="before ($BEFORE_REV)"; else bin="$AFTER_BIN"; label="after ($AFTER_LABEL)"; fi
     VLTAVA="$bin"
     start_broker "tp-$which-$round"
     create_topic tp --partitions 1
@@ -412,8 +422,8 @@ kv cluster.c4.consume.before_mbps "$C_BEFORE"; kv cluster.c4.consume.after_mbps 
     echo "| C2 | metadata propagation lag, CreateTopics response from node 1 → visible on every broker, p50 of $LAG_TOPICS topics | $(fmt "$C2_P50" 2) ms | – | – |"
     echo "| C2 | same, p99 | $(fmt "$C2_P99" 2) ms | – | – |"
     echo "| C3 | controller failover: SIGKILL of the active controller → first CreateTopics accepted through a survivor, median of $FAILOVERS | $(fmt "$C3_MEDIAN" 2) s ($(seconds_list "${C3[@]}")) | – | – |"
-    echo "| C4 | single-node produce, 1 partition, acks=all, rdkafka_performance ×1 | $(fmt "$P_AFTER" 1) MB/s ($(list "${TP_PRODUCE[after]}")) | before ($BEFORE_LABEL): $(fmt "$P_BEFORE" 1) MB/s ($(list "${TP_PRODUCE[before]}")) | $(ratio "$P_AFTER" "$P_BEFORE") |"
-    echo "| C4 | single-node consume, 1 partition from the page cache (2nd read) | $(fmt "$C_AFTER" 1) MB/s ($(list "${TP_CONSUME[after]}")) | before ($BEFORE_LABEL): $(fmt "$C_BEFORE" 1) MB/s ($(list "${TP_CONSUME[before]}")) | $(ratio "$C_AFTER" "$C_BEFORE") |"
+    echo "| C4 | single-node produce, 1 partition, acks=all, rdkafka_performance ×1, after ($AFTER_LABEL) | $(fmt "$P_AFTER" 1) MB/s ($(list "${TP_PRODUCE[after]}")) | before ($BEFORE_LABEL): $(fmt "$P_BEFORE" 1) MB/s ($(list "${TP_PRODUCE[before]}")) | $(ratio "$P_AFTER" "$P_BEFORE") |"
+    echo "| C4 | single-node consume, 1 partition from the page cache (2nd read), after ($AFTER_LABEL) | $(fmt "$C_AFTER" 1) MB/s ($(list "${TP_CONSUME[after]}")) | before ($BEFORE_LABEL): $(fmt "$C_BEFORE" 1) MB/s ($(list "${TP_CONSUME[before]}")) | $(ratio "$C_AFTER" "$C_BEFORE") |"
     echo
     echo "- cluster: all $NODES brokers listed by every node $(fmt "$START_S" 1) s after launch; active controller node ${CTL0:-?} at the start, node ${C1_CTL:-?} during C1, node ${C2_CTL:-?} during C2 (node 1, which received the requests, forwards them when it is not the controller)"
     echo "- C1 cluster, time from the request until each broker showed every partition led: $(printf '%s; ' "${C1_PER[@]}" | sed 's/; $//')"
