@@ -460,16 +460,7 @@ impl GroupManager {
         let member_id = args.member_id.clone();
         let code = self.coordinator_error(&args.group_id);
         if code != crate::errors::NONE {
-            return crate::group::JoinResult {
-                error_code: code,
-                generation_id: -1,
-                protocol_type: None,
-                protocol_name: None,
-                leader: String::new(),
-                skip_assignment: false,
-                member_id,
-                members: Vec::new(),
-            };
+            return join_failed(member_id, code);
         }
         // The coordinator answers within the rebalance timeout; the extra minute only guards
         // against a lost completion.
@@ -485,16 +476,7 @@ impl GroupManager {
                 CompletedResponse::Join(j) => Some(j),
                 CompletedResponse::Sync(_) => None,
             },
-            || crate::group::JoinResult {
-                error_code: ResponseError::RebalanceInProgress.code(),
-                generation_id: -1,
-                protocol_type: None,
-                protocol_name: None,
-                leader: String::new(),
-                skip_assignment: false,
-                member_id,
-                members: Vec::new(),
-            },
+            || join_failed(member_id, ResponseError::RebalanceInProgress.code()),
         )
         .await
     }
@@ -869,6 +851,20 @@ impl GroupManager {
             })
             .await;
         }
+    }
+}
+
+/// A JoinGroup answer carrying only an error.
+fn join_failed(member_id: String, error_code: i16) -> crate::group::JoinResult {
+    crate::group::JoinResult {
+        error_code,
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        skip_assignment: false,
+        member_id,
+        members: Vec::new(),
     }
 }
 

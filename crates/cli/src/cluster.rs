@@ -2,11 +2,9 @@
 //! metadata quorum (leader, epoch, each voter's log end and lag); `add-controller` and
 //! `remove-controller` change the quorum's voters on a running cluster.
 
-use std::time::Duration;
-
 use clap::Subcommand;
 use serde_json::json;
-use vltava_client::{Admin, ClientConfig, ClusterDescription, QuorumDescription, QuorumMember};
+use vltava_client::{ClusterDescription, QuorumDescription, QuorumMember};
 
 use crate::group::{ClientArgs, Failure, table};
 
@@ -62,11 +60,7 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 
 /// Runs a `vltava cluster` command.
 pub async fn run(args: ClusterArgs) -> Result<(), Failure> {
-    let mut config = ClientConfig::new(&args.client.bootstrap_server)?;
-    config.connection.connect_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.request_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.client_id = "vltava-cli".to_string();
-    let mut admin = Admin::connect(config).await?;
+    let mut admin = args.client.admin().await?;
     match args.command {
         ClusterCommand::Describe { json } => {
             let cluster = admin.describe_cluster().await?;

@@ -36,6 +36,17 @@ pub struct ClientArgs {
     pub timeout: u64,
 }
 
+impl ClientArgs {
+    /// An admin client on these flags.
+    pub async fn admin(&self) -> Result<Admin, Failure> {
+        let mut config = ClientConfig::new(&self.bootstrap_server)?;
+        config.connection.connect_timeout = Duration::from_secs(self.timeout);
+        config.connection.request_timeout = Duration::from_secs(self.timeout);
+        config.connection.client_id = "vltava-cli".to_string();
+        Ok(Admin::connect(config).await?)
+    }
+}
+
 fn parse_bootstrap(s: &str) -> Result<String, String> {
     vltava_client::cluster::parse_bootstrap(s)
         .map(|_| s.to_string())
@@ -173,11 +184,7 @@ impl From<ClientError> for Failure {
 
 /// Runs a `vltava group` command.
 pub async fn run(args: GroupArgs) -> Result<(), Failure> {
-    let mut config = ClientConfig::new(&args.client.bootstrap_server)?;
-    config.connection.connect_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.request_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.client_id = "vltava-cli".to_string();
-    let mut admin = Admin::connect(config).await?;
+    let mut admin = args.client.admin().await?;
     match args.command {
         GroupCommand::List { states, json } => list(&mut admin, &states, json).await,
         GroupCommand::Describe { group, json } => describe(&mut admin, &group, json).await,

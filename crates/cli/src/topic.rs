@@ -1,13 +1,10 @@
 //! `vltava topic`: create, list, describe, alter and delete topics.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use clap::{ArgGroup, Subcommand};
 use vltava_client::error::codes;
-use vltava_client::{
-    Admin, ClientConfig, ClientError, NewTopic, OffsetSpec, TopicMetadata, TopicPartition,
-};
+use vltava_client::{Admin, ClientError, NewTopic, OffsetSpec, TopicMetadata, TopicPartition};
 
 use crate::group::{ClientArgs, Failure};
 
@@ -93,11 +90,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 /// Runs a `vltava topic` command.
 pub async fn run(args: TopicArgs) -> Result<(), Failure> {
-    let mut config = ClientConfig::new(&args.client.bootstrap_server)?;
-    config.connection.connect_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.request_timeout = Duration::from_secs(args.client.timeout);
-    config.connection.client_id = "vltava-cli".to_string();
-    let mut admin = Admin::connect(config).await?;
+    let mut admin = args.client.admin().await?;
     match args.command {
         TopicCommand::Create {
             topic,
