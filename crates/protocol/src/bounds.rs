@@ -339,6 +339,7 @@ static APIS: &[Api] = &[
     api(20, span(1, 6), 4, &DELETE_TOPICS_REQUEST),
     api(21, span(0, 2), 2, &DELETE_RECORDS_REQUEST),
     api(22, span(0, 4), 2, &INIT_PRODUCER_ID_REQUEST),
+    api(23, span(2, 4), 4, &OFFSET_FOR_LEADER_EPOCH_REQUEST),
     api(32, span(1, 4), 4, &DESCRIBE_CONFIGS_REQUEST),
     api(33, span(0, 2), 2, &ALTER_CONFIGS_REQUEST),
     api(37, span(0, 3), 2, &CREATE_PARTITIONS_REQUEST),
@@ -596,6 +597,21 @@ static DELETE_TOPIC_STATE: Schema = schema!("DeleteTopicState" [
 ]);
 
 // DeleteRecords (21)
+// OffsetForLeaderEpoch (23)
+static OFFSET_FOR_LEADER_EPOCH_REQUEST: Schema = schema!("OffsetForLeaderEpochRequest" [
+    f("replica_id", since(3), I32),
+    f("topics", ALL, array(&OFFSET_FOR_LEADER_TOPIC)),
+]);
+static OFFSET_FOR_LEADER_TOPIC: Schema = schema!("OffsetForLeaderTopic" [
+    f("topic", ALL, STR),
+    f("partitions", ALL, array(&OFFSET_FOR_LEADER_PARTITION)),
+]);
+static OFFSET_FOR_LEADER_PARTITION: Schema = schema!("OffsetForLeaderPartition" [
+    f("partition", ALL, I32),
+    f("current_leader_epoch", since(2), I32),
+    f("leader_epoch", ALL, I32),
+]);
+
 static DELETE_RECORDS_REQUEST: Schema = schema!("DeleteRecordsRequest" [
     f("topics", ALL, array(&DELETE_RECORDS_TOPIC)),
     f("timeout_ms", ALL, I32),

@@ -12,13 +12,14 @@ use kafka_protocol::messages::{
     DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, ProducerId, RemoveRaftVoterRequest,
-    RequestKind, SyncGroupRequest, TopicName, TransactionalId, alter_configs_request,
-    create_partitions_request, create_topics_request, delete_records_request,
-    delete_topics_request, describe_configs_request, describe_quorum_request, fetch_request,
-    incremental_alter_configs_request, join_group_request, leave_group_request,
-    list_offsets_request, metadata_request, offset_commit_request, offset_delete_request,
-    offset_fetch_request, produce_request, sync_group_request,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ProducerId, RemoveRaftVoterRequest, RequestKind, SyncGroupRequest, TopicName, TransactionalId,
+    alter_configs_request, create_partitions_request, create_topics_request,
+    delete_records_request, delete_topics_request, describe_configs_request,
+    describe_quorum_request, fetch_request, incremental_alter_configs_request, join_group_request,
+    leave_group_request, list_offsets_request, metadata_request, offset_commit_request,
+    offset_delete_request, offset_fetch_request, offset_for_leader_epoch_request, produce_request,
+    sync_group_request,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -68,6 +69,11 @@ macro_rules! for_api {
             ApiKey::CreateTopics => $each!(CreateTopics, CreateTopicsRequest, create_topics),
             ApiKey::DeleteTopics => $each!(DeleteTopics, DeleteTopicsRequest, delete_topics),
             ApiKey::DeleteRecords => $each!(DeleteRecords, DeleteRecordsRequest, delete_records),
+            ApiKey::OffsetForLeaderEpoch => $each!(
+                OffsetForLeaderEpoch,
+                OffsetForLeaderEpochRequest,
+                offset_for_leader_epoch
+            ),
             ApiKey::InitProducerId => {
                 $each!(InitProducerId, InitProducerIdRequest, init_producer_id)
             }
@@ -534,6 +540,33 @@ fn delete_records(_v: i16) -> DeleteRecordsRequest {
         .with_topics(vec![records_topic("a"), records_topic("b")])
         .with_timeout_ms(5_000)
         .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn offset_for_leader_epoch(v: i16) -> OffsetForLeaderEpochRequest {
+    use offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let partition = |index: i32| {
+        let mut p = OffsetForLeaderPartition::default()
+            .with_partition(index)
+            .with_leader_epoch(3)
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag());
+        if v >= 2 {
+            p = p.with_current_leader_epoch(4);
+        }
+        p
+    };
+    let epoch_topic = |name| {
+        OffsetForLeaderTopic::default()
+            .with_topic(topic(name))
+            .with_partitions(vec![partition(0), partition(1)])
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    let mut req = OffsetForLeaderEpochRequest::default()
+        .with_topics(vec![epoch_topic("a"), epoch_topic("b")])
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag());
+    if v >= 3 {
+        req = req.with_replica_id(BrokerId(2));
+    }
+    req
 }
 
 fn init_producer_id(v: i16) -> InitProducerIdRequest {
