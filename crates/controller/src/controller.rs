@@ -196,6 +196,86 @@ pub struct ProducerIdBlock {
 /// A deleted topic's name and id.
 pub type DeletedTopic = (String, Uuid);
 
+/// `LeaderRecoveryState.RECOVERED` (KIP-704): the leader's log is whole.
+pub const LEADER_RECOVERED: i8 = 0;
+/// `LeaderRecoveryState.RECOVERING` (KIP-704): the leader was elected uncleanly and has not
+/// finished recovering.
+pub const LEADER_RECOVERING: i8 = 1;
+
+/// One proposed ISR member and the broker epoch the leader knows it by (KIP-903).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrMember {
+    /// The broker.
+    pub broker_id: i32,
+    /// Its broker epoch as the leader saw it in its fetches; -1 if unknown (not checked).
+    pub broker_epoch: i64,
+}
+
+/// AlterPartition's content for one partition (Kafka's `AlterPartitionRequest.PartitionData`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionData {
+    /// The partition index.
+    pub partition_index: i32,
+    /// The leader epoch the leader is in.
+    pub leader_epoch: i32,
+    /// The ISR it proposes, itself included.
+    pub new_isr_with_epochs: Vec<IsrMember>,
+    /// `LEADER_RECOVERED` or `LEADER_RECOVERING`.
+    pub leader_recovery_state: i8,
+    /// The partition epoch the proposal is based on.
+    pub partition_epoch: i32,
+}
+
+/// AlterPartition's partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionTopic {
+    /// The topic's id.
+    pub topic_id: Uuid,
+    /// Its partitions.
+    pub partitions: Vec<AlterPartitionData>,
+}
+
+/// AlterPartition (API 56, KIP-497): a partition leader proposes new ISRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    /// The leader that asks.
+    pub broker_id: i32,
+    /// Its registration's epoch.
+    pub broker_epoch: i64,
+    /// The partitions, by topic.
+    pub topics: Vec<AlterPartitionTopic>,
+}
+
+/// A partition's state after AlterPartition, as it is once the decision is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlteredPartition {
+    /// The leader.
+    pub leader_id: i32,
+    /// The leader epoch (an ISR change does not bump it).
+    pub leader_epoch: i32,
+    /// The ISR.
+    pub isr: Vec<i32>,
+    /// The leader recovery state.
+    pub leader_recovery_state: i8,
+    /// The partition epoch: the current one plus one when a record was written.
+    pub partition_epoch: i32,
+}
+
+/// AlterPartition's answer for one partition: its index and new state, or why not.
+pub type AlterPartitionResult = (i32, Result<AlteredPartition, ControllerError>);
+
+/// AlterPartition's answer for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionTopicReply {
+    /// The topic's id.
+    pub topic_id: Uuid,
+    /// Its partitions, in request order.
+    pub partitions: Vec<AlterPartitionResult>,
+}
+
+/// AlterPartition's answer, topics in request order.
+pub type AlterPartitionReply = Vec<AlterPartitionTopicReply>;
+
 #[derive(Debug, Clone, Copy)]
 struct Session {
     epoch: i64,
@@ -582,7 +662,8 @@ impl Controller {
     }
 
     /// Checks a manual assignment of partitions `first..`: consecutive indexes, one replication
-    /// factor, distinct registered brokers, at least one unfenced replica each.
+    /// factor, distinct registered brokers, at least one usable replica each (Kafka's rule: a
+    /// partition needs a replica that can lead).
     fn check_assignment(
         &self,
         image: &MetadataImage,
@@ -614,9 +695,9 @@ impl Controller {
                     "broker {b} of partition {index} is not registered"
                 )));
             }
-            if !replicas.iter().any(|b| image.is_unfenced(*b)) {
+            if !replicas.iter().any(|b| usable(image, *b)) {
                 return Err(invalid(format!(
-                    "every broker of partition {index} is fenced"
+                    "every broker of partition {index} is fenced or in controlled shutdown"
                 )));
             }
             out.push(replicas.clone());
@@ -796,6 +877,73 @@ impl Controller {
         })
     }
 
+    /// AlterPartition (KIP-497): the leader of partitions proposes their new ISRs, as Kafka's
+    /// `ReplicationControlManager.alterPartition` decides. A requester whose broker epoch is not
+    /// its registration's fails as a whole (STALE_BROKER_EPOCH); every partition then succeeds or
+    /// fails on its own, and each successful change is one PartitionChangeRecord that sets only
+    /// the ISR (the leader and its epoch stay). A proposal equal to the current ISR writes
+    /// nothing and answers the current state.
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        request: &AlterPartitionRequest,
+    ) -> Result<Decision<AlterPartitionReply>, ControllerError> {
+        match image.brokers.get(&request.broker_id) {
+            Some(b) if b.epoch == request.broker_epoch => {}
+            // Kafka answers an unregistered requester with STALE_BROKER_EPOCH too: to the
+            // leader both mean "your registration is gone, stop acting on it".
+            found => {
+                return Err(ControllerError::new(
+                    ResponseError::StaleBrokerEpoch,
+                    match found {
+                        Some(b) => format!(
+                            "broker {} has epoch {}, not {}",
+                            b.id, b.epoch, request.broker_epoch
+                        ),
+                        None => format!("broker {} is not registered", request.broker_id),
+                    },
+                ));
+            }
+        }
+        let mut batch = Batch::new(image);
+        let mut replies = Vec::with_capacity(request.topics.len());
+        for topic in &request.topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            let known = batch
+                .image()
+                .topics
+                .get(&topic.topic_id)
+                .map(|t| t.name.clone());
+            match known {
+                None => {
+                    for p in &topic.partitions {
+                        partitions.push((
+                            p.partition_index,
+                            Err(ControllerError::new(
+                                ResponseError::UnknownTopicId,
+                                format!("no topic has id {}", topic.topic_id),
+                            )),
+                        ));
+                    }
+                }
+                Some(name) => {
+                    for p in &topic.partitions {
+                        // Validated against the batch's image, so that a partition named twice
+                        // is judged the second time against the first change, not past it.
+                        let result =
+                            alter_one(&mut batch, request.broker_id, &name, topic.topic_id, p);
+                        partitions.push((p.partition_index, result));
+                    }
+                }
+            }
+            replies.push(AlterPartitionTopicReply {
+                topic_id: topic.topic_id,
+                partitions,
+            });
+        }
+        Ok(batch.finish(replies))
+    }
+
     fn unclean_allowed(&self, image: &MetadataImage, topic: &str) -> bool {
         image
             .topic_configs(topic)
@@ -963,11 +1111,172 @@ impl Controller {
     }
 }
 
+/// One partition of an AlterPartition request: Kafka's `validateAlterPartitionData`, in its
+/// order (the order decides which error a request with several faults gets), then the change.
+fn alter_one(
+    batch: &mut Batch<'_>,
+    requester: i32,
+    topic: &str,
+    topic_id: Uuid,
+    data: &AlterPartitionData,
+) -> Result<AlteredPartition, ControllerError> {
+    let index = data.partition_index;
+    let image = batch.image();
+    let Some(p) = image
+        .topics
+        .get(&topic_id)
+        .and_then(|t| t.partitions.get(&index))
+    else {
+        return Err(ControllerError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {topic} has no partition {index}"),
+        ));
+    };
+    // Epochs ahead of ours mean the requester has seen metadata this controller has not: most
+    // likely a newer controller exists. NOT_CONTROLLER sends the leader looking for it.
+    if data.leader_epoch > p.leader_epoch || data.partition_epoch > p.partition_epoch {
+        return Err(ControllerError::new(
+            ResponseError::NotController,
+            format!(
+                "{topic}-{index}: the request's leader epoch {} / partition epoch {} are ahead of this controller's {} / {}",
+                data.leader_epoch, data.partition_epoch, p.leader_epoch, p.partition_epoch
+            ),
+        ));
+    }
+    if data.leader_epoch < p.leader_epoch {
+        return Err(ControllerError::new(
+            ResponseError::FencedLeaderEpoch,
+            format!(
+                "{topic}-{index}: leader epoch {} is older than the current {}",
+                data.leader_epoch, p.leader_epoch
+            ),
+        ));
+    }
+    if requester != p.leader {
+        return Err(ControllerError::new(
+            ResponseError::InvalidRequest,
+            format!(
+                "{topic}-{index}: broker {requester} is not the leader (the leader is {})",
+                p.leader
+            ),
+        ));
+    }
+    if data.partition_epoch < p.partition_epoch {
+        return Err(ControllerError::new(
+            ResponseError::InvalidUpdateVersion,
+            format!(
+                "{topic}-{index}: partition epoch {} is older than the current {}",
+                data.partition_epoch, p.partition_epoch
+            ),
+        ));
+    }
+    let new_isr: Vec<i32> = data
+        .new_isr_with_epochs
+        .iter()
+        .map(|m| m.broker_id)
+        .collect();
+    let invalid = |m: String| Err(ControllerError::new(ResponseError::InvalidRequest, m));
+    let distinct: BTreeSet<i32> = new_isr.iter().copied().collect();
+    if distinct.len() != new_isr.len() || !new_isr.iter().all(|r| p.replicas.contains(r)) {
+        return invalid(format!(
+            "{topic}-{index}: the proposed ISR {new_isr:?} is not a set of the replicas {:?}",
+            p.replicas
+        ));
+    }
+    // This also refuses an empty ISR: the leader is always a member.
+    if !new_isr.contains(&p.leader) {
+        return invalid(format!(
+            "{topic}-{index}: the proposed ISR {new_isr:?} does not include the leader {}",
+            p.leader
+        ));
+    }
+    // This controller never records an unclean election as RECOVERING (KIP-704), so every
+    // leader is RECOVERED here, and Kafka refuses a change from RECOVERED to RECOVERING.
+    match data.leader_recovery_state {
+        LEADER_RECOVERED => {}
+        LEADER_RECOVERING => {
+            return invalid(format!(
+                "{topic}-{index}: the leader recovery state cannot go from RECOVERED to RECOVERING"
+            ));
+        }
+        other => {
+            return invalid(format!(
+                "{topic}-{index}: unknown leader recovery state {other}"
+            ));
+        }
+    }
+    // KIP-841 and KIP-903, for every proposed member as Kafka checks them (not only those
+    // joining): a fenced or departing broker may not be in sync, and an epoch from a broker's
+    // previous life says nothing about the log its current one has.
+    let ineligible: Vec<String> = data
+        .new_isr_with_epochs
+        .iter()
+        .filter_map(|m| {
+            let why = match image.brokers.get(&m.broker_id) {
+                None => "not registered".to_string(),
+                Some(b) if b.in_controlled_shutdown => "shutting down".to_string(),
+                Some(b) if b.fenced => "fenced".to_string(),
+                Some(b) if m.broker_epoch != -1 && m.broker_epoch != b.epoch => format!(
+                    "broker epoch {} given, {} registered",
+                    m.broker_epoch, b.epoch
+                ),
+                Some(_) => return None,
+            };
+            Some(format!("{} ({why})", m.broker_id))
+        })
+        .collect();
+    if !ineligible.is_empty() {
+        return Err(ControllerError::new(
+            ResponseError::IneligibleReplica,
+            format!(
+                "{topic}-{index}: ineligible replicas in the proposed ISR: {}",
+                ineligible.join(", ")
+            ),
+        ));
+    }
+    // Kafka compares ISRs as lists: a reordering is a change, a repetition is not.
+    if new_isr == p.isr {
+        return Ok(altered(p));
+    }
+    batch.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
+        topic_id,
+        partition_id: index,
+        isr: Some(new_isr),
+        leader: None,
+        replicas: None,
+    }));
+    // The scratch image has the change applied: it says what the committed image will.
+    batch
+        .image()
+        .topics
+        .get(&topic_id)
+        .and_then(|t| t.partitions.get(&index))
+        .map(altered)
+        .ok_or_else(|| {
+            ControllerError::new(
+                ResponseError::UnknownServerError,
+                format!("{topic}-{index} vanished while its ISR changed"),
+            )
+        })
+}
+
+fn altered(p: &PartitionImage) -> AlteredPartition {
+    AlteredPartition {
+        leader_id: p.leader,
+        leader_epoch: p.leader_epoch,
+        isr: p.isr.clone(),
+        leader_recovery_state: LEADER_RECOVERED,
+        partition_epoch: p.partition_epoch,
+    }
+}
+
 fn usable(image: &MetadataImage, broker_id: i32) -> bool {
     image.brokers.get(&broker_id).is_some_and(|b| b.is_usable())
 }
 
-/// A new partition: the ISR is every unfenced replica, the leader the first usable one.
+/// A new partition: the ISR is every usable replica, the leader the first of them, as Kafka's
+/// `buildPartitionRegistration`. A broker that is fenced or in controlled shutdown neither
+/// joins the ISR nor leads (KIP-841): it would take the partition down with it.
 fn new_partition(
     image: &MetadataImage,
     topic_id: Uuid,
@@ -977,14 +1286,10 @@ fn new_partition(
     let isr: Vec<i32> = replicas
         .iter()
         .copied()
-        .filter(|r| image.is_unfenced(*r))
+        .filter(|r| usable(image, *r))
         .collect();
-    let leader = replicas
-        .iter()
-        .copied()
-        .find(|r| usable(image, *r))
-        .or_else(|| isr.first().copied())
-        .unwrap_or(NO_LEADER);
+    // Callers refuse assignments without a usable replica; NO_LEADER only guards the rule.
+    let leader = isr.first().copied().unwrap_or(NO_LEADER);
     PartitionRecord {
         topic_id,
         partition_id,

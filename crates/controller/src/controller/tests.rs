@@ -123,6 +123,93 @@ impl Harness {
     fn partition(&self, topic: &str, index: i32) -> &PartitionImage {
         &self.image.topic_by_name(topic).expect("topic").partitions[&index]
     }
+
+    fn topic_id(&self, topic: &str) -> Uuid {
+        self.image.topic_by_name(topic).expect("topic").id
+    }
+
+    fn epoch(&self, broker: i32) -> i64 {
+        self.image.brokers[&broker].epoch
+    }
+
+    /// What a leader in sync with the image proposes: the partition's current epochs and
+    /// `isr`, each member with its registered epoch.
+    fn proposal(&self, topic: &str, index: i32, isr: &[i32]) -> AlterPartitionData {
+        let p = self.partition(topic, index);
+        AlterPartitionData {
+            partition_index: index,
+            leader_epoch: p.leader_epoch,
+            new_isr_with_epochs: isr
+                .iter()
+                .map(|b| IsrMember {
+                    broker_id: *b,
+                    broker_epoch: self.image.brokers.get(b).map_or(-1, |r| r.epoch),
+                })
+                .collect(),
+            leader_recovery_state: LEADER_RECOVERED,
+            partition_epoch: p.partition_epoch,
+        }
+    }
+
+    /// Sends one partition's proposal from `broker` (with its registered epoch); commits what
+    /// the controller decided and returns that partition's answer.
+    fn alter(
+        &mut self,
+        broker: i32,
+        topic: &str,
+        data: AlterPartitionData,
+    ) -> Result<AlteredPartition, ControllerError> {
+        let request = AlterPartitionRequest {
+            broker_id: broker,
+            broker_epoch: self.epoch(broker),
+            topics: vec![AlterPartitionTopic {
+                topic_id: self.topic_id(topic),
+                partitions: vec![data],
+            }],
+        };
+        let d = self
+            .ctl
+            .alter_partition(&self.image, &request)
+            .expect("the requester's epoch is current");
+        let mut reply = d.reply;
+        assert_eq!(reply.len(), 1);
+        let mut partitions = reply.remove(0).partitions;
+        assert_eq!(partitions.len(), 1);
+        let (_, result) = partitions.remove(0);
+        assert_eq!(
+            d.records.len(),
+            usize::from(result.is_ok() && !d.records.is_empty()),
+            "at most one record, and none for a refusal"
+        );
+        if !d.records.is_empty() {
+            self.commit(&d.records);
+        }
+        result
+    }
+
+    /// Three unfenced brokers and topic "t" of one partition on all three; returns its leader
+    /// and its two followers.
+    fn three_replicas() -> (Harness, i32, [i32; 2]) {
+        let mut h = Harness::replicated();
+        for id in 1..=3 {
+            h.join(id, None);
+        }
+        h.create("t", 1, 3).expect("create");
+        let p = h.partition("t", 0);
+        assert_eq!(p.isr.len(), 3);
+        let leader = p.leader;
+        let followers: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r != leader)
+            .collect();
+        (h, leader, [followers[0], followers[1]])
+    }
+}
+
+fn code(result: Result<AlteredPartition, ControllerError>) -> ResponseError {
+    result.expect_err("refused").error
 }
 
 #[test]
@@ -659,4 +746,400 @@ fn topic_names_follow_kafkas_rules() {
     for bad in ["", ".", "..", "a b", "ä", &"x".repeat(250)] {
         assert!(validate_topic_name(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn alter_partition_shrinks_the_isr_without_touching_the_leader_or_its_epoch() {
+    let (mut h, leader, [lagging, in_sync]) = Harness::three_replicas();
+    let before = h.partition("t", 0).clone();
+    let data = h.proposal("t", 0, &[leader, in_sync]);
+    let reply = h.alter(leader, "t", data).expect("shrink");
+    let after = h.partition("t", 0);
+    assert_eq!(after.isr, vec![leader, in_sync]);
+    assert!(!after.isr.contains(&lagging));
+    assert_eq!(after.leader, leader);
+    assert_eq!(
+        after.leader_epoch, before.leader_epoch,
+        "an ISR change keeps the leader epoch"
+    );
+    assert_eq!(after.partition_epoch, before.partition_epoch + 1);
+    assert_eq!(after.replicas, before.replicas);
+    assert_eq!(
+        reply,
+        AlteredPartition {
+            leader_id: leader,
+            leader_epoch: before.leader_epoch,
+            isr: vec![leader, in_sync],
+            leader_recovery_state: LEADER_RECOVERED,
+            partition_epoch: before.partition_epoch + 1,
+        },
+        "the answer is the state once committed"
+    );
+
+    // Down to the leader alone: min.insync.replicas is the leader's business, not ours.
+    let data = h.proposal("t", 0, &[leader]);
+    h.alter(leader, "t", data).expect("shrink to the leader");
+    assert_eq!(h.partition("t", 0).isr, vec![leader]);
+}
+
+#[test]
+fn alter_partition_expands_with_current_or_unknown_broker_epochs() {
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let data = h.proposal("t", 0, &[leader]);
+    h.alter(leader, "t", data).expect("shrink");
+
+    let data = h.proposal("t", 0, &[leader, a]);
+    let reply = h
+        .alter(leader, "t", data)
+        .expect("expand with the registered epoch");
+    assert_eq!(reply.isr, vec![leader, a]);
+
+    // -1: the leader does not know the follower's epoch (an older fetcher); not checked.
+    let mut data = h.proposal("t", 0, &[leader, a, b]);
+    data.new_isr_with_epochs[2].broker_epoch = -1;
+    let reply = h
+        .alter(leader, "t", data)
+        .expect("expand with an unknown epoch");
+    assert_eq!(reply.isr, vec![leader, a, b]);
+    assert_eq!(h.partition("t", 0).isr, vec![leader, a, b]);
+    assert_eq!(h.partition("t", 0).partition_epoch, reply.partition_epoch);
+}
+
+#[test]
+fn alter_partition_refuses_ineligible_replicas() {
+    // Fenced (KIP-841).
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let e = h.epoch(a);
+    h.heartbeat(a, e, true, false).expect("fence");
+    assert!(!h.partition("t", 0).isr.contains(&a), "fencing took it out");
+    let data = h.proposal("t", 0, &[leader, a, b]);
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::IneligibleReplica
+    );
+
+    // In controlled shutdown (KIP-841).
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let e = h.epoch(a);
+    let reply = h.heartbeat(a, e, false, true).expect("shutdown");
+    assert!(reply.should_shutdown);
+    assert!(h.image.brokers[&a].in_controlled_shutdown);
+    let data = h.proposal("t", 0, &[leader, a, b]);
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::IneligibleReplica
+    );
+    // Also while still unfenced in its shutdown, as Kafka keeps brokers for a while.
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let data = h.proposal("t", 0, &[leader, b]);
+    h.alter(leader, "t", data).expect("shrink");
+    h.commit(&[MetadataRecord::BrokerRegistrationChange(
+        BrokerRegistrationChangeRecord {
+            broker_id: a,
+            broker_epoch: h.epoch(a),
+            fenced: None,
+            in_controlled_shutdown: Some(true),
+        },
+    )]);
+    let data = h.proposal("t", 0, &[leader, a, b]);
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::IneligibleReplica
+    );
+
+    // A broker epoch of a previous life (KIP-903): the follower restarted, and the fetch the
+    // leader judged came from before. Its new epoch is accepted.
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let old = h.epoch(a);
+    h.heartbeat(a, old, true, false).expect("fence");
+    let new = h.register(a, Uuid::from_u128(99), None);
+    h.heartbeat(a, new, false, false).expect("unfence");
+    assert!(!h.image.brokers[&a].fenced);
+    let mut data = h.proposal("t", 0, &[leader, b, a]);
+    data.new_isr_with_epochs[2].broker_epoch = old;
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::IneligibleReplica
+    );
+    let data = h.proposal("t", 0, &[leader, b, a]);
+    assert_eq!(
+        h.alter(leader, "t", data).expect("current epoch").isr,
+        vec![leader, b, a]
+    );
+
+    // Not registered at all.
+    let (mut h, leader, [a, _]) = Harness::three_replicas();
+    h.commit(&[MetadataRecord::UnregisterBroker(
+        crate::records::UnregisterBrokerRecord {
+            broker_id: a,
+            broker_epoch: h.epoch(a),
+        },
+    )]);
+    let data = h.proposal("t", 0, &[leader, a]);
+    // The partition still lists it as a replica, so the ISR is well formed; it is the
+    // registration that is missing.
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::IneligibleReplica
+    );
+    assert_eq!(
+        h.partition("t", 0).partition_epoch,
+        0,
+        "no refusal writes anything"
+    );
+}
+
+#[test]
+fn alter_partition_from_a_stale_or_unknown_broker_epoch_fails_as_a_whole() {
+    let (h, leader, _) = Harness::three_replicas();
+    let data = h.proposal("t", 0, &[leader]);
+    for (broker_id, broker_epoch) in [(leader, h.epoch(leader) - 1), (42, 0)] {
+        let request = AlterPartitionRequest {
+            broker_id,
+            broker_epoch,
+            topics: vec![AlterPartitionTopic {
+                topic_id: h.topic_id("t"),
+                partitions: vec![data.clone()],
+            }],
+        };
+        let err = h
+            .ctl
+            .alter_partition(&h.image, &request)
+            .expect_err("stale");
+        assert_eq!(err.error, ResponseError::StaleBrokerEpoch);
+    }
+}
+
+#[test]
+fn alter_partition_refuses_what_kafka_refuses_with_its_codes() {
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let ok = h.proposal("t", 0, &[leader, a]);
+
+    // Unknown topic id: every partition of it gets UNKNOWN_TOPIC_ID; the rest is served.
+    let request = AlterPartitionRequest {
+        broker_id: leader,
+        broker_epoch: h.epoch(leader),
+        topics: vec![
+            AlterPartitionTopic {
+                topic_id: Uuid::from_u128(12345),
+                partitions: vec![
+                    ok.clone(),
+                    AlterPartitionData {
+                        partition_index: 1,
+                        ..ok.clone()
+                    },
+                ],
+            },
+            AlterPartitionTopic {
+                topic_id: h.topic_id("t"),
+                partitions: vec![
+                    AlterPartitionData {
+                        partition_index: 7,
+                        ..ok.clone()
+                    },
+                    ok.clone(),
+                ],
+            },
+        ],
+    };
+    let d = h.ctl.alter_partition(&h.image, &request).expect("answered");
+    let codes: Vec<Vec<(i32, Option<ResponseError>)>> = d
+        .reply
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|(i, r)| (*i, r.as_ref().err().map(|e| e.error)))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            vec![
+                (0, Some(ResponseError::UnknownTopicId)),
+                (1, Some(ResponseError::UnknownTopicId))
+            ],
+            vec![(7, Some(ResponseError::UnknownTopicOrPartition)), (0, None)],
+        ]
+    );
+    assert_eq!(d.reply[0].topic_id, Uuid::from_u128(12345));
+    assert_eq!(d.records.len(), 1, "only the valid partition is changed");
+
+    // Not the leader (with the leader's epochs): INVALID_REQUEST, as Kafka.
+    let data = h.proposal("t", 0, &[a, b]);
+    assert_eq!(code(h.alter(a, "t", data)), ResponseError::InvalidRequest);
+
+    // Leader epoch older: FENCED_LEADER_EPOCH; newer (or a newer partition epoch): this
+    // controller is behind, NOT_CONTROLLER.
+    let mut data = h.proposal("t", 0, &[leader, a]);
+    data.leader_epoch -= 1;
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::FencedLeaderEpoch
+    );
+    let mut data = h.proposal("t", 0, &[leader, a]);
+    data.leader_epoch += 1;
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::NotController
+    );
+    let mut data = h.proposal("t", 0, &[leader, a]);
+    data.partition_epoch += 1;
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::NotController
+    );
+
+    // Malformed ISRs: INVALID_REQUEST.
+    for isr in [vec![], vec![a, b], vec![leader, 9], vec![leader, a, a]] {
+        let data = h.proposal("t", 0, &isr);
+        assert_eq!(
+            code(h.alter(leader, "t", data)),
+            ResponseError::InvalidRequest,
+            "{isr:?}"
+        );
+    }
+
+    // Leader recovery: RECOVERED cannot go back to RECOVERING; unknown states are refused.
+    for state in [LEADER_RECOVERING, 5, -1] {
+        let mut data = h.proposal("t", 0, &[leader]);
+        data.leader_recovery_state = state;
+        assert_eq!(
+            code(h.alter(leader, "t", data)),
+            ResponseError::InvalidRequest
+        );
+    }
+    assert_eq!(
+        h.partition("t", 0).partition_epoch,
+        0,
+        "no refusal wrote anything"
+    );
+}
+
+#[test]
+fn alter_partition_based_on_an_older_partition_epoch_is_refused() {
+    let (mut h, leader, [a, b]) = Harness::three_replicas();
+    let first = h.proposal("t", 0, &[leader, a]);
+    let second = h.proposal("t", 0, &[leader, b]);
+    h.alter(leader, "t", first).expect("first change");
+    // The leader's second proposal was built on the state before the first one.
+    assert_eq!(
+        code(h.alter(leader, "t", second)),
+        ResponseError::InvalidUpdateVersion
+    );
+    assert_eq!(h.partition("t", 0).isr, vec![leader, a]);
+
+    // Another change the leader has not seen (its follower fenced, so out of the ISR) makes
+    // its proposal stale too.
+    let data = h.proposal("t", 0, &[leader, a, b]);
+    let e = h.epoch(a);
+    h.heartbeat(a, e, true, false).expect("fence");
+    assert_eq!(h.partition("t", 0).isr, vec![leader]);
+    assert_eq!(
+        code(h.alter(leader, "t", data)),
+        ResponseError::InvalidUpdateVersion
+    );
+
+    // The same partition twice in one request: the second is judged after the first.
+    let mut h = Harness::three_replicas().0;
+    let data = h.proposal("t", 0, &[leader, a]);
+    let request = AlterPartitionRequest {
+        broker_id: leader,
+        broker_epoch: h.epoch(leader),
+        topics: vec![AlterPartitionTopic {
+            topic_id: h.topic_id("t"),
+            partitions: vec![data.clone(), data],
+        }],
+    };
+    let d = h.ctl.alter_partition(&h.image, &request).expect("answered");
+    assert_eq!(d.records.len(), 1);
+    assert!(d.reply[0].partitions[0].1.is_ok());
+    assert_eq!(
+        d.reply[0].partitions[1]
+            .1
+            .as_ref()
+            .expect_err("stale")
+            .error,
+        ResponseError::InvalidUpdateVersion
+    );
+    h.commit(&d.records);
+}
+
+#[test]
+fn alter_partition_to_the_current_isr_writes_nothing() {
+    let (h, leader, _) = Harness::three_replicas();
+    let before = h.partition("t", 0).clone();
+    let data = h.proposal("t", 0, &before.isr);
+    let request = AlterPartitionRequest {
+        broker_id: leader,
+        broker_epoch: h.epoch(leader),
+        topics: vec![AlterPartitionTopic {
+            topic_id: h.topic_id("t"),
+            partitions: vec![data],
+        }],
+    };
+    let d = h.ctl.alter_partition(&h.image, &request).expect("answered");
+    assert!(d.records.is_empty());
+    let reply = d.reply[0].partitions[0].1.clone().expect("current state");
+    assert_eq!(reply.isr, before.isr);
+    assert_eq!(
+        reply.partition_epoch, before.partition_epoch,
+        "not + 1: nothing written"
+    );
+    assert_eq!(reply.leader_epoch, before.leader_epoch);
+    assert_eq!(reply.leader_id, leader);
+}
+
+#[test]
+fn new_partitions_never_get_a_shutting_down_broker_in_their_isr_or_as_leader() {
+    let mut h = Harness::replicated();
+    for id in 1..=3 {
+        h.join(id, None);
+    }
+    // Broker 1 in controlled shutdown, not yet fenced.
+    h.commit(&[MetadataRecord::BrokerRegistrationChange(
+        BrokerRegistrationChangeRecord {
+            broker_id: 1,
+            broker_epoch: h.epoch(1),
+            fenced: None,
+            in_controlled_shutdown: Some(true),
+        },
+    )]);
+    let create = |assignment: Vec<i32>| CreateTopicRequest {
+        name: format!("t{}", assignment.len()),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: BTreeMap::from([(0, assignment)]),
+        configs: Vec::new(),
+    };
+    let d = h
+        .ctl
+        .create_topics(&h.image, &[create(vec![1, 2, 3])], false);
+    assert!(d.reply[0].1.is_ok(), "{:?}", d.reply);
+    h.commit(&d.records);
+    let p = h.partition("t3", 0);
+    assert_eq!(p.leader, 2, "the preferred replica is shutting down");
+    assert_eq!(p.isr, vec![2, 3]);
+
+    // Only the shutting-down broker: refused, as Kafka does.
+    let d = h.ctl.create_topics(&h.image, &[create(vec![1])], false);
+    assert_eq!(
+        d.reply[0].1.as_ref().expect_err("no usable replica").error,
+        ResponseError::InvalidReplicaAssignment
+    );
+
+    // Placement leaves it out; a failover does not pick it either.
+    h.create("u", 6, 2).expect("create");
+    for i in 0..6 {
+        assert!(!h.partition("u", i).replicas.contains(&1));
+    }
+    let leader = h.partition("t3", 0).leader;
+    let e = h.epoch(leader);
+    h.heartbeat(leader, e, true, false).expect("fence");
+    assert_eq!(h.partition("t3", 0).leader, 3);
+    let e = h.epoch(3);
+    h.heartbeat(3, e, true, false).expect("fence");
+    let p = h.partition("t3", 0);
+    assert_eq!(p.leader, NO_LEADER, "not broker 1, which is shutting down");
 }
