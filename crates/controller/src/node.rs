@@ -983,6 +983,10 @@ fn decide(
             let d = ctl.allocate_producer_ids(img, *broker_id, *broker_epoch)?;
             (d.records, ControllerResponse::ProducerIds(d.reply))
         }
+        ControllerRequest::AlterPartition(r) => {
+            let d = ctl.alter_partition(img, r)?;
+            (d.records, ControllerResponse::AlterPartition(d.reply))
+        }
         ControllerRequest::DescribeQuorum
         | ControllerRequest::AddObserver { .. }
         | ControllerRequest::AddVoter { .. }

@@ -2,8 +2,8 @@
 //! the controller listener beside raft's (`raft::wire` carries them as opaque bodies).
 //!
 //! They mirror Kafka's controller APIs (BrokerRegistration, BrokerHeartbeat, CreateTopics,
-//! DeleteTopics, CreatePartitions, IncrementalAlterConfigs, AllocateProducerIds, DescribeQuorum,
-//! AddRaftVoter, RemoveRaftVoter), but are encoded here, in this crate's compact format, from the
+//! DeleteTopics, CreatePartitions, IncrementalAlterConfigs, AllocateProducerIds, AlterPartition,
+//! DescribeQuorum, AddRaftVoter, RemoveRaftVoter), but are encoded here, in this crate's compact format, from the
 //! controller's own types: the broker already validated the client's request, and a codec owned
 //! here is bounded against hostile input by construction (every count checked against the bytes
 //! left) without a schema table per Kafka message.
@@ -12,8 +12,10 @@
 //! guessed at.
 
 use crate::controller::{
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, ConfigChange, ControllerError,
-    CreateTopicRequest, CreatedTopic, DeletedTopic, HeartbeatReply, ProducerIdBlock, TopicRef,
+    AlterPartitionData, AlterPartitionReply, AlterPartitionRequest, AlterPartitionTopic,
+    AlterPartitionTopicReply, AlteredPartition, BrokerHeartbeatRequest, BrokerRegistrationRequest,
+    ConfigChange, ControllerError, CreateTopicRequest, CreatedTopic, DeletedTopic, HeartbeatReply,
+    IsrMember, ProducerIdBlock, TopicRef,
 };
 use crate::records::{
     BrokerEndpoint, Reader, RecordDecodeError, put_i32, put_i64, put_ids, put_opt_str, put_str,
@@ -84,6 +86,8 @@ pub enum ControllerRequest {
     },
     /// DescribeQuorum.
     DescribeQuorum,
+    /// AlterPartition (KIP-497): a partition leader proposes new ISRs.
+    AlterPartition(AlterPartitionRequest),
 }
 
 /// One quorum member as the leader sees it.
@@ -134,6 +138,8 @@ pub enum ControllerResponse {
     ProducerIds(ProducerIdBlock),
     /// DescribeQuorum.
     Quorum(QuorumInfo),
+    /// AlterPartition, per topic and partition.
+    AlterPartition(AlterPartitionReply),
 }
 
 /// A controller node's reply.
@@ -269,6 +275,27 @@ pub fn encode_request(request: &ControllerRequest) -> Vec<u8> {
             put_i32(&mut out, *node_id);
         }
         ControllerRequest::DescribeQuorum => out.push(11),
+        ControllerRequest::AlterPartition(a) => {
+            out.push(12);
+            put_i32(&mut out, a.broker_id);
+            put_i64(&mut out, a.broker_epoch);
+            put_uvarint(&mut out, a.topics.len() as u64);
+            for t in &a.topics {
+                out.extend_from_slice(t.topic_id.as_bytes());
+                put_uvarint(&mut out, t.partitions.len() as u64);
+                for p in &t.partitions {
+                    put_i32(&mut out, p.partition_index);
+                    put_i32(&mut out, p.leader_epoch);
+                    put_uvarint(&mut out, p.new_isr_with_epochs.len() as u64);
+                    for m in &p.new_isr_with_epochs {
+                        put_i32(&mut out, m.broker_id);
+                        put_i64(&mut out, m.broker_epoch);
+                    }
+                    out.push(p.leader_recovery_state as u8);
+                    put_i32(&mut out, p.partition_epoch);
+                }
+            }
+        }
     }
     out
 }
@@ -393,6 +420,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ControllerRequest, RpcDecodeError>
         },
         10 => ControllerRequest::RemoveVoter { node_id: r.i32()? },
         11 => ControllerRequest::DescribeQuorum,
+        12 => ControllerRequest::AlterPartition(alter_partition_request(&mut r)?),
         _ => return Err(RecordDecodeError::Malformed("unknown controller request")),
     };
     end(&r, bytes)?;
@@ -532,6 +560,31 @@ fn put_response(out: &mut Vec<u8>, response: &ControllerResponse) {
                 }
             }
         }
+        ControllerResponse::AlterPartition(topics) => {
+            out.push(8);
+            put_uvarint(out, topics.len() as u64);
+            for t in topics {
+                out.extend_from_slice(t.topic_id.as_bytes());
+                put_uvarint(out, t.partitions.len() as u64);
+                for (index, result) in &t.partitions {
+                    put_i32(out, *index);
+                    match result {
+                        Ok(p) => {
+                            out.push(0);
+                            put_i32(out, p.leader_id);
+                            put_i32(out, p.leader_epoch);
+                            put_ids(out, &p.isr);
+                            out.push(p.leader_recovery_state as u8);
+                            put_i32(out, p.partition_epoch);
+                        }
+                        Err(e) => {
+                            out.push(1);
+                            put_error(out, e);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -609,8 +662,83 @@ fn response(r: &mut Reader<'_>) -> Result<ControllerResponse, RpcDecodeError> {
                 observers,
             })
         }
+        8 => ControllerResponse::AlterPartition(alter_partition_reply(r)?),
         _ => return Err(RecordDecodeError::Malformed("unknown controller response")),
     })
+}
+
+fn alter_partition_request(r: &mut Reader<'_>) -> Result<AlterPartitionRequest, RpcDecodeError> {
+    let broker_id = r.i32()?;
+    let broker_epoch = r.i64()?;
+    // A topic is at least its id and a count.
+    let n = bounded(r.len_prefix(17)?)?;
+    let mut topics = Vec::with_capacity(n);
+    for _ in 0..n {
+        let topic_id = r.uuid()?;
+        // A partition is at least three i32s, a count and the recovery state.
+        let m = bounded(r.len_prefix(14)?)?;
+        let mut partitions = Vec::with_capacity(m);
+        for _ in 0..m {
+            let partition_index = r.i32()?;
+            let leader_epoch = r.i32()?;
+            let k = bounded(r.len_prefix(12)?)?;
+            let mut new_isr_with_epochs = Vec::with_capacity(k);
+            for _ in 0..k {
+                new_isr_with_epochs.push(IsrMember {
+                    broker_id: r.i32()?,
+                    broker_epoch: r.i64()?,
+                });
+            }
+            partitions.push(AlterPartitionData {
+                partition_index,
+                leader_epoch,
+                new_isr_with_epochs,
+                leader_recovery_state: r.u8()? as i8,
+                partition_epoch: r.i32()?,
+            });
+        }
+        topics.push(AlterPartitionTopic {
+            topic_id,
+            partitions,
+        });
+    }
+    Ok(AlterPartitionRequest {
+        broker_id,
+        broker_epoch,
+        topics,
+    })
+}
+
+fn alter_partition_reply(r: &mut Reader<'_>) -> Result<AlterPartitionReply, RpcDecodeError> {
+    let n = bounded(r.len_prefix(17)?)?;
+    let mut topics = Vec::with_capacity(n);
+    for _ in 0..n {
+        let topic_id = r.uuid()?;
+        // A partition is at least its index, the result tag and an error code with an empty
+        // message.
+        let m = bounded(r.len_prefix(8)?)?;
+        let mut partitions = Vec::with_capacity(m);
+        for _ in 0..m {
+            let index = r.i32()?;
+            let result = if r.bool()? {
+                Err(error(r)?)
+            } else {
+                Ok(AlteredPartition {
+                    leader_id: r.i32()?,
+                    leader_epoch: r.i32()?,
+                    isr: r.ids()?,
+                    leader_recovery_state: r.u8()? as i8,
+                    partition_epoch: r.i32()?,
+                })
+            };
+            partitions.push((index, result));
+        }
+        topics.push(AlterPartitionTopicReply {
+            topic_id,
+            partitions,
+        });
+    }
+    Ok(topics)
 }
 
 fn put_error(out: &mut Vec<u8>, e: &ControllerError) {
@@ -811,7 +939,77 @@ mod tests {
                 .prop_map(|(node_id, addr)| ControllerRequest::AddVoter { node_id, addr }),
             any::<i32>().prop_map(|node_id| ControllerRequest::RemoveVoter { node_id }),
             Just(ControllerRequest::DescribeQuorum),
+            alter_partition_request().prop_map(ControllerRequest::AlterPartition),
         ]
+    }
+
+    fn alter_partition_request() -> impl Strategy<Value = AlterPartitionRequest> {
+        let member = (any::<i32>(), any::<i64>()).prop_map(|(broker_id, broker_epoch)| IsrMember {
+            broker_id,
+            broker_epoch,
+        });
+        let partition = (
+            any::<i32>(),
+            any::<i32>(),
+            vec(member, 0..4),
+            any::<i8>(),
+            any::<i32>(),
+        )
+            .prop_map(
+                |(partition_index, leader_epoch, new_isr_with_epochs, state, partition_epoch)| {
+                    AlterPartitionData {
+                        partition_index,
+                        leader_epoch,
+                        new_isr_with_epochs,
+                        leader_recovery_state: state,
+                        partition_epoch,
+                    }
+                },
+            );
+        let topic =
+            (uuid(), vec(partition, 0..3)).prop_map(|(topic_id, partitions)| AlterPartitionTopic {
+                topic_id,
+                partitions,
+            });
+        (any::<i32>(), any::<i64>(), vec(topic, 0..3)).prop_map(
+            |(broker_id, broker_epoch, topics)| AlterPartitionRequest {
+                broker_id,
+                broker_epoch,
+                topics,
+            },
+        )
+    }
+
+    fn alter_partition_reply() -> impl Strategy<Value = AlterPartitionReply> {
+        let altered = (
+            any::<i32>(),
+            any::<i32>(),
+            vec(any::<i32>(), 0..4),
+            any::<i8>(),
+            any::<i32>(),
+        )
+            .prop_map(
+                |(leader_id, leader_epoch, isr, leader_recovery_state, partition_epoch)| {
+                    AlteredPartition {
+                        leader_id,
+                        leader_epoch,
+                        isr,
+                        leader_recovery_state,
+                        partition_epoch,
+                    }
+                },
+            );
+        let partition = (
+            any::<i32>(),
+            prop_oneof![altered.prop_map(Ok), error().prop_map(Err)],
+        );
+        let topic = (uuid(), vec(partition, 0..3)).prop_map(|(topic_id, partitions)| {
+            AlterPartitionTopicReply {
+                topic_id,
+                partitions,
+            }
+        });
+        vec(topic, 0..3)
     }
 
     fn reply() -> impl Strategy<Value = ControllerReply> {
@@ -880,6 +1078,7 @@ mod tests {
                         })
                     }
                 ),
+            alter_partition_reply().prop_map(ControllerResponse::AlterPartition),
         ];
         prop_oneof![
             (proptest::option::of(any::<u64>()), response).prop_map(
@@ -930,6 +1129,64 @@ mod tests {
         let mut bytes = vec![RPC_FORMAT, 4];
         put_uvarint(&mut bytes, 1 << 40);
         assert!(decode_request(&bytes).is_err());
+    }
+
+    #[test]
+    fn forged_alter_partition_counts_are_refused_before_allocating() {
+        // 2^40 topics, then one topic of 2^40 partitions, then one partition of 2^40 members.
+        let mut bytes = vec![RPC_FORMAT, 12];
+        put_i32(&mut bytes, 1);
+        put_i64(&mut bytes, 0);
+        put_uvarint(&mut bytes, 1 << 40);
+        assert!(decode_request(&bytes).is_err());
+
+        let mut bytes = vec![RPC_FORMAT, 12];
+        put_i32(&mut bytes, 1);
+        put_i64(&mut bytes, 0);
+        put_uvarint(&mut bytes, 1);
+        bytes.extend_from_slice(&[7; 16]);
+        put_uvarint(&mut bytes, 1 << 40);
+        assert!(decode_request(&bytes).is_err());
+
+        let mut bytes = vec![RPC_FORMAT, 12];
+        put_i32(&mut bytes, 1);
+        put_i64(&mut bytes, 0);
+        put_uvarint(&mut bytes, 1);
+        bytes.extend_from_slice(&[7; 16]);
+        put_uvarint(&mut bytes, 1);
+        put_i32(&mut bytes, 0);
+        put_i32(&mut bytes, 0);
+        put_uvarint(&mut bytes, 1 << 40);
+        bytes.extend_from_slice(&[0; 5]);
+        assert!(decode_request(&bytes).is_err());
+
+        // An answer of 2^40 partitions.
+        let mut bytes = vec![RPC_FORMAT, 0, 0, 8];
+        put_uvarint(&mut bytes, 1);
+        bytes.extend_from_slice(&[7; 16]);
+        put_uvarint(&mut bytes, 1 << 40);
+        assert!(decode_reply(&bytes).is_err());
+    }
+
+    #[test]
+    fn more_than_max_items_is_refused_even_when_the_bytes_are_there() {
+        let mut bytes = vec![RPC_FORMAT, 12];
+        put_i32(&mut bytes, 1);
+        put_i64(&mut bytes, 0);
+        put_uvarint(&mut bytes, 1);
+        bytes.extend_from_slice(&[7; 16]);
+        put_uvarint(&mut bytes, 1);
+        put_i32(&mut bytes, 0);
+        put_i32(&mut bytes, 0);
+        let members = MAX_ITEMS as u64 + 1;
+        put_uvarint(&mut bytes, members);
+        bytes.resize(bytes.len() + 12 * members as usize, 0);
+        bytes.push(0);
+        put_i32(&mut bytes, 0);
+        assert_eq!(
+            decode_request(&bytes),
+            Err(RecordDecodeError::Malformed("too many items"))
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! controller; brokers register and heartbeat through any node; topics are placed across
 //! them; the active controller is killed and requests carried on by the next one; a broker that
 //! stops heartbeating is fenced and its partitions lose their leader; a broker-only node joins as
-//! an observer by a bootstrap address; the killed voter restarts from its files and catches up.
+//! an observer by a bootstrap address; the killed voter restarts from its files and catches up;
+//! AlterPartition travels the controller listener and is committed before it is answered.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 use vltava_controller::controller::{
-    BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerConfig, CreateTopicRequest,
+    AlterPartitionData, AlterPartitionRequest, AlterPartitionTopic, BrokerHeartbeatRequest,
+    BrokerRegistrationRequest, ControllerConfig, CreateTopicRequest, IsrMember, LEADER_RECOVERED,
 };
 use vltava_controller::node::{ControllerClient, NodeConfig, QuorumNode, QuorumTiming};
 use vltava_controller::records::{BrokerEndpoint, NO_LEADER};
@@ -410,5 +412,133 @@ async fn a_lone_node_needs_no_listener() {
             .unwrap_or(false)
     })
     .await;
+    node.shutdown().await;
+}
+
+/// AlterPartition from a client outside the node (the codec both ways, over TCP): a shrink is
+/// committed before the answer, which names the offset; a no-op names none; a stale requester
+/// fails as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_partition_over_the_controller_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let voters = BTreeMap::from([(1, addr.clone())]);
+    let mut cfg = config(1, dir.path(), &voters, addr.clone(), true, Vec::new());
+    cfg.controller.max_replication_factor = None;
+    // No heartbeat loops here: the brokers must stay unfenced for the whole test.
+    cfg.controller.session_timeout_ms = 120_000;
+    let mut nodes = BTreeMap::from([(1, QuorumNode::start(cfg, Some(l)).await.expect("start"))]);
+    wait_for_leader(&nodes).await;
+    let node = nodes.remove(&1).expect("node");
+    let client = ControllerClient::remote(CLUSTER.into(), 99, vec![addr]);
+
+    let mut epochs = BTreeMap::new();
+    for id in 1..=3 {
+        let epoch = register(&client, id).await;
+        assert!(node.wait_applied(epoch as u64, TIMEOUT).await);
+        let offset = node.applied().borrow().map_or(-1, |o| o as i64);
+        let (_, response) = client
+            .call(
+                ControllerRequest::BrokerHeartbeat(BrokerHeartbeatRequest {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                    current_metadata_offset: offset,
+                    want_fence: false,
+                    want_shutdown: false,
+                }),
+                TIMEOUT,
+            )
+            .await
+            .expect("heartbeat");
+        assert!(
+            matches!(response, ControllerResponse::Heartbeat(h) if !h.is_fenced),
+            "{response:?}"
+        );
+        epochs.insert(id, epoch);
+    }
+    let (offset, _) = client
+        .call(create("t", 1, 3), TIMEOUT)
+        .await
+        .expect("create");
+    assert!(node.wait_applied(offset.expect("written"), TIMEOUT).await);
+    let image = node.image();
+    let (topic_id, p) = image
+        .read(|img, _| {
+            let t = img.topic_by_name("t").expect("topic");
+            (t.id, t.partitions[&0].clone())
+        })
+        .expect("read");
+    assert_eq!(p.isr.len(), 3);
+    let shrunk: Vec<i32> = p.isr.iter().copied().take(2).collect();
+    let shrunk = if shrunk.contains(&p.leader) {
+        shrunk
+    } else {
+        vec![p.leader, shrunk[0]]
+    };
+    let request = |broker_epoch: i64, isr: &[i32], partition_epoch: i32| {
+        ControllerRequest::AlterPartition(AlterPartitionRequest {
+            broker_id: p.leader,
+            broker_epoch,
+            topics: vec![AlterPartitionTopic {
+                topic_id,
+                partitions: vec![AlterPartitionData {
+                    partition_index: 0,
+                    leader_epoch: p.leader_epoch,
+                    new_isr_with_epochs: isr
+                        .iter()
+                        .map(|b| IsrMember {
+                            broker_id: *b,
+                            broker_epoch: epochs[b],
+                        })
+                        .collect(),
+                    leader_recovery_state: LEADER_RECOVERED,
+                    partition_epoch,
+                }],
+            }],
+        })
+    };
+    let leader_epoch = epochs[&p.leader];
+
+    let (offset, response) = client
+        .call(request(leader_epoch, &shrunk, p.partition_epoch), TIMEOUT)
+        .await
+        .expect("shrink");
+    let altered = match response {
+        ControllerResponse::AlterPartition(mut topics) => {
+            assert_eq!(topics.len(), 1);
+            assert_eq!(topics[0].topic_id, topic_id);
+            topics[0].partitions.remove(0).1.expect("altered")
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(altered.isr, shrunk);
+    assert_eq!(altered.leader_id, p.leader);
+    assert_eq!(altered.leader_epoch, p.leader_epoch);
+    assert_eq!(altered.partition_epoch, p.partition_epoch + 1);
+    // The answer came after the commit: the node has the change at the offset it names.
+    assert!(node.wait_applied(offset.expect("written"), TIMEOUT).await);
+    let now = image
+        .read(|img, _| img.topics[&topic_id].partitions[&0].clone())
+        .expect("read");
+    assert_eq!(now.isr, shrunk);
+    assert_eq!(now.partition_epoch, altered.partition_epoch);
+
+    // The same proposal again, on the new epoch: nothing to write.
+    let (offset, response) = client
+        .call(request(leader_epoch, &shrunk, now.partition_epoch), TIMEOUT)
+        .await
+        .expect("no-op");
+    assert_eq!(offset, None);
+    assert!(matches!(response, ControllerResponse::AlterPartition(_)));
+
+    let err = client
+        .call(
+            request(leader_epoch + 1, &shrunk, now.partition_epoch),
+            TIMEOUT,
+        )
+        .await
+        .expect_err("stale broker epoch");
+    assert_eq!(err.code(), 77, "STALE_BROKER_EPOCH");
     node.shutdown().await;
 }
