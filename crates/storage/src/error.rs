@@ -92,6 +92,24 @@ pub enum StorageError {
         /// Log end offset after the truncation.
         log_end: u64,
     },
+    /// A follower append whose batches do not continue the log: the first starts below the
+    /// log end offset, or a later one at or below the previous batch's last offset (Kafka:
+    /// UnexpectedAppendOffsetException). Nothing was written.
+    #[error("unexpected append offset: expected at least {expected}, got {got}")]
+    UnexpectedAppendOffset {
+        /// Lowest base offset the log could take there.
+        expected: u64,
+        /// Base offset of the batch.
+        got: u64,
+    },
+    /// A leader epoch entry with a negative epoch or an offset beyond the wire's range.
+    #[error("invalid leader epoch entry: epoch {epoch} at offset {start_offset}")]
+    InvalidEpochEntry {
+        /// Epoch given.
+        epoch: i32,
+        /// Start offset given.
+        start_offset: u64,
+    },
     /// Another process holds the data directory lock.
     #[error("data directory {0} is locked by another process")]
     DataDirLocked(PathBuf),

@@ -341,23 +341,52 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Concurrent writers of the same path must be serialised by the caller (they share the
 /// temporary name).
 pub fn atomic_write_with(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    atomic_write_checked(fs, path, bytes).map_err(|e| e.error)
+}
+
+/// Why [`atomic_write_checked`] failed.
+#[derive(Debug)]
+pub(crate) struct AtomicWriteError {
+    pub(crate) error: io::Error,
+    /// An fsync failed (of the file or of the directory), rather than a write or rename: the
+    /// caller may have to treat the directory's durability as unknown.
+    pub(crate) sync_failed: bool,
+}
+
+/// [`atomic_write_with`], saying whether an fsync is what failed.
+pub(crate) fn atomic_write_checked(
+    fs: &dyn Fs,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), AtomicWriteError> {
+    let other = |error| AtomicWriteError {
+        error,
+        sync_failed: false,
+    };
+    let synced = |error| AtomicWriteError {
+        error,
+        sync_failed: true,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        other(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ))
+    })?;
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     {
-        let mut f = DataFile::create_empty(fs, &tmp)?;
-        f.append(bytes)?;
-        f.file.sync_all()?;
+        let mut f = DataFile::create_empty(fs, &tmp).map_err(other)?;
+        f.append(bytes).map_err(other)?;
+        f.file.sync_all().map_err(synced)?;
     }
-    fs.rename(&tmp, path)?;
+    fs.rename(&tmp, path).map_err(other)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    fs.sync_dir(parent)
+    fs.sync_dir(parent).map_err(synced)
 }
 
 #[cfg(test)]

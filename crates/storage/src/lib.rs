@@ -6,6 +6,7 @@
 mod checkpoint;
 mod cleaner;
 mod config;
+mod epoch;
 mod error;
 mod fileio;
 mod group_commit;
@@ -21,6 +22,7 @@ mod testutil;
 
 pub use cleaner::{CleanOptions, CleanStats, DEFAULT_MAP_BUDGET_BYTES};
 pub use config::{CleanupPolicy, LogConfig};
+pub use epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use error::StorageError;
 pub use fileio::{DirEntry, FileLock, Fs, FsFile, RealFs, atomic_write, atomic_write_with};
 pub use group_commit::GroupCommit;
@@ -30,7 +32,7 @@ pub use log::{
 };
 pub use manager::{
     CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, LOG_START_CHECKPOINT_FILE, LogManager,
-    METADATA_LOG_DIR, RECOVERY_CHECKPOINT_FILE, TopicPartition,
+    METADATA_LOG_DIR, RECOVERY_CHECKPOINT_FILE, REPLICATION_CHECKPOINT_FILE, TopicPartition,
 };
 pub use producer::{BatchMetadata, ProducerEntry, ProducerStateManager, RETAINED_BATCHES};
 pub use simfs::{CrashMode, Fault, FaultKind, FaultOp, SimFs, SimStats};

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use vltava_protocol::batch::{BatchHeader, HEADER_LEN};
+use vltava_protocol::batch::{BatchHeader, HEADER_LEN, parse_header};
 
 use crate::cleaner::{BatchFilter, CleanOptions, CleanStats, CleanedWriter, KeyMap};
 use crate::config::LogConfig;
+use crate::epoch::{self, EpochEntry, LeaderEpochCache};
 use crate::error::StorageError;
 use crate::fileio::{self, DataFile, Fs, FsFile};
 use crate::group_commit::GroupCommit;
@@ -18,10 +19,11 @@ use crate::segment::{self, LoadMode, Segment};
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// Vltava's own per-partition file (Kafka has no equivalent): `gaps_below: N` says that
-/// segments with a base offset below N were written by the cleaner, so offsets may skip values
-/// inside and after them. Recovery insists on contiguous offsets everywhere else, which is what
-/// catches a corrupted base offset (it lies outside the CRC). Written, atomically, before a
-/// cleaned segment is committed; it only ever grows.
+/// offsets may skip values inside and after segments with a base offset below N: those the
+/// cleaner wrote, and those into which a follower copied a compacted leader's log. Recovery
+/// insists on contiguous offsets everywhere else, which is what catches a corrupted base offset
+/// (it lies outside the CRC). Written, atomically, before a cleaned segment is committed or a
+/// follower writes a gap; it only ever grows.
 pub const COMPACTION_METADATA_FILE: &str = "compaction.metadata";
 
 /// Outcome of [`Log::append`].
@@ -221,6 +223,11 @@ pub struct Log {
     earliest_delete_horizon: Option<i64>,
     /// Shares fsyncs between appenders waiting for durability (`flush.on.append`).
     group_commit: Arc<GroupCommit>,
+    /// Which leader epoch began where (`leader-epoch-checkpoint`).
+    epochs: LeaderEpochCache,
+    /// Offsets below it are replicated to the in-sync replicas; kept in
+    /// `[log_start_offset, log_end_offset]`. The broker sets it; the log manager checkpoints it.
+    high_watermark: u64,
 }
 
 impl Log {
@@ -311,6 +318,10 @@ impl Log {
                 .saturating_sub(1)
         };
         let mut producers = ProducerStateManager::new();
+        let epoch_file = epoch::read_file(&*fs, dir)?;
+        // Batches past what the file knows (a crash between an append and its checkpoint, or
+        // no usable file at all) add their epochs, as Kafka's segment recovery does.
+        let mut epoch_entries: Vec<EpochEntry> = epoch_file.entries();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         let mut horizons: Vec<Option<i64>> = Vec::with_capacity(bases.len());
         let interval = config.index_interval_bytes;
@@ -343,6 +354,11 @@ impl Log {
                     now_ms,
                     &mut |h| {
                         producers.replay(h);
+                        epoch::assign_if_newer(
+                            &mut epoch_entries,
+                            h.partition_leader_epoch,
+                            h.base_offset as u64,
+                        );
                         if let Some(t) = h.delete_horizon_ms() {
                             horizon = Some(horizon.map_or(t, |e| e.min(t)));
                         }
@@ -397,12 +413,21 @@ impl Log {
         horizons.truncate(segments.len().saturating_sub(1));
         let earliest_delete_horizon = horizons.into_iter().flatten().min();
         let recovery_point = recovery_point.min(log_end);
+        let log_start_offset = log_start_offset.unwrap_or(0).max(first_base).min(log_end);
+        // Entries at or past the log end name records a crash took (Kafka truncates the cache
+        // to the recovered log end the same way), those before the log start removed ones.
+        epoch::truncate_end_in(&mut epoch_entries, log_end);
+        epoch::truncate_start_in(&mut epoch_entries, log_start_offset);
+        let mut epochs = LeaderEpochCache::with_entries(Arc::clone(&fs), dir, epoch_entries);
+        if epoch_file.differs_from(epochs.entries()) {
+            epochs.persist()?;
+        }
         let mut log = Log {
             fs,
             dir: dir.to_path_buf(),
             config,
             segments,
-            log_start_offset: log_start_offset.unwrap_or(0).max(first_base).min(log_end),
+            log_start_offset,
             recovery_point,
             producers,
             topic_id,
@@ -417,6 +442,8 @@ impl Log {
             cleaner_checkpoint: 0,
             earliest_delete_horizon,
             group_commit: Arc::new(GroupCommit::new(recovery_point)),
+            epochs,
+            high_watermark: log_start_offset,
         };
         // Recovered data was CRC-checked, so making it durable lets the recovery point move to
         // the log end and the next start skip it.
@@ -464,6 +491,68 @@ impl Log {
     /// Every offset below this is durable on disk.
     pub fn recovery_point(&self) -> u64 {
         self.recovery_point
+    }
+
+    /// The high watermark as last set (the log start offset until then).
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// Sets the high watermark, clamped to `[log_start_offset, log_end_offset]` as Kafka's
+    /// `updateHighWatermark` does; returns the value kept. It may move down (a new leader's
+    /// may be lower than the old one's).
+    pub fn set_high_watermark(&mut self, high_watermark: u64) -> u64 {
+        self.high_watermark = high_watermark
+            .max(self.log_start_offset)
+            .min(self.log_end_offset());
+        self.high_watermark
+    }
+
+    /// The latest leader epoch in the leader epoch cache, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// KIP-279's OffsetForLeaderEpoch answer from this log: the largest epoch `<= epoch` and
+    /// where it ends (the log end for the latest epoch). See
+    /// [`LeaderEpochCache::end_offset_for`] for the cases answered `None` (UNDEFINED).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch cache's entries, oldest first.
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// The leader epoch of the records at `offset`, from the cache.
+    pub fn epoch_for_offset(&self, offset: u64) -> Option<i32> {
+        self.epochs.epoch_for_offset(offset)
+    }
+
+    /// A new leader records that `epoch` starts at the log end before it serves (KAFKA-7415),
+    /// so that followers holding records of epochs it never saw truncate correctly. Does
+    /// nothing unless `epoch` is above the latest epoch; returns whether it assigned.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<bool, StorageError> {
+        self.check_writable()?;
+        if epoch < 0 || self.epochs.latest_epoch().is_some_and(|l| epoch <= l) {
+            return Ok(false);
+        }
+        let log_end = self.log_end_offset();
+        self.epoch_op(|c| c.assign(epoch, log_end))
+    }
+
+    /// Runs a write of the leader epoch cache; an fsync failing in it takes the log offline,
+    /// as any failed fsync in the partition directory does (later ones would prove nothing).
+    fn epoch_op<T>(
+        &mut self,
+        op: impl FnOnce(&mut LeaderEpochCache) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let result = op(&mut self.epochs);
+        match result {
+            Err(e) if self.epochs.take_sync_failure() => Err(self.go_offline_after_sync_failure(e)),
+            other => other,
+        }
     }
 
     /// Bytes of all segments.
@@ -623,6 +712,14 @@ impl Log {
                 });
             }
         };
+        if leader_epoch >= 0 && self.epochs.latest_epoch().is_none_or(|l| leader_epoch > l) {
+            // Written with the next flush, not now: an fsync here would hold the partition's
+            // lock, and recovery re-derives the entry from the batch. Should the write fail,
+            // an entry at the log end is what a new leader records anyway.
+            let mut entries = self.epochs.entries().to_vec();
+            epoch::assign_if_newer(&mut entries, leader_epoch, first_offset);
+            self.epochs.set_unpersisted(entries);
+        }
         self.maybe_roll(total_bytes, last_offset, now_ms)?;
         let interval = self.config.index_interval_bytes;
         if let Err(failure) =
@@ -682,9 +779,278 @@ impl Log {
             return Ok(());
         }
         active.on_roll();
-        let segment = Segment::create(&self.fs, &self.dir, next)?;
+        let segment = self.new_segment(next)?;
         self.segments.push(segment);
         self.dir_seq += 1;
+        Ok(())
+    }
+
+    /// A new empty segment at `base`, allowed gaps if [`COMPACTION_METADATA_FILE`] says so,
+    /// as it would be when loaded.
+    fn new_segment(&self, base: u64) -> Result<Segment, StorageError> {
+        let mut segment = Segment::create(&self.fs, &self.dir, base)?;
+        if base < self.gaps_below {
+            segment.set_allow_gaps();
+        }
+        Ok(segment)
+    }
+
+    /// Appends batches copied from the leader (the follower's path). They are written byte for
+    /// byte as given: base offsets and leader epochs as the leader assigned them, CRCs
+    /// untouched. The caller validated them as for [`Log::append`] (CRC included); the leader
+    /// checked sizes and producer sequences, so neither `max.message.bytes` nor sequences are
+    /// checked again, and producer state is updated from the headers as recovery does.
+    ///
+    /// The first batch must start at or after the log end offset and each later one after the
+    /// previous one's last offset, otherwise nothing is written and the error is
+    /// [`StorageError::UnexpectedAppendOffset`]. Offsets may skip values (a compacted leader
+    /// log): a batch past the log end on an empty active segment gets a segment based at it,
+    /// and a gap inside a segment or between segments is recorded in
+    /// [`COMPACTION_METADATA_FILE`] before it is written, so that recovery accepts it.
+    ///
+    /// Each batch whose leader epoch is above the latest one starts that epoch in the leader
+    /// epoch cache. Segments roll as for leader appends. A failed write is undone as in
+    /// [`Log::append_deferred`]; an empty segment made for it may stay, so the log end can
+    /// have moved to the first batch's base offset. Does not fsync: the caller flushes (with
+    /// `flush.on.append`, before it reports the new log end to the leader).
+    pub fn append_as_follower<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.check_writable()?;
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let (Some((first_h, _)), Some((last_h, _))) = (batches.first(), batches.last()) else {
+            return Err(StorageError::InvalidRecord("no record batches".into()));
+        };
+        let segment_limit = self.config.effective_segment_bytes();
+        let log_end = self.log_end_offset();
+        let mut expected = log_end;
+        for (h, bytes) in batches {
+            let bytes = bytes.as_ref();
+            let len = bytes.len();
+            // The header is what the log's bookkeeping goes by and the bytes are what it
+            // stores: they must agree.
+            let consistent = len >= HEADER_LEN
+                && h.total_len() == len
+                && h.magic == 2
+                && h.last_offset_delta >= 0
+                && h.base_offset >= 0
+                && parse_header(&bytes[..HEADER_LEN]).is_ok_and(|parsed| parsed == *h);
+            if !consistent {
+                return Err(StorageError::InvalidRecord(format!(
+                    "batch of {len} bytes does not match its header"
+                )));
+            }
+            let base = h.base_offset as u64;
+            if base < expected {
+                return Err(StorageError::UnexpectedAppendOffset {
+                    expected,
+                    got: base,
+                });
+            }
+            let Some(last) = h.base_offset.checked_add(i64::from(h.last_offset_delta)) else {
+                return Err(StorageError::InvalidRecord(format!(
+                    "batch at {base} ends past the largest offset"
+                )));
+            };
+            if len as u64 > segment_limit {
+                return Err(StorageError::BatchLargerThanSegment {
+                    size: len as u64,
+                    segment_bytes: segment_limit,
+                });
+            }
+            expected = last as u64 + 1;
+        }
+        let first_offset = first_h.base_offset as u64;
+        let last_offset = last_h.last_offset() as u64;
+
+        let old_epochs = self.update_epochs_for_follower(batches, log_end);
+        let mut written = 0;
+        while written < batches.len() {
+            let rest = &batches[written..];
+            let placed = self.place_follower_run(rest, now_ms);
+            let result = placed.and_then(|count| {
+                let interval = self.config.index_interval_bytes;
+                match self
+                    .active()?
+                    .append_unchanged(&rest[..count], interval, now_ms)
+                {
+                    Ok(()) => Ok(count),
+                    Err(failure) => {
+                        if !failure.undone {
+                            self.offline = Some(format!(
+                                "append failed and could not be undone: {}",
+                                failure.error
+                            ));
+                        }
+                        Err(failure.error.into())
+                    }
+                }
+            });
+            match result {
+                Ok(count) => written += count,
+                Err(e) => {
+                    self.undo_follower_append(written > 0, log_end, old_epochs);
+                    return Err(e);
+                }
+            }
+        }
+        for (h, _) in batches {
+            self.producers.replay(h);
+        }
+        self.maybe_flush(now_ms)?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time_ms: now_ms,
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Assigns the epochs a follower append starts (and, when the append will re-base the
+    /// log's only, empty segment past the log end, moves the entries up to that new log
+    /// start). Like the leader's, written with the next flush. Returns the previous entries if
+    /// they changed.
+    fn update_epochs_for_follower<B>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        log_end: u64,
+    ) -> Option<Vec<EpochEntry>> {
+        let mut next: Option<Vec<EpochEntry>> = None;
+        let mut latest = self.epochs.latest_epoch();
+        for (h, _) in batches {
+            let epoch = h.partition_leader_epoch;
+            if epoch >= 0 && latest.is_none_or(|l| epoch > l) {
+                let entries = next.get_or_insert_with(|| self.epochs.entries().to_vec());
+                epoch::assign_if_newer(entries, epoch, h.base_offset as u64);
+                latest = Some(epoch);
+            }
+        }
+        let first = batches
+            .first()
+            .map_or(log_end, |(h, _)| h.base_offset as u64);
+        let restarts = self.segments.len() == 1 && self.segments[0].is_empty() && first > log_end;
+        if restarts && !self.epochs.entries().is_empty() {
+            let entries = next.get_or_insert_with(|| self.epochs.entries().to_vec());
+            epoch::truncate_start_in(entries, first);
+        }
+        let next = next?;
+        let old = self.epochs.entries().to_vec();
+        self.epochs.set_unpersisted(next);
+        Some(old)
+    }
+
+    /// Takes back what a failed follower append changed besides the failed write itself.
+    fn undo_follower_append(
+        &mut self,
+        partly_written: bool,
+        log_end: u64,
+        old_epochs: Option<Vec<EpochEntry>>,
+    ) {
+        if partly_written && !self.is_offline() {
+            // Only an append spanning segments for want of 32-bit relative offsets gets here.
+            if let Err(e) = self.truncate_to(log_end) {
+                self.offline = Some(format!("could not undo a partial follower append: {e}"));
+            }
+        }
+        if let Some(old) = old_epochs {
+            self.epochs.set_unpersisted(old);
+        }
+    }
+
+    /// Makes the active segment ready for the longest run of `rest`'s batches it can take:
+    /// rolls (full, too old, or offsets beyond 32-bit reach of its base) to a segment based at
+    /// the first batch, re-bases an empty active segment there, and records gaps in
+    /// [`COMPACTION_METADATA_FILE`]. Returns how many batches the run holds (at least one).
+    fn place_follower_run<B: AsRef<[u8]>>(
+        &mut self,
+        rest: &[(BatchHeader, B)],
+        now_ms: i64,
+    ) -> Result<usize, StorageError> {
+        let first = rest.first().map_or(0, |(h, _)| h.base_offset as u64);
+        let reach = |base: u64| {
+            rest.iter()
+                .take_while(|(h, _)| h.last_offset() as u64 - base <= i32::MAX as u64)
+                .count()
+        };
+        let limit = self.config.effective_segment_bytes();
+        let segment_ms = self.config.segment_ms;
+        let active = self.active()?;
+        let count = if active.is_empty() {
+            if active.base_offset() != first {
+                self.rebase_empty_active(first)?;
+            }
+            reach(first)
+        } else {
+            let count = reach(active.base_offset());
+            let bytes: u64 = rest[..count]
+                .iter()
+                .map(|(h, _)| h.total_len() as u64)
+                .sum();
+            let full = active.size() + bytes > limit;
+            let old = active
+                .rolling_ms()
+                .is_some_and(|t| now_ms.saturating_sub(t) > segment_ms);
+            if full || old || count == 0 {
+                active.on_roll();
+                let segment = self.new_segment(first)?;
+                self.segments.push(segment);
+                self.dir_seq += 1;
+                reach(first)
+            } else {
+                count
+            }
+        };
+        let idx = self.segments.len() - 1;
+        let inside_gap = self.segments[idx].next_offset() < first
+            || rest[..count]
+                .windows(2)
+                .any(|w| w[1].0.base_offset != w[0].0.last_offset() + 1);
+        if inside_gap {
+            self.allow_gaps_in(idx)?;
+        }
+        if idx > 0 && self.segments[idx - 1].next_offset() < self.segments[idx].base_offset() {
+            self.allow_gaps_in(idx - 1)?;
+        }
+        Ok(count.max(1))
+    }
+
+    /// Replaces the empty active segment by one based at `base` (past the log end). If it was
+    /// the only segment, the log now starts there.
+    fn rebase_empty_active(&mut self, base: u64) -> Result<(), StorageError> {
+        let segment = self.new_segment(base)?;
+        self.dir_seq += 1;
+        let Some(last) = self.segments.last_mut() else {
+            return Err(StorageError::Corrupt(format!(
+                "{} has no segment",
+                self.dir.display()
+            )));
+        };
+        let old = std::mem::replace(last, segment);
+        if let Err(e) = old.delete() {
+            // Left on disk, the old empty segment would end where the new one does not begin,
+            // and recovery would drop everything from the new one on.
+            self.offline = Some(format!("could not remove an empty segment: {e}"));
+            return Err(e.into());
+        }
+        if self.segments.len() == 1 {
+            self.log_start_offset = base;
+            self.high_watermark = self.high_watermark.max(base);
+        }
+        Ok(())
+    }
+
+    /// Lets offsets skip values inside and after segment `idx`, recording that (durably)
+    /// first if [`COMPACTION_METADATA_FILE`] does not cover it yet.
+    fn allow_gaps_in(&mut self, idx: usize) -> Result<(), StorageError> {
+        let base = self.segments[idx].base_offset();
+        if self.gaps_below <= base {
+            write_compaction_metadata(&*self.fs, &self.dir, base + 1)?;
+            self.gaps_below = base + 1;
+        }
+        self.segments[idx].set_allow_gaps();
         Ok(())
     }
 
@@ -1229,27 +1595,33 @@ impl Log {
         }
         let first_base = self.segments.first().map_or(0, Segment::base_offset);
         self.log_start_offset = self.log_start_offset.max(first_base);
+        self.high_watermark = self.high_watermark.max(self.log_start_offset);
+        let start = self.log_start_offset;
+        self.epoch_op(|c| c.truncate_from_start(start))?;
         Ok(deleted)
     }
 
     /// Removes every record at or after `offset` (a follower diverging from its leader). A batch
     /// containing `offset` is removed whole, so afterwards the log end is `<= offset`. Below
-    /// the first segment, the log is emptied and restarts at `offset`.
+    /// the first segment, the log is emptied and restarts at `offset`. The leader epoch cache
+    /// loses the entries starting at or after the new log end; even when nothing is truncated,
+    /// an entry at the log end goes (this replica's own epoch start as a leader that wrote
+    /// nothing, as in Kafka). The high watermark stays within the log.
     pub fn truncate_to(&mut self, offset: u64) -> Result<(), StorageError> {
         self.check_writable()?;
-        if offset >= self.log_end_offset() {
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            self.epoch_op(|c| c.truncate_from_end(log_end))?;
             return Ok(());
         }
+        // Before the files: if this write fails, nothing has changed. Truncations are written
+        // at once, unlike assignments: a file still holding entries of truncated records
+        // would be wrong, not merely behind.
+        self.epoch_op(|c| c.truncate_from_end(offset))?;
         self.generation += 1;
         let first_base = self.segments.first().map_or(0, Segment::base_offset);
         if offset <= first_base {
-            for seg in self.segments.drain(..) {
-                seg.delete()?;
-            }
-            self.segments
-                .push(Segment::create(&self.fs, &self.dir, offset)?);
-            self.log_start_offset = offset;
-            self.dir_seq += 1;
+            self.restart_at(offset)?;
         } else {
             while self.segments.len() > 1
                 && self
@@ -1266,7 +1638,59 @@ impl Log {
             self.active()?.truncate_to(offset, interval)?;
         }
         let log_end = self.log_end_offset();
+        if log_end < offset
+            && let Err(e) = self.epoch_op(|c| c.truncate_from_end(log_end))
+        {
+            // The batch holding `offset` began an epoch; its entry now sits at the log end,
+            // where Kafka leaves it too, and reopening drops it.
+            tracing::warn!(dir = %self.dir.display(), "could not write the leader epoch cache: {e}");
+        }
+        self.after_truncation()
+    }
+
+    /// Removes every record and restarts the log, empty, at `offset`, which may lie past the
+    /// log end (a follower whose fetch offset fell below its leader's log start). The leader
+    /// epoch cache is cleared, the log start offset and high watermark become `offset`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: u64) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if offset > i64::MAX as u64 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end: self.log_end_offset(),
+            });
+        }
+        self.epoch_op(LeaderEpochCache::clear)?;
+        self.generation += 1;
+        self.restart_at(offset)?;
+        self.after_truncation()
+    }
+
+    /// Deletes every segment and starts an empty one at `offset`, the new log start.
+    fn restart_at(&mut self, offset: u64) -> Result<(), StorageError> {
+        let replaced = (|| {
+            for seg in self.segments.drain(..) {
+                seg.delete()?;
+            }
+            let segment = self.new_segment(offset)?;
+            self.segments.push(segment);
+            Ok::<(), StorageError>(())
+        })();
+        self.dir_seq += 1;
+        if let Err(e) = replaced {
+            // Without a segment the log cannot take appends; reopening finds what is left.
+            self.offline = Some(format!("could not restart the log at {offset}: {e}"));
+            return Err(e);
+        }
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
+    /// Bookkeeping after the log end moved down (or the log restarted).
+    fn after_truncation(&mut self) -> Result<(), StorageError> {
+        let log_end = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end);
+        self.high_watermark = self.high_watermark.min(log_end).max(self.log_start_offset);
         self.recovery_point = self.recovery_point.min(log_end);
         // Offsets from the log end on will name new records, not yet durable.
         self.group_commit.truncated_to(self.recovery_point);
@@ -1320,10 +1744,26 @@ impl Log {
         if let Err(e) = synced {
             return Err(self.go_offline_after_sync_failure(e.into()));
         }
+        self.persist_epochs_after_sync()?;
         self.recovery_point = self.log_end_offset();
         self.last_flush_ms = self.clock_ms;
         self.group_commit.advance(self.recovery_point);
         Ok(self.recovery_point)
+    }
+
+    /// Writes epoch starts assigned since the last flush. They are rare (a new epoch) and not
+    /// needed for the records' durability (recovery re-derives them), so only a failed fsync,
+    /// which takes the log offline, is an error; anything else is logged and the next flush
+    /// tries again.
+    fn persist_epochs_after_sync(&mut self) -> Result<(), StorageError> {
+        match self.epoch_op(LeaderEpochCache::persist_if_dirty) {
+            Err(e) if self.offline.is_some() => Err(e),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "could not write the leader epoch cache: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     fn go_offline_after_sync_failure(&mut self, e: StorageError) -> StorageError {
@@ -1374,6 +1814,9 @@ impl Log {
             }
         }
         self.dir_synced_seq = self.dir_synced_seq.max(handle.dir_seq);
+        if self.persist_epochs_after_sync().is_err() {
+            return self.recovery_point;
+        }
         self.recovery_point = self
             .recovery_point
             .max(handle.upto.min(self.log_end_offset()));

@@ -17,6 +17,8 @@ use crate::log::{CLEAN_RECOVERY_POINT, Log};
 pub const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Broker-wide file of per-partition log start offsets.
 pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// Broker-wide file of per-partition high watermarks (Kafka's name and format).
+pub const REPLICATION_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 /// Broker-wide file of per-partition cleaner checkpoints (first offset not yet cleaned).
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const LOCK_FILE: &str = ".lock";
@@ -120,9 +122,10 @@ pub struct LogManager {
 impl LogManager {
     /// Opens the data directory (creating it if missing): takes its lock, finishes
     /// interrupted topic deletions, and opens every `<topic>-<partition>` directory with the
-    /// recovery point, log start offset and cleaner checkpoint from the checkpoint files (a
-    /// missing or corrupt checkpoint means full recovery, and a cleaner starting over). Logs
-    /// get `default_config` until `set_config`.
+    /// recovery point, log start offset, cleaner checkpoint and high watermark from the
+    /// checkpoint files (a missing or corrupt checkpoint means full recovery, a cleaner
+    /// starting over, and high watermarks at the log start). Logs get `default_config` until
+    /// `set_config`.
     pub fn open(
         data_dir: &Path,
         default_config: LogConfig,
@@ -163,6 +166,7 @@ impl LogManager {
         let recovery_points = checkpoint::read(&*fs, &data_dir.join(RECOVERY_CHECKPOINT_FILE))?;
         let log_starts = checkpoint::read(&*fs, &data_dir.join(LOG_START_CHECKPOINT_FILE))?;
         let cleaned = checkpoint::read(&*fs, &data_dir.join(CLEANER_CHECKPOINT_FILE))?;
+        let high_watermarks = checkpoint::read(&*fs, &data_dir.join(REPLICATION_CHECKPOINT_FILE))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = fileio::read_optional(&*fs, &marker)?.is_some();
         let mut removed = false;
@@ -200,6 +204,10 @@ impl LogManager {
             )?;
             if let Some(&offset) = cleaned.get(tp) {
                 log.set_cleaner_checkpoint(offset);
+            }
+            // Clamped to what recovery kept: a crash may have taken records below it.
+            if let Some(&hw) = high_watermarks.get(tp) {
+                log.set_high_watermark(hw);
             }
             Ok(log)
         };
@@ -349,8 +357,8 @@ impl LogManager {
         Ok(())
     }
 
-    /// Writes the checkpoint files (recovery points, log start offsets, cleaner checkpoints)
-    /// atomically.
+    /// Writes the checkpoint files (recovery points, log start offsets, high watermarks,
+    /// cleaner checkpoints) atomically.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
         let _one_writer = self
             .checkpointing
@@ -358,11 +366,13 @@ impl LogManager {
             .unwrap_or_else(PoisonError::into_inner);
         let mut recovery_points = Vec::new();
         let mut log_starts = Vec::new();
+        let mut high_watermarks = Vec::new();
         let mut cleaned = Vec::new();
         for (tp, log) in self.logs() {
             let log = lock_log(&log);
             recovery_points.push((tp.clone(), log.recovery_point()));
             log_starts.push((tp.clone(), log.log_start_offset()));
+            high_watermarks.push((tp.clone(), log.high_watermark()));
             if let Some(entry) = cleaner_entry(&tp, &log) {
                 cleaned.push(entry);
             }
@@ -377,6 +387,11 @@ impl LogManager {
             fs,
             &self.data_dir.join(LOG_START_CHECKPOINT_FILE),
             &log_starts,
+        )?;
+        checkpoint::write(
+            fs,
+            &self.data_dir.join(REPLICATION_CHECKPOINT_FILE),
+            &high_watermarks,
         )?;
         checkpoint::write(fs, &self.data_dir.join(CLEANER_CHECKPOINT_FILE), &cleaned)?;
         Ok(())

@@ -574,6 +574,12 @@ impl Segment {
         self.allow_gaps
     }
 
+    /// Lets offsets skip values inside and after this segment from now on (the cleaner's
+    /// segments, and a follower's copy of a compacted leader log).
+    pub(crate) fn set_allow_gaps(&mut self) {
+        self.allow_gaps = true;
+    }
+
     /// Largest batch timestamp and the last offset of the batch that first had it.
     pub(crate) fn max_timestamp(&self) -> Option<(i64, u64)> {
         (self.stats.max_timestamp != NO_TIMESTAMP)
@@ -610,15 +616,65 @@ impl Segment {
             slices.push(IoSlice::new(p));
             slices.push(IoSlice::new(&bytes.as_ref()[REWRITTEN_PREFIX..]));
         }
+        self.write_all(&mut slices)?;
+        let mut offset = first_offset;
+        self.note_appended(
+            batches.iter().map(|(h, _)| {
+                let base = offset;
+                offset += h.last_offset_delta as u64 + 1;
+                (h, base)
+            }),
+            interval,
+            now_ms,
+        );
+        Ok(())
+    }
+
+    /// Writes `batches` exactly as they are (a follower copying its leader's log: base offsets
+    /// and leader epochs included), in one vectored write. The caller checked that their base
+    /// offsets increase from `next_offset()` on and fit this segment's relative offsets. On
+    /// failure the file is cut back to its previous size; the error says whether that
+    /// succeeded.
+    pub(crate) fn append_unchanged<B: AsRef<[u8]>>(
+        &mut self,
+        batches: &[(BatchHeader, B)],
+        interval: u64,
+        now_ms: i64,
+    ) -> Result<(), AppendFailure> {
+        let mut slices: Vec<IoSlice<'_>> = batches
+            .iter()
+            .map(|(_, b)| IoSlice::new(b.as_ref()))
+            .collect();
+        self.write_all(&mut slices)?;
+        self.note_appended(
+            batches.iter().map(|(h, _)| (h, h.base_offset as u64)),
+            interval,
+            now_ms,
+        );
+        Ok(())
+    }
+
+    fn write_all(&mut self, slices: &mut [IoSlice<'_>]) -> Result<(), AppendFailure> {
         self.change_seq += 1;
-        if let Err(error) = self.log.append_all(&mut slices) {
+        if let Err(error) = self.log.append_all(slices) {
             let undone = self.log.truncate(self.size).is_ok();
             return Err(AppendFailure { error, undone });
         }
+        Ok(())
+    }
+
+    /// Index and statistics upkeep for batches just written at the end, given with the base
+    /// offset each was written at.
+    fn note_appended<'h>(
+        &mut self,
+        batches: impl Iterator<Item = (&'h BatchHeader, u64)>,
+        interval: u64,
+        now_ms: i64,
+    ) {
         let mut pos = self.size;
-        let mut offset = first_offset;
-        for (h, _) in batches {
-            let last = offset + h.last_offset_delta as u64;
+        let mut next = self.next_offset;
+        for (h, base) in batches {
+            let last = base + h.last_offset_delta as u64;
             let last_ts = self.time_index.last().map(|e| e.timestamp);
             let (o, t) = self
                 .stats
@@ -630,12 +686,11 @@ impl Segment {
                 self.time_index.push(t);
             }
             pos += h.total_len() as u64;
-            offset = last + 1;
+            next = last + 1;
         }
         self.size = pos;
-        self.next_offset = offset;
+        self.next_offset = next;
         self.rolling_ms.get_or_insert(now_ms);
-        Ok(())
     }
 
     /// Calls `f` on each batch header from position `from` until it returns true; returns that
