@@ -240,6 +240,11 @@ impl Log {
     /// A cleaning interrupted by a crash is finished or forgotten first, as in Kafka: a
     /// committed replacement (`.swap`) takes the place of the segments it replaces, an
     /// uncommitted one (`.cleaned`) is deleted.
+    ///
+    /// The leader epoch cache comes from `leader-epoch-checkpoint`; batches of epochs newer
+    /// than its latest (all of them, when the file is missing or unreadable) add their epoch
+    /// starts, and entries outside the log are dropped. The high watermark starts at the log
+    /// start offset ([`crate::LogManager`] sets it from its checkpoint).
     pub fn open(
         dir: &Path,
         config: LogConfig,
@@ -1954,6 +1959,8 @@ fn parse_partition_metadata(bytes: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod clean_tests;
+#[cfg(test)]
+mod epoch_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
