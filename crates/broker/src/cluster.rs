@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 use vltava_controller::controller::{
+    AlterPartitionData, AlterPartitionRequest, AlterPartitionTopic, AlteredPartition,
     BrokerHeartbeatRequest, BrokerRegistrationRequest, ConfigChange, ControllerConfig,
-    ControllerError, CreateTopicRequest, CreatedTopic, HeartbeatReply, TopicRef,
+    ControllerError, CreateTopicRequest, CreatedTopic, HeartbeatReply, IsrMember, LEADER_RECOVERED,
+    TopicRef,
 };
 use vltava_controller::image::MetadataImage;
 use vltava_controller::node::{ControllerClient, NodeConfig, QuorumNode, QuorumTiming};
@@ -29,7 +31,8 @@ use vltava_controller::rpc::{ControllerRequest, ControllerResponse};
 
 use crate::config::BrokerConfig;
 use crate::meta::{Catalogue, NodeMeta};
-use crate::replica::{INTERNAL_TOPICS, ReplicaManager, Topic, TopicError};
+use crate::replica::replication::ProposalResult;
+use crate::replica::{INTERNAL_TOPICS, IsrChange, ReplicaManager, Topic, TopicError};
 
 /// Longest a metadata change waits for the active controller and for its local application.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -211,7 +214,7 @@ fn quorum_config(
             session_timeout_ms: config.broker_session_timeout_ms(),
             default_num_partitions: config.num_partitions(),
             default_replication_factor: config.default_replication_factor(),
-            max_replication_factor: Some(1),
+            max_replication_factor: None,
             unclean_leader_election_enable: config
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v == "true"),
@@ -558,6 +561,17 @@ impl Cluster {
             .and_then(|n| n.as_ref().and_then(QuorumNode::leader_id))
     }
 
+    /// This incarnation's broker epoch (the offset of its registration), -1 before it
+    /// registered.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
     /// The cluster id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
@@ -863,4 +877,146 @@ fn unexpected(response: &ControllerResponse) -> ControllerError {
         ResponseError::UnknownServerError,
         format!("unexpected controller answer: {response:?}"),
     )
+}
+
+/// How often the leaders here check their followers' lag (Kafka checks every half of
+/// `replica.lag.time.max.ms`; this is finer, so a laggard leaves close to its deadline).
+const REPLICATION_TICK: Duration = Duration::from_millis(250);
+/// The most ISR changes sent in one AlterPartition.
+const ALTER_PARTITION_BATCH: usize = 1000;
+
+impl Cluster {
+    /// Carries the ISR changes this node's leaders propose to the active controller
+    /// (AlterPartition), in batches, one request at a time, and feeds each answer back; runs
+    /// the leaders' periodic lag checks. Until `shutdown`.
+    pub async fn run_isr_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(mut rx) = self.rm.take_isr_changes() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(REPLICATION_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    self.rm.replication_tick();
+                    continue;
+                }
+                change = rx.recv() => match change {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < ALTER_PARTITION_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = self.alter_partition(batch) => {}
+            }
+        }
+    }
+
+    /// One AlterPartition with `changes`; every change gets its answer.
+    async fn alter_partition(&self, changes: Vec<IsrChange>) {
+        let mut topics: Vec<AlterPartitionTopic> = Vec::new();
+        for c in &changes {
+            let data = AlterPartitionData {
+                partition_index: c.partition.index,
+                leader_epoch: c.proposal.leader_epoch,
+                new_isr_with_epochs: c
+                    .proposal
+                    .new_isr
+                    .iter()
+                    .map(|&(broker_id, epoch)| IsrMember {
+                        broker_id,
+                        // The leader's own entry: this incarnation's epoch.
+                        broker_epoch: if broker_id == self.node_id {
+                            self.broker_epoch()
+                        } else {
+                            epoch
+                        },
+                    })
+                    .collect(),
+                leader_recovery_state: LEADER_RECOVERED,
+                partition_epoch: c.proposal.partition_epoch,
+            };
+            match topics
+                .iter_mut()
+                .find(|t| t.topic_id == c.partition.topic_id)
+            {
+                Some(t) => t.partitions.push(data),
+                None => topics.push(AlterPartitionTopic {
+                    topic_id: c.partition.topic_id,
+                    partitions: vec![data],
+                }),
+            }
+        }
+        let request = ControllerRequest::AlterPartition(AlterPartitionRequest {
+            broker_id: self.node_id,
+            broker_epoch: self.broker_epoch(),
+            topics,
+        });
+        // `call` returns once this node applied the committed ISR, so the leader state has
+        // seen the new partition epoch before it hears the answer.
+        let reply = match self.call(request).await {
+            Ok(ControllerResponse::AlterPartition(reply)) => reply,
+            Ok(other) => {
+                let e = unexpected(&other);
+                tracing::warn!(error = %e, "AlterPartition failed");
+                return answer_all(&changes, ProposalResult::RetryLater);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "AlterPartition failed");
+                return answer_all(&changes, ProposalResult::for_error_code(e.code()));
+            }
+        };
+        let mut results: BTreeMap<(Uuid, i32), Result<AlteredPartition, ControllerError>> =
+            BTreeMap::new();
+        for t in reply {
+            for (index, r) in t.partitions {
+                results.entry((t.topic_id, index)).or_insert(r);
+            }
+        }
+        for c in changes {
+            let result = match results.remove(&(c.partition.topic_id, c.partition.index)) {
+                Some(Ok(p)) => {
+                    tracing::info!(
+                        topic = %c.partition.topic,
+                        partition = c.partition.index,
+                        isr = ?p.isr,
+                        partition_epoch = p.partition_epoch,
+                        "ISR changed"
+                    );
+                    ProposalResult::Committed {
+                        isr: p.isr,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::info!(
+                        topic = %c.partition.topic,
+                        partition = c.partition.index,
+                        error = %e,
+                        "ISR change refused"
+                    );
+                    ProposalResult::for_error_code(e.code())
+                }
+                None => ProposalResult::RetryLater,
+            };
+            c.partition.on_isr_change_result(c.proposal.id, result);
+        }
+    }
+}
+
+fn answer_all(changes: &[IsrChange], result: ProposalResult) {
+    for c in changes {
+        c.partition
+            .on_isr_change_result(c.proposal.id, result.clone());
+    }
 }

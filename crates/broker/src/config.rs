@@ -103,6 +103,20 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ),
     ("connections.max.idle.ms", "600000", Kind::Long { min: -1 }),
     ("min.insync.replicas", "1", Kind::Int { min: 1 }),
+    ("replica.lag.time.max.ms", "30000", Kind::Long { min: 1 }),
+    ("replica.fetch.wait.max.ms", "500", Kind::Long { min: 0 }),
+    ("replica.fetch.min.bytes", "1", Kind::Int { min: 1 }),
+    (
+        "replica.fetch.max.bytes",
+        "1048576",
+        Kind::Int { min: 1024 },
+    ),
+    (
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        Kind::Int { min: 1024 },
+    ),
+    ("replica.fetch.backoff.ms", "1000", Kind::Long { min: 0 }),
     ("compression.type", "producer", Kind::OneOf(&["producer"])),
     ("log.cleanup.policy", "delete", Kind::Policy),
     ("log.cleaner.min.cleanable.ratio", "0.5", Kind::Ratio),
@@ -457,6 +471,30 @@ impl BrokerConfig {
     /// `broker.session.timeout.ms`.
     pub fn broker_session_timeout_ms(&self) -> i64 {
         self.long("broker.session.timeout.ms")
+    }
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
+    pub fn replica_lag_time_max_ms(&self) -> i64 {
+        self.long("replica.lag.time.max.ms")
+    }
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch may park at the leader.
+    pub fn replica_fetch_wait_max_ms(&self) -> i64 {
+        self.long("replica.fetch.wait.max.ms")
+    }
+    /// `replica.fetch.min.bytes`.
+    pub fn replica_fetch_min_bytes(&self) -> i32 {
+        self.long("replica.fetch.min.bytes") as i32
+    }
+    /// `replica.fetch.max.bytes`: per partition.
+    pub fn replica_fetch_max_bytes(&self) -> i32 {
+        self.long("replica.fetch.max.bytes") as i32
+    }
+    /// `replica.fetch.response.max.bytes`: per fetch response.
+    pub fn replica_fetch_response_max_bytes(&self) -> i32 {
+        self.long("replica.fetch.response.max.bytes") as i32
+    }
+    /// `replica.fetch.backoff.ms`: the pause after a failed follower fetch.
+    pub fn replica_fetch_backoff_ms(&self) -> u64 {
+        self.long("replica.fetch.backoff.ms").max(0) as u64
     }
     /// `broker.heartbeat.interval.ms`.
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {

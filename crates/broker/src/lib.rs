@@ -80,6 +80,8 @@ pub struct Broker {
     ownership: tokio::task::JoinHandle<()>,
     heartbeats: tokio::task::JoinHandle<()>,
     publisher: tokio::task::JoinHandle<()>,
+    fetchers: tokio::task::JoinHandle<()>,
+    isr_changes: tokio::task::JoinHandle<()>,
     rm: Arc<replica::ReplicaManager>,
     cluster: Arc<cluster::Cluster>,
 }
@@ -194,6 +196,13 @@ impl Broker {
         let publisher = tokio::spawn(Arc::clone(&cluster).run_publisher(rx.clone()));
         let server = tokio::spawn(server::serve(listener, ctx, rx.clone()));
         let background = tokio::spawn(background(Arc::clone(&rm), Arc::clone(&groups), rx.clone()));
+        let c = Arc::clone(&cluster);
+        let fetchers = tokio::spawn(replica::run_replica_fetchers(
+            Arc::clone(&rm),
+            Arc::new(move || c.broker_epoch()),
+            rx.clone(),
+        ));
+        let isr_changes = tokio::spawn(Arc::clone(&cluster).run_isr_changes(rx.clone()));
         let ownership = tokio::spawn(Arc::clone(&groups).run_ownership(rx.clone()));
         let timers = tokio::spawn(Arc::clone(&groups).run_timers(rx));
         tracing::info!(
@@ -213,6 +222,8 @@ impl Broker {
             ownership,
             heartbeats,
             publisher,
+            fetchers,
+            isr_changes,
             rm,
             cluster,
         })
@@ -228,8 +239,12 @@ impl Broker {
         let _ = self.timers.await;
         let _ = self.ownership.await;
         let _ = self.heartbeats.await;
+        // Leaderships move away in the controlled shutdown; until then this node's followers
+        // keep copying and its leaders keep proposing ISR changes.
         self.cluster.shutdown().await;
         let _ = self.publisher.await;
+        let _ = self.fetchers.await;
+        let _ = self.isr_changes.await;
         let rm = Arc::clone(&self.rm);
         tokio::task::spawn_blocking(move || rm.shutdown())
             .await

@@ -1,4 +1,6 @@
-//! Fetch: reads record sets for consumers, parking the request until `min_bytes` arrive or its
+//! Fetch: reads record sets for consumers (up to the high watermark) and for followers (up to
+//! the log end, with their position fed to the leader's replication state and a diverging
+//! epoch where their log parted from ours), parking the request until `min_bytes` arrive or its
 //! wait runs out.
 
 use std::sync::Arc;
@@ -58,6 +60,16 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
         usize::MAX
     };
     let min_bytes = req.min_bytes.max(0) as usize;
+    // A follower names itself: by replica id before v15, by its replica state since (with its
+    // broker epoch, KIP-903).
+    let replica = if version >= 15 {
+        (req.replica_state.replica_id.0 >= 0).then_some((
+            req.replica_state.replica_id.0,
+            req.replica_state.replica_epoch,
+        ))
+    } else {
+        (req.replica_id.0 >= 0).then_some((req.replica_id.0, -1))
+    };
     // Resolve topics once; a topic deleted meanwhile keeps its error for this request.
     let resolved: Vec<(Option<Arc<Topic>>, &FetchTopic)> = req
         .topics
@@ -80,13 +92,17 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
                 if let Some(t) = t {
                     for fp in &ft.partitions {
                         if let Ok(p) = ctx.rm.partition(t, fp.partition) {
-                            p.add_waiter(&notify);
+                            if replica.is_some() {
+                                p.add_replica_waiter(&notify);
+                            } else {
+                                p.add_waiter(&notify);
+                            }
                         }
                     }
                 }
             }
         }
-        let (resp, bytes, has_error) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
+        let (resp, bytes, has_error) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica);
         if !waiting || bytes >= min_bytes || has_error {
             return with_leader_endpoints(ctx, version, resp);
         }
@@ -95,7 +111,7 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             .await
             .is_err()
         {
-            let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes);
+            let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica);
             return with_leader_endpoints(ctx, version, resp);
         }
     }
@@ -128,11 +144,20 @@ fn with_leader_endpoints(ctx: &Ctx, version: i16, mut reply: FetchReply) -> Fetc
     reply
 }
 
+/// True if broker `replica_id` holds a replica of the partition (a follower may fetch it).
+fn is_replica_of(topic: &Topic, index: i32, replica_id: i32) -> bool {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .is_some_and(|p| p.replicas.contains(&replica_id))
+}
+
 fn fetch_once(
     rm: &ReplicaManager,
     version: i16,
     resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
     max_bytes: usize,
+    replica: Option<(i32, i64)>,
 ) -> (FetchReply, usize, bool) {
     let mut resp = FetchResponse::default();
     let mut regions = Vec::new();
@@ -152,6 +177,9 @@ fn fetch_once(
                 pd.aborted_transactions = None;
             }
             let partition = match topic {
+                Some(t) if replica.is_some_and(|(id, _)| !is_replica_of(t, fp.partition, id)) => {
+                    Err(ResponseError::NotLeaderOrFollower.code())
+                }
                 Some(t) => rm
                     .partition_at_epoch(t, fp.partition, fp.current_leader_epoch)
                     .map_err(|e| {
@@ -180,11 +208,56 @@ fn fetch_once(
                     continue;
                 }
             };
+            if let Some((replica_id, _)) = replica
+                && version >= 12
+                && fp.last_fetched_epoch >= 0
+            {
+                // KIP-320: the follower's last batch is in epoch `last_fetched_epoch`; if our
+                // log holds that epoch only up to below its fetch offset (or not at all), its
+                // log diverges from ours there.
+                // No answer (an epoch above our latest, which a follower of the current
+                // leader cannot hold) is Kafka's UNDEFINED, which the wire cannot tell from
+                // "no divergence": serve from the fetch offset, as Kafka does.
+                let ours = partition.end_offset_for_epoch(fp.last_fetched_epoch);
+                let diverging = ours.filter(|&(epoch, end)| {
+                    epoch < fp.last_fetched_epoch || (end as i64) < fp.fetch_offset
+                });
+                if let Some((epoch, end)) = diverging {
+                    let end = end as i64;
+                    pd.diverging_epoch.epoch = epoch;
+                    pd.diverging_epoch.end_offset = end;
+                    let wm = partition.watermarks();
+                    pd.high_watermark = wm.high_watermark;
+                    pd.last_stable_offset = wm.high_watermark;
+                    pd.log_start_offset = wm.log_start_offset;
+                    pd.records = Some(Bytes::new());
+                    tracing::debug!(topic = %partition.topic, partition = partition.index, replica_id, epoch, end, "follower's log diverges");
+                    has_error = true;
+                    tr.partitions.push(pd);
+                    regions.push(None);
+                    continue;
+                }
+            }
             let mut found = None;
             let budget =
                 (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            match partition.read_regions(fp.fetch_offset, budget, total == 0) {
-                Ok((slice, wm)) => {
+            let read = match replica {
+                Some(_) => partition.read_regions_for_replica(fp.fetch_offset, budget, total == 0),
+                None => partition.read_regions(fp.fetch_offset, budget, total == 0),
+            };
+            match read {
+                Ok((slice, mut wm)) => {
+                    if let Some((replica_id, replica_epoch)) = replica {
+                        // The fetch offset is valid: it is the follower's log end.
+                        if let Some(proposal) = partition.on_follower_fetch(
+                            replica_id,
+                            replica_epoch,
+                            fp.fetch_offset as u64,
+                        ) {
+                            rm.propose_isr_change(&partition, proposal);
+                        }
+                        wm = partition.watermarks();
+                    }
                     pd.high_watermark = wm.high_watermark;
                     pd.last_stable_offset = wm.high_watermark;
                     if version >= 5 {

@@ -46,6 +46,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
@@ -234,6 +235,9 @@ pub async fn handle(
         }
         RequestKind::RemoveRaftVoter(r) => {
             ResponseKind::RemoveRaftVoter(quorum::remove_raft_voter(ctx, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(ctx, r))
         }
         RequestKind::DeleteRecords(r) => {
             return respond_off_worker(ctx, move |c| {

@@ -1,4 +1,5 @@
-//! Log offsets: ListOffsets (earliest, latest, by timestamp, max timestamp) and DeleteRecords.
+//! Log offsets: ListOffsets (earliest, latest, by timestamp, max timestamp), DeleteRecords and
+//! OffsetForLeaderEpoch.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -7,8 +8,12 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 use vltava_protocol::batch;
 use vltava_storage::StorageError;
@@ -156,6 +161,47 @@ pub(super) fn delete_records(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteReco
                             Ok(start) => pr.low_watermark = start as i64,
                             Err(e) => pr.error_code = storage_code(&e),
                         }
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+/// OffsetForLeaderEpoch (KIP-101, KIP-279): for each partition, the largest epoch in the
+/// leader's log not above the one asked for, and the offset where it ends (the log end for the
+/// current epoch); -1/-1 when the log holds no epoch that old. Consumers use it to detect a
+/// truncation after a leader change (KIP-320).
+pub(super) fn offset_for_leader_epoch(
+    ctx: &Ctx,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in req.topics {
+        let topic = ctx.rm.topic(&t.topic.0);
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic.clone();
+        for p in t.partitions {
+            let mut pr = EpochEndOffset::default();
+            pr.partition = p.partition;
+            pr.leader_epoch = -1;
+            pr.end_offset = -1;
+            let partition = match &topic {
+                Some(t) => ctx
+                    .rm
+                    .partition_at_epoch(t, p.partition, p.current_leader_epoch)
+                    .map_err(|e| partition_code(&e)),
+                None => Err(ResponseError::UnknownTopicOrPartition.code()),
+            };
+            match partition {
+                Err(code) => pr.error_code = code,
+                Ok(partition) => {
+                    if let Some((epoch, end)) = partition.end_offset_for_epoch(p.leader_epoch) {
+                        pr.leader_epoch = epoch;
+                        pr.end_offset = end as i64;
                     }
                 }
             }

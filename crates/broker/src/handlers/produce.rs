@@ -15,7 +15,7 @@ use vltava_storage::StorageError;
 
 use super::{Ctx, s};
 use crate::errors::{NONE, partition_code, storage_code};
-use crate::replica::{Partition, PartitionLookupError, Topic, validate_topic_name};
+use crate::replica::{AckWait, Partition, PartitionLookupError, Topic, validate_topic_name};
 
 /// Result of appending one partition's records.
 struct PartitionAppend {
@@ -60,17 +60,15 @@ fn append_partition(
             return AppendStep::Done(failed);
         }
     };
-    if acks == -1 {
+    if acks == -1 && partition.is_under_min_isr() {
         let min_isr = ctx.rm.config().min_insync_replicas(&topic.configs);
-        // One replica (this node) is in sync.
-        if min_isr > 1 {
-            return AppendStep::Done(fail(
-                ResponseError::NotEnoughReplicas.code(),
-                Some(format!(
-                    "in-sync replicas 1 < min.insync.replicas {min_isr}"
-                )),
-            ));
-        }
+        return AppendStep::Done(fail(
+            ResponseError::NotEnoughReplicas.code(),
+            Some(format!(
+                "in-sync replicas {} < min.insync.replicas {min_isr}",
+                partition.isr().len()
+            )),
+        ));
     }
     let records = records.unwrap_or_default();
     let batches = match batch::split_produced(records) {
@@ -250,8 +248,8 @@ pub(super) fn produce(
             tr.name = name;
             for step in steps {
                 let (res, wait) = step.finish().await;
-                if let Some(w) = wait {
-                    pending.push(w);
+                if let Some((p, last)) = wait {
+                    pending.push((resp.responses.len(), tr.partition_responses.len(), p, last));
                 }
                 let mut pr = PartitionProduceResponse::default();
                 pr.index = res.index;
@@ -288,9 +286,40 @@ pub(super) fn produce(
             return None;
         }
         if acks == -1 {
-            for (p, last) in pending {
-                // Single replica: already satisfied; the call stays so replication can extend it.
-                p.wait_for_high_watermark(last, timeout).await;
+            // One deadline for the whole request, as Kafka's produce purgatory has.
+            let deadline = tokio::time::Instant::now() + timeout;
+            for (ti, pi, p, last) in pending {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let (code, msg) = match p.wait_for_high_watermark(last, left).await {
+                    AckWait::Replicated => continue,
+                    AckWait::NotLeader => (
+                        ResponseError::NotLeaderOrFollower.code(),
+                        "leadership moved before the in-sync replicas had the records",
+                    ),
+                    AckWait::TimedOut {
+                        under_min_isr: true,
+                    } => (
+                        ResponseError::NotEnoughReplicasAfterAppend.code(),
+                        "written on the leader, but the in-sync replicas fell below min.insync.replicas",
+                    ),
+                    AckWait::TimedOut {
+                        under_min_isr: false,
+                    } => (
+                        ResponseError::RequestTimedOut.code(),
+                        "the in-sync replicas did not acknowledge within the request timeout",
+                    ),
+                };
+                if let Some(pr) = resp
+                    .responses
+                    .get_mut(ti)
+                    .and_then(|t| t.partition_responses.get_mut(pi))
+                {
+                    pr.error_code = code;
+                    pr.base_offset = -1;
+                    if version >= 8 {
+                        pr.error_message = Some(s(msg));
+                    }
+                }
             }
         }
         Some(resp)

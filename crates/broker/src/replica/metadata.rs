@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use vltava_controller::image::{MetadataImage, TopicImage};
 
-use super::{Partition, PartitionState, ReplicaManager, Topic, TopicError, lock_log};
+use super::replication::ReplicationConfig;
+use super::{
+    FollowerAssignment, LeaderAssignment, Partition, PartitionState, ReplicaManager, Topic,
+    TopicError, lock_log,
+};
 
 impl ReplicaManager {
     /// Brings the topics and hosted replicas up to `image`. Images are applied one at a time
@@ -67,12 +71,53 @@ impl ReplicaManager {
                 tracing::info!(topic = %name, "created topic");
             }
         }
+        let followers = follower_assignment(image, self.node_id, &next);
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.followers.send_if_modified(|current| {
+            if current.leaders == followers.leaders {
+                return false;
+            }
+            *current = Arc::new(followers);
+            true
+        });
         *applied = image.offset;
         self.published.send_replace(image.offset);
         first_error.map_or(Ok(()), Err)
     }
+}
 
+/// The partitions hosted here that another broker leads, by leader, with the leader's address.
+fn follower_assignment(
+    image: &MetadataImage,
+    node_id: i32,
+    topics: &HashMap<String, Arc<Topic>>,
+) -> FollowerAssignment {
+    let mut names: Vec<&String> = topics.keys().collect();
+    names.sort();
+    let mut out = FollowerAssignment::default();
+    for name in names {
+        for p in &topics[name].partitions {
+            let Some(local) = &p.local else { continue };
+            if p.leader < 0 || p.leader == node_id {
+                continue;
+            }
+            out.leaders
+                .entry(p.leader)
+                .or_insert_with(|| LeaderAssignment {
+                    addr: image
+                        .brokers
+                        .get(&p.leader)
+                        .and_then(|b| b.listeners.first().map(|l| (l.host.clone(), l.port))),
+                    partitions: Vec::new(),
+                })
+                .partitions
+                .push(Arc::clone(local));
+        }
+    }
+    out
+}
+
+impl ReplicaManager {
     fn topic_from_image(
         &self,
         t: &TopicImage,
@@ -81,6 +126,11 @@ impl ReplicaManager {
     ) -> Result<Arc<Topic>, TopicError> {
         let configs_changed = old.is_none_or(|o| o.configs != configs);
         let log_config = self.config.log_config(&configs);
+        let replication = ReplicationConfig {
+            replica_lag_time_max_ms: self.config.replica_lag_time_max_ms(),
+            min_insync_replicas: self.config.min_insync_replicas(&configs).max(1) as usize,
+        };
+        let topic_name: Arc<str> = Arc::from(t.name.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (expected, (index, p)) in (0..).zip(&t.partitions) {
             if *index != expected {
@@ -97,7 +147,6 @@ impl ReplicaManager {
                         if configs_changed {
                             local.log().set_config(log_config.clone());
                         }
-                        local.set_leader_epoch(p.leader_epoch);
                         local
                     }
                     None => {
@@ -113,12 +162,32 @@ impl ReplicaManager {
                                 l
                             }
                         };
-                        Arc::new(Partition::new(*index, p.leader_epoch, log))
+                        Arc::new(Partition::new(
+                            Arc::clone(&topic_name),
+                            t.id,
+                            *index,
+                            p.leader_epoch,
+                            log,
+                        ))
                     }
                 })
             } else {
                 None
             };
+            if let Some(local) = &local {
+                if p.leader == self.node_id {
+                    local.become_leader(
+                        p.leader_epoch,
+                        p.partition_epoch,
+                        &p.replicas,
+                        &p.isr,
+                        replication,
+                        self.node_id,
+                    );
+                } else {
+                    local.become_follower(p.leader, p.leader_epoch);
+                }
+            }
             partitions.push(PartitionState {
                 index: *index,
                 leader: p.leader,

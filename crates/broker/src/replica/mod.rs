@@ -3,14 +3,16 @@
 //! with their topic), and [`ReplicaManager::partition`], the one lookup requests reach a
 //! partition through and the one place that answers NOT_LEADER_OR_FOLLOWER.
 //!
-//! Until partitions are replicated every partition has one replica, so its leader's high
-//! watermark is the log end offset. The produce path still goes through
-//! [`Partition::append`] then [`Partition::wait_for_high_watermark`], the two steps that
-//! replication will split apart (followers advance the high watermark).
+//! A leader's partitions keep their followers' replication state (`replication`, a pure state
+//! machine); its follower partitions are copied by one fetcher per leader broker (`fetcher`).
+//! The produce path goes through [`Partition::append_start`], then
+//! [`Partition::wait_for_high_watermark`] for acks=all, which the followers' fetches advance.
 
+mod fetcher;
 mod maintenance;
 mod metadata;
 mod partition;
+pub mod replication;
 mod topic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use uuid::Uuid;
 use vltava_storage::LogManager;
 
-pub use partition::{Partition, PendingAppend, Watermarks, high_watermark};
+pub use fetcher::run_replica_fetchers;
+pub use partition::{AckWait, Partition, PendingAppend, Watermarks, high_watermark};
 pub use topic::{INTERNAL_TOPICS, PartitionState, Topic, TopicError, validate_topic_name};
 
 use crate::config::BrokerConfig;
@@ -71,6 +74,52 @@ pub struct ReplicaManager {
     /// Tells who follows the topic view ([`ReplicaManager::subscribe_published`]) that an image
     /// has been applied.
     published: tokio::sync::watch::Sender<Option<u64>>,
+    /// The partitions this node follows, by leader: what the replica fetchers copy.
+    followers: tokio::sync::watch::Sender<Arc<FollowerAssignment>>,
+    /// ISR changes the leaders here want, for the shell that carries them to the controller.
+    isr_changes: tokio::sync::mpsc::Sender<IsrChange>,
+    isr_changes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<IsrChange>>>,
+}
+
+/// An ISR change one of this node's leader partitions proposes (AlterPartition).
+#[derive(Debug)]
+pub struct IsrChange {
+    /// The partition.
+    pub partition: Arc<Partition>,
+    /// What it proposes.
+    pub proposal: replication::IsrProposal,
+}
+
+/// The most ISR changes waiting for the shell at once; beyond it a proposal is answered
+/// "retry later" at once (the leader state proposes again on its next tick).
+const ISR_CHANGE_QUEUE: usize = 4096;
+
+/// The partitions this node follows, grouped by leader broker.
+#[derive(Debug, Default)]
+pub struct FollowerAssignment {
+    /// Leader broker id → its address and the partitions followed there.
+    pub leaders: BTreeMap<i32, LeaderAssignment>,
+}
+
+/// What one replica fetcher copies: partitions led by one broker.
+#[derive(Debug, Clone)]
+pub struct LeaderAssignment {
+    /// The leader's client listener, `None` if the metadata names none.
+    pub addr: Option<(String, u16)>,
+    /// The partitions, in topic then index order.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl PartialEq for LeaderAssignment {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+            && self.partitions.len() == other.partitions.len()
+            && self
+                .partitions
+                .iter()
+                .zip(&other.partitions)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }
 
 impl ReplicaManager {
@@ -80,6 +129,7 @@ impl ReplicaManager {
         let dir = config.data_dir();
         // LogManager takes the data directory lock, so it opens before any other file is read.
         let logs = LogManager::open(&dir, config.log_config(&BTreeMap::new()), now_ms())?;
+        let (isr_changes, isr_changes_rx) = tokio::sync::mpsc::channel(ISR_CHANGE_QUEUE);
         Ok(ReplicaManager {
             node_id: config.node_id(),
             config,
@@ -87,7 +137,59 @@ impl ReplicaManager {
             logs: Mutex::new(logs),
             applied: Mutex::new(None),
             published: tokio::sync::watch::Sender::new(None),
+            followers: tokio::sync::watch::Sender::new(Arc::new(FollowerAssignment::default())),
+            isr_changes,
+            isr_changes_rx: Mutex::new(Some(isr_changes_rx)),
         })
+    }
+
+    /// The partitions this node follows, by leader, updated with each applied image.
+    pub fn subscribe_followers(&self) -> tokio::sync::watch::Receiver<Arc<FollowerAssignment>> {
+        self.followers.subscribe()
+    }
+
+    /// The receiving end of the leaders' ISR changes, for the one task that carries them to
+    /// the controller (`None` once taken).
+    pub fn take_isr_changes(&self) -> Option<tokio::sync::mpsc::Receiver<IsrChange>> {
+        self.isr_changes_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Queues a leader's ISR change for the controller; when the queue is full the leader is
+    /// told to retry later instead.
+    pub fn propose_isr_change(
+        &self,
+        partition: &Arc<Partition>,
+        proposal: replication::IsrProposal,
+    ) {
+        let change = IsrChange {
+            partition: Arc::clone(partition),
+            proposal,
+        };
+        if let Err(e) = self.isr_changes.try_send(change) {
+            let change = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(c)
+                | tokio::sync::mpsc::error::TrySendError::Closed(c) => c,
+            };
+            change
+                .partition
+                .on_isr_change_result(change.proposal.id, replication::ProposalResult::RetryLater);
+        }
+    }
+
+    /// Runs every leader partition's periodic replication check (laggards leave the ISR,
+    /// failed ISR changes are retried) and queues what they propose.
+    pub fn replication_tick(&self) {
+        let now = now_ms();
+        for t in self.all_topics() {
+            for p in t.local_partitions() {
+                if let Some(proposal) = p.replication_tick(now) {
+                    self.propose_isr_change(p, proposal);
+                }
+            }
+        }
     }
 
     /// This broker's id.

@@ -1,27 +1,73 @@
-//! One hosted partition replica: its log, the append path (write, then wait for durability),
-//! watermarks and the fetchers parked on it.
+//! One hosted partition replica: its log, its role (leader with the followers' replication
+//! state, or follower), the append paths (a leader's produce, a follower's copy of the leader's
+//! batches), the high watermark, and the fetchers and acks=all producers waiting on it.
+//!
+//! Lock order: `role` before the log's lock, never the other way round; neither is held across
+//! an `.await`.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
 use vltava_protocol::batch::BatchHeader;
 use vltava_storage::{AppendInfo, Log, ReadSlice, RegionSlice, StorageError};
 
 use super::now_ms;
+use super::replication::{IsrProposal, LeaderState, ProposalResult, ReplicationConfig};
+
+/// This replica's part in the partition, as of the committed metadata.
+#[derive(Debug)]
+enum Role {
+    /// It leads: the followers' fetch positions, the ISR and the high watermark.
+    Leader(Box<LeaderState>),
+    /// It copies from `leader` (-1: no leader now).
+    Follower { leader: i32 },
+}
+
+/// What an acks=all producer waits on: the high watermark, under which leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HwView {
+    high_watermark: u64,
+    leader_epoch: i32,
+    leading: bool,
+}
+
+/// How an acks=all wait ended (see [`Partition::wait_for_high_watermark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWait {
+    /// The high watermark passed the offset.
+    Replicated,
+    /// This replica stopped leading (or the leader epoch changed) first.
+    NotLeader,
+    /// The timeout ran out; `under_min_isr` says whether the ISR was then below
+    /// min.insync.replicas.
+    TimedOut {
+        /// The ISR was too small to ever get there.
+        under_min_isr: bool,
+    },
+}
 
 /// One partition replica hosted here.
 #[derive(Debug)]
 pub struct Partition {
     /// Partition index.
     pub index: i32,
+    /// The topic's name.
+    pub topic: Arc<str>,
+    /// The topic's id.
+    pub topic_id: Uuid,
     /// The leader epoch this replica appends under, from the committed metadata.
     leader_epoch: AtomicI32,
     log: Arc<Mutex<Log>>,
-    /// Fetchers parked until data arrives (the fetch purgatory for this partition).
+    role: Mutex<Role>,
+    /// Consumer fetches parked until the high watermark moves (the fetch purgatory).
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Follower fetches parked until the log end moves.
+    replica_waiters: Mutex<Vec<Arc<Notify>>>,
+    hw: watch::Sender<HwView>,
 }
 
 /// Offsets a reader needs alongside the data.
@@ -33,15 +79,24 @@ pub struct Watermarks {
     pub high_watermark: i64,
 }
 
-/// Offset below which records are visible to consumers. With one replica that is the log end,
-/// except with `flush.on.append`, where only fsynced records are (a power loss could take the
-/// rest back).
+/// Offset below which records are visible to consumers: the high watermark the leader's
+/// replication state last set (a follower: the leader's, as far as this log reaches).
 pub fn high_watermark(log: &Log) -> u64 {
+    log.high_watermark()
+}
+
+/// The offset up to which this replica's own log counts toward the high watermark: the log
+/// end, or with `flush.on.append` only what is fsynced (a power loss could take the rest back).
+fn local_end_for_hw(log: &Log) -> u64 {
     if log.config().flush_on_append {
         log.recovery_point().min(log.log_end_offset())
     } else {
         log.log_end_offset()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(super) fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
@@ -64,8 +119,8 @@ impl PendingAppend {
         Arc::clone(&self.partition)
     }
 
-    /// Waits until an fsync covers the batches (with `flush.on.append`), then wakes parked
-    /// fetchers.
+    /// Waits until an fsync covers the batches (with `flush.on.append`); the leader's own
+    /// share of the high watermark then moves.
     pub async fn finish(self) -> Result<AppendInfo, StorageError> {
         // A duplicate waits too: its original may still be waiting for its fsync.
         if let Some(gc) = self.group_commit {
@@ -74,23 +129,36 @@ impl PendingAppend {
             tokio::task::spawn_blocking(move || gc.sync_through(&log, end))
                 .await
                 .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-            // The high watermark follows the fsyncs: only now are the records readable.
-            if !self.info.duplicate {
-                self.partition.wake_waiters();
-            }
+            self.partition.local_end_moved();
         }
         Ok(self.info)
     }
 }
 
 impl Partition {
-    /// A partition replica over an opened log, with no parked fetchers.
-    pub(super) fn new(index: i32, leader_epoch: i32, log: Arc<Mutex<Log>>) -> Partition {
+    /// A partition replica over an opened log, following no one until the metadata says.
+    pub(super) fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        index: i32,
+        leader_epoch: i32,
+        log: Arc<Mutex<Log>>,
+    ) -> Partition {
+        let high_watermark = lock_log(&log).high_watermark();
         Partition {
             index,
+            topic,
+            topic_id,
             leader_epoch: AtomicI32::new(leader_epoch),
             log,
+            role: Mutex::new(Role::Follower { leader: -1 }),
             waiters: Mutex::new(Vec::new()),
+            replica_waiters: Mutex::new(Vec::new()),
+            hw: watch::Sender::new(HwView {
+                high_watermark,
+                leader_epoch,
+                leading: false,
+            }),
         }
     }
 
@@ -99,18 +167,143 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub(super) fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.store(epoch, Ordering::Release);
-    }
-
     /// Locks the log for one synchronous operation (never across an await).
     pub fn log(&self) -> MutexGuard<'_, Log> {
         lock_log(&self.log)
     }
 
-    /// Appends validated batches as leader and wakes parked fetchers. With `flush.on.append`
-    /// it returns only once an fsync covers the batches; concurrent appenders share fsyncs
-    /// (group commit) and the log lock is not held during the fsync.
+    /// Makes this replica the leader in `leader_epoch`, or brings its leader state up to new
+    /// committed metadata (an ISR change) within the same epoch. A new epoch starts at the log
+    /// end: its start goes into the leader-epoch cache before anything is served.
+    pub(super) fn become_leader(
+        &self,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        config: ReplicationConfig,
+        local_id: i32,
+    ) {
+        let now = now_ms();
+        let mut role = lock(&self.role);
+        if let Role::Leader(state) = &mut *role
+            && self.leader_epoch() == leader_epoch
+        {
+            state.set_config(config);
+            let moved = state.update_metadata(leader_epoch, partition_epoch, replicas, isr, now);
+            drop(role);
+            if let Some(hw) = moved {
+                self.publish_high_watermark(hw);
+            }
+            return;
+        }
+        let (start, end, hw, local_end) = {
+            let mut log = self.log();
+            let end = log.log_end_offset();
+            if let Err(e) = log.begin_leader_epoch(leader_epoch) {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot record the new leader epoch");
+            }
+            (
+                log.log_start_offset(),
+                end,
+                log.high_watermark(),
+                local_end_for_hw(&log),
+            )
+        };
+        let mut state = LeaderState::new(
+            local_id,
+            leader_epoch,
+            partition_epoch,
+            end,
+            replicas,
+            isr,
+            start,
+            local_end,
+            hw,
+            now,
+            config,
+        );
+        let moved = state.on_local_append(local_end);
+        *role = Role::Leader(Box::new(state));
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        drop(role);
+        tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, log_end = end, "became leader");
+        self.hw.send_modify(|v| {
+            v.leader_epoch = leader_epoch;
+            v.leading = true;
+        });
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+        self.wake_waiters();
+    }
+
+    /// Makes this replica a follower of `leader` (-1: none) in `leader_epoch`. Producers
+    /// waiting for acks=all on it are answered NOT_LEADER_OR_FOLLOWER.
+    pub(super) fn become_follower(&self, leader: i32, leader_epoch: i32) {
+        let mut role = lock(&self.role);
+        let was_leader = matches!(*role, Role::Leader(_));
+        *role = Role::Follower { leader };
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        drop(role);
+        if was_leader {
+            tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "became follower");
+        }
+        self.hw.send_modify(|v| {
+            v.leader_epoch = leader_epoch;
+            v.leading = false;
+        });
+        self.wake_waiters();
+    }
+
+    /// The in-sync replicas as the leader state knows them; empty on a follower.
+    pub fn isr(&self) -> Vec<i32> {
+        match &*lock(&self.role) {
+            Role::Leader(state) => state.isr().to_vec(),
+            Role::Follower { .. } => Vec::new(),
+        }
+    }
+
+    /// True when this replica leads and its ISR is below min.insync.replicas (acks=all is
+    /// refused, and the high watermark does not move).
+    pub fn is_under_min_isr(&self) -> bool {
+        match &*lock(&self.role) {
+            Role::Leader(state) => state.is_under_min_isr(),
+            Role::Follower { .. } => false,
+        }
+    }
+
+    /// Sets the high watermark in the log (where the checkpoint finds it) and wakes what waits
+    /// on it: acks=all producers and parked consumer fetches.
+    fn publish_high_watermark(&self, hw: u64) {
+        let hw = {
+            let mut log = self.log();
+            log.set_high_watermark(hw);
+            log.high_watermark()
+        };
+        self.hw.send_if_modified(|v| {
+            let changed = v.high_watermark != hw;
+            v.high_watermark = hw;
+            changed
+        });
+        self.wake_waiters();
+    }
+
+    /// The log end (or the fsynced end) moved: the leader's own share of the high watermark.
+    fn local_end_moved(&self) {
+        let end = local_end_for_hw(&self.log());
+        let moved = match &mut *lock(&self.role) {
+            Role::Leader(state) => state.on_local_append(end),
+            Role::Follower { .. } => None,
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+    }
+
+    /// Appends validated batches as leader. With `flush.on.append` it returns only once an
+    /// fsync covers the batches; concurrent appenders share fsyncs (group commit) and the log
+    /// lock is not held during the fsync.
     pub async fn append(
         self: &Arc<Self>,
         batches: &[(BatchHeader, Bytes)],
@@ -133,10 +326,13 @@ impl Partition {
                 log.config().flush_on_append.then(|| log.group_commit()),
             )
         };
-        // Without flush.on.append the records are readable now: fetchers must not wait for
-        // this connection's writer to get round to finishing.
-        if group_commit.is_none() && !info.duplicate {
-            self.wake_waiters();
+        if !info.duplicate {
+            self.wake_replica_waiters();
+            // Without flush.on.append the leader's copy counts at once: consumers of a
+            // single-replica partition must not wait for this connection's writer.
+            if group_commit.is_none() {
+                self.local_end_moved();
+            }
         }
         Ok(PendingAppend {
             partition: Arc::clone(self),
@@ -153,16 +349,40 @@ impl Partition {
     ) -> Result<AppendInfo, StorageError> {
         let info = self.log().append(batches, self.leader_epoch(), now_ms())?;
         if !info.duplicate {
-            self.wake_waiters();
+            self.wake_replica_waiters();
+            self.local_end_moved();
         }
         Ok(info)
     }
 
-    /// Waits until the high watermark passes `last_offset` (acks=all). With a single replica
-    /// the local append already moved it, so this returns at once; replication will make this
-    /// wait on follower fetches.
-    pub async fn wait_for_high_watermark(&self, last_offset: i64, _timeout: Duration) -> bool {
-        self.watermarks().high_watermark > last_offset
+    /// Waits until the high watermark passes `last_offset` (acks=all), this replica stops
+    /// leading in the current epoch, or `timeout` passes. No task per waiting request: the
+    /// caller's future sleeps on the partition's high-watermark channel.
+    pub async fn wait_for_high_watermark(&self, last_offset: i64, timeout: Duration) -> AckWait {
+        let Ok(last) = u64::try_from(last_offset) else {
+            return AckWait::Replicated;
+        };
+        let epoch = self.leader_epoch();
+        let mut rx = self.hw.subscribe();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|v| !v.leading || v.leader_epoch != epoch || v.high_watermark > last),
+        )
+        .await;
+        match waited {
+            Ok(Ok(v)) if v.leading && v.leader_epoch == epoch => AckWait::Replicated,
+            Ok(_) => AckWait::NotLeader,
+            Err(_) => {
+                let v = *self.hw.borrow();
+                if v.leading && v.leader_epoch == epoch && v.high_watermark > last {
+                    AckWait::Replicated
+                } else {
+                    AckWait::TimedOut {
+                        under_min_isr: self.is_under_min_isr(),
+                    }
+                }
+            }
+        }
     }
 
     /// Current log start offset and high watermark.
@@ -194,35 +414,196 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<(RegionSlice, Watermarks), StorageError> {
+        self.read_regions_upto(offset, max_bytes, min_one_batch, false)
+    }
+
+    /// [`Partition::read_regions`] for a follower: up to the log end, not the high watermark.
+    pub fn read_regions_for_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(RegionSlice, Watermarks), StorageError> {
+        self.read_regions_upto(offset, max_bytes, min_one_batch, true)
+    }
+
+    fn read_regions_upto(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        to_log_end: bool,
+    ) -> Result<(RegionSlice, Watermarks), StorageError> {
         let log = self.log();
         let wm = Watermarks {
             log_start_offset: log.log_start_offset() as i64,
             high_watermark: high_watermark(&log) as i64,
         };
+        let limit = if to_log_end {
+            log.log_end_offset()
+        } else {
+            wm.high_watermark as u64
+        };
         let Ok(offset) = u64::try_from(offset) else {
             return Err(StorageError::OffsetOutOfRange {
                 offset: 0,
                 log_start: wm.log_start_offset as u64,
-                log_end: wm.high_watermark as u64,
+                log_end: limit,
             });
         };
-        let slice = log.read_regions(offset, max_bytes, wm.high_watermark as u64, min_one_batch)?;
+        let slice = log.read_regions(offset, max_bytes, limit, min_one_batch)?;
         Ok((slice, wm))
     }
 
-    /// Registers a fetcher to be woken by the next append.
-    pub fn add_waiter(&self, notify: &Arc<Notify>) {
-        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        // Drop waiters whose fetch already finished, so the list stays bounded.
-        w.retain(|n| Arc::strong_count(n) > 1);
-        w.push(Arc::clone(notify));
+    /// A follower fetched from `fetch_offset`: its position goes into the replication state,
+    /// which may move the high watermark or want an ISR change. `None` on a follower.
+    pub fn on_follower_fetch(
+        &self,
+        replica_id: i32,
+        broker_epoch: i64,
+        fetch_offset: u64,
+    ) -> Option<IsrProposal> {
+        let (moved, proposal) = match &mut *lock(&self.role) {
+            Role::Leader(state) => {
+                let effect =
+                    state.on_follower_fetch(replica_id, broker_epoch, fetch_offset, now_ms());
+                (effect.high_watermark_moved, effect.proposal)
+            }
+            Role::Follower { .. } => (None, None),
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+        proposal
     }
 
-    /// Wakes every parked fetcher (after an append, or when the partition goes away).
-    pub(super) fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for n in waiters {
-            n.notify_one();
+    /// Periodic check of the followers (the ISR shrinks when one lags too long) and retries of
+    /// a failed ISR change.
+    pub fn replication_tick(&self, now_ms: i64) -> Option<IsrProposal> {
+        let effect = match &mut *lock(&self.role) {
+            Role::Leader(state) => state.tick(now_ms),
+            Role::Follower { .. } => return None,
+        };
+        if let Some(hw) = effect.high_watermark_moved {
+            self.publish_high_watermark(hw);
         }
+        effect.proposal
+    }
+
+    /// The controller's answer to this leader's ISR change `proposal_id`.
+    pub fn on_isr_change_result(&self, proposal_id: u64, result: ProposalResult) {
+        let moved = match &mut *lock(&self.role) {
+            Role::Leader(state) => state.on_proposal_result(proposal_id, result, now_ms()),
+            Role::Follower { .. } => None,
+        };
+        if let Some(hw) = moved {
+            self.publish_high_watermark(hw);
+        }
+    }
+
+    /// The leader this replica follows, when it follows one.
+    pub fn following(&self) -> Option<i32> {
+        match &*lock(&self.role) {
+            Role::Follower { leader } if *leader >= 0 => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// What a follower's next fetch carries: its log end offset, the epoch of its last batch
+    /// (-1 if none) and its log start offset.
+    pub fn follower_position(&self) -> (u64, i32, u64) {
+        let log = self.log();
+        (
+            log.log_end_offset(),
+            log.latest_epoch().unwrap_or(-1),
+            log.log_start_offset(),
+        )
+    }
+
+    /// The largest epoch not above `epoch` in this replica's log and where it ends (KIP-279);
+    /// for an epoch older than the log's first, that epoch and the first epoch's start
+    /// (KAFKA-7415); `None` for a negative epoch, an empty cache, or an epoch above the latest.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.log().end_offset_for_epoch(epoch)
+    }
+
+    /// Appends the leader's batches unchanged (follower side) and takes the leader's high
+    /// watermark, as far as this log reaches. With `flush.on.append` the batches are fsynced
+    /// before the follower fetches again, so its reported position is durable.
+    pub fn append_as_follower(
+        &self,
+        batches: &[(BatchHeader, Bytes)],
+        leader_high_watermark: u64,
+    ) -> Result<(), StorageError> {
+        let hw = {
+            let mut log = self.log();
+            if !batches.is_empty() {
+                log.append_as_follower(batches, now_ms())?;
+                if log.config().flush_on_append {
+                    log.flush()?;
+                }
+            }
+            // A follower's high watermark only moves up (truncation aside).
+            let hw = leader_high_watermark.max(log.high_watermark());
+            log.set_high_watermark(hw)
+        };
+        self.hw.send_if_modified(|v| {
+            let changed = v.high_watermark != hw;
+            v.high_watermark = hw;
+            changed
+        });
+        Ok(())
+    }
+
+    /// Cuts the log back to `offset` (a follower whose log diverged from its leader's).
+    pub fn truncate_to(&self, offset: u64) -> Result<(), StorageError> {
+        let mut log = self.log();
+        let before = log.log_end_offset();
+        log.truncate_to(offset)?;
+        if before > log.log_end_offset() {
+            tracing::info!(topic = %self.topic, partition = self.index, from = before, to = log.log_end_offset(), "truncated diverging log");
+        }
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower behind the leader's log start).
+    pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), StorageError> {
+        tracing::info!(topic = %self.topic, partition = self.index, offset, "follower log restarted at the leader's log start");
+        self.log().truncate_fully_and_start_at(offset)
+    }
+
+    /// Registers a consumer fetch to be woken when the high watermark moves.
+    pub fn add_waiter(&self, notify: &Arc<Notify>) {
+        push_waiter(&self.waiters, notify);
+    }
+
+    /// Registers a follower fetch to be woken by the next append.
+    pub fn add_replica_waiter(&self, notify: &Arc<Notify>) {
+        push_waiter(&self.replica_waiters, notify);
+    }
+
+    /// Wakes every parked fetcher (the high watermark moved, or the partition changed role or
+    /// went away).
+    pub(super) fn wake_waiters(&self) {
+        wake_all(&self.waiters);
+        wake_all(&self.replica_waiters);
+    }
+
+    fn wake_replica_waiters(&self) {
+        wake_all(&self.replica_waiters);
+    }
+}
+
+fn push_waiter(list: &Mutex<Vec<Arc<Notify>>>, notify: &Arc<Notify>) {
+    let mut w = lock(list);
+    // Drop waiters whose fetch already finished, so the list stays bounded.
+    w.retain(|n| Arc::strong_count(n) > 1);
+    w.push(Arc::clone(notify));
+}
+
+fn wake_all(list: &Mutex<Vec<Arc<Notify>>>) {
+    let waiters = std::mem::take(&mut *lock(list));
+    for n in waiters {
+        n.notify_one();
     }
 }
