@@ -175,6 +175,30 @@ pub enum ClientError {
     /// An argument the client rejected before sending anything.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The consumer found, after a leader change, that the log it read from was truncated
+    /// below its position (KIP-320), and `auto.offset.reset` is `none`: the records it read
+    /// past `divergent_offset` are no longer in the log. Seek to go on.
+    #[error(
+        "log truncation detected for {topic}-{partition} at offset {offset} (leader epoch \
+         {leader_epoch}): {}",
+        match divergent_offset {
+            Some((o, e)) => format!("the log diverges from offset {o} (leader epoch {e})"),
+            None => "the leader knows no end offset for that epoch".to_string(),
+        }
+    )]
+    LogTruncation {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The consumer's position.
+        offset: i64,
+        /// The leader epoch of the position (of the last record consumed).
+        leader_epoch: i32,
+        /// The first offset known to diverge and its epoch, as the leader answered; `None`
+        /// when the leader knows nothing of that epoch or any earlier one.
+        divergent_offset: Option<(i64, i32)>,
+    },
 }
 
 impl ClientError {

@@ -23,6 +23,9 @@ pub const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::DeleteGroups, 0, 2),
+    // The consumer's position validation (KIP-320); v2 is the first with the current leader
+    // epoch, v3 the first with a replica id (-1: a consumer).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// Our version range for `api`, if this client speaks it at all.

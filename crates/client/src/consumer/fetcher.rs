@@ -40,12 +40,15 @@ pub(crate) struct FetchSettings {
 }
 
 /// One partition to fetch, at `offset`; `epoch` is the consumer's position epoch for the
-/// partition when it asked (an outcome for an older epoch is stale).
+/// partition when it asked (an outcome for an older epoch is stale); `current_leader_epoch`
+/// the leader epoch the consumer knows (Fetch v9+, KIP-320: the broker answers
+/// FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH when its own differs; -1 checks nothing).
 #[derive(Debug, Clone)]
 pub(crate) struct FetchPartition {
     pub tp: TopicPartition,
     pub offset: i64,
     pub epoch: u64,
+    pub current_leader_epoch: i32,
 }
 
 /// One Fetch request's worth of partitions, all led by the same broker.
@@ -63,6 +66,8 @@ pub(crate) struct PartitionOutcome {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The leader the broker named (KIP-951, Fetch v12+), when it named one.
+    pub current_leader: Option<(i32, i32)>,
     pub decoded: Decoded,
 }
 
@@ -156,7 +161,11 @@ async fn run(
 }
 
 /// Builds the Fetch request for `job` at `version` (topics by name, sessionless).
-pub(crate) fn fetch_request(settings: &FetchSettings, job: &FetchJob) -> FetchRequest {
+pub(crate) fn fetch_request(
+    settings: &FetchSettings,
+    job: &FetchJob,
+    version: i16,
+) -> FetchRequest {
     let mut topics: Vec<fetch_request::FetchTopic> = Vec::new();
     for p in &job.partitions {
         let idx = match topics.iter().position(|t| t.topic.0.as_str() == p.tp.topic) {
@@ -172,6 +181,9 @@ pub(crate) fn fetch_request(settings: &FetchSettings, job: &FetchJob) -> FetchRe
         fp.partition = p.tp.partition;
         fp.fetch_offset = p.offset;
         fp.partition_max_bytes = settings.partition_max_bytes;
+        if version >= 9 {
+            fp.current_leader_epoch = p.current_leader_epoch;
+        }
         topics[idx].partitions.push(fp);
     }
     let mut req = FetchRequest::default();
@@ -201,7 +213,7 @@ async fn fetch(
         return Err(ClientError::NotFound(format!("no connection to {addr}")));
     };
     let version = pick_version(c, ApiKey::Fetch, FETCH)?;
-    let req = fetch_request(settings, job);
+    let req = fetch_request(settings, job, version);
     let resp = c.call_at(&req, version).await?;
     if resp.error_code != 0 {
         return Err(ClientError::broker(
@@ -234,9 +246,13 @@ async fn fetch(
             } else {
                 Decoded {
                     next_offset: want.offset,
+                    last_leader_epoch: -1,
                     ..Decoded::default()
                 }
             };
+            let leader = &p.current_leader;
+            let current_leader = (leader.leader_id.0 >= 0 && leader.leader_epoch >= 0)
+                .then_some((leader.leader_id.0, leader.leader_epoch));
             out.push(PartitionOutcome {
                 tp: want.tp.clone(),
                 epoch: want.epoch,
@@ -244,6 +260,7 @@ async fn fetch(
                 error_code: p.error_code,
                 high_watermark: p.high_watermark,
                 log_start_offset: p.log_start_offset,
+                current_leader,
                 decoded,
             });
         }
@@ -275,25 +292,35 @@ mod tests {
                     tp: TopicPartition::new("a", 0),
                     offset: 5,
                     epoch: 0,
+                    current_leader_epoch: 4,
                 },
                 FetchPartition {
                     tp: TopicPartition::new("b", 1),
                     offset: 6,
                     epoch: 0,
+                    current_leader_epoch: 4,
                 },
                 FetchPartition {
                     tp: TopicPartition::new("a", 2),
                     offset: 7,
                     epoch: 0,
+                    current_leader_epoch: 4,
                 },
             ],
         };
-        let req = fetch_request(&settings, &job);
+        let req = fetch_request(&settings, &job, FETCH.1);
         assert_eq!(req.topics.len(), 2);
         assert_eq!(req.topics[0].partitions.len(), 2);
         assert_eq!(req.topics[0].partitions[1].fetch_offset, 7);
         assert_eq!(req.topics[1].partitions[0].partition_max_bytes, 500);
+        assert_eq!(req.topics[0].partitions[0].current_leader_epoch, 4);
         for v in FETCH.0..=FETCH.1 {
+            let req = fetch_request(&settings, &job, v);
+            let want = if v >= 9 { 4 } else { -1 };
+            assert_eq!(
+                req.topics[0].partitions[0].current_leader_epoch, want,
+                "v{v}"
+            );
             let mut buf = Vec::new();
             assert!(req.encode(&mut buf, v).is_ok(), "v{v}");
         }

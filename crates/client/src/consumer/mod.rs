@@ -44,6 +44,7 @@
 
 pub mod assignor;
 pub mod config;
+mod epochs;
 mod fetcher;
 mod group;
 pub mod pattern;
@@ -140,8 +141,18 @@ enum ResetTo {
 struct PartitionState {
     /// Offset of the next record to hand out; `None` until looked up.
     position: Option<i64>,
-    /// Leader epoch of the last record handed out (-1 if none), committed with the offset.
+    /// Leader epoch of the position: of the batch of the last record handed out, or as
+    /// committed or listed (-1 if unknown). Committed with the offset (OffsetCommit v6+) and
+    /// checked against the leader's log after a leader change (KIP-320).
     leader_epoch: i32,
+    /// The leader (node, leader epoch) the position was last checked against: the Java
+    /// client's `FetchPosition.currentLeader`; its epoch goes out with every Fetch.
+    current_leader: Option<(i32, i32)>,
+    /// The leader changed (or the position came with an epoch from a commit or a seek) and the
+    /// position has to be checked with OffsetForLeaderEpoch before fetching again.
+    awaiting_validation: bool,
+    /// No validation attempt before this (after one failed).
+    validate_after: Option<Instant>,
     /// An explicit reset to apply when the position is looked up (seek_to_*).
     reset: Option<ResetTo>,
     paused: bool,
@@ -159,6 +170,9 @@ impl PartitionState {
         PartitionState {
             position: None,
             leader_epoch: -1,
+            current_leader: None,
+            awaiting_validation: false,
+            validate_after: None,
             reset: None,
             paused: false,
             epoch: 0,
@@ -169,12 +183,98 @@ impl PartitionState {
         }
     }
 
+    /// A position without a leader epoch (a seek, a reset), or none with a reset to apply.
     fn set_position(&mut self, position: Option<i64>, reset: Option<ResetTo>) {
         self.position = position;
         self.reset = reset;
+        self.leader_epoch = -1;
+        self.awaiting_validation = false;
+        self.validate_after = None;
         self.epoch += 1;
         self.buffered = false;
     }
+
+    /// A position with the leader epoch it was read at (a committed offset, a seek with an
+    /// epoch): checked against the leader's log before it is fetched, as the Java client's
+    /// `seekUnvalidated`.
+    fn seek_unvalidated(&mut self, offset: i64, leader_epoch: i32) {
+        self.set_position(Some(offset), None);
+        self.leader_epoch = leader_epoch;
+        self.awaiting_validation = leader_epoch >= 0;
+    }
+
+    /// A position known to be in the leader's log (a reset, a truncation point the leader
+    /// named).
+    fn seek_validated(&mut self, offset: i64, leader_epoch: i32) {
+        self.set_position(Some(offset), None);
+        self.leader_epoch = leader_epoch;
+    }
+
+    /// A leader from metadata or from a broker's answer (KIP-951). A leader with a newer epoch,
+    /// or another node, makes a position with an epoch wait for validation; fetched data not
+    /// yet handed out is dropped (it is fetched again once the position is checked). An older
+    /// epoch than the one known is stale metadata and ignored, as is "no leader". Returns
+    /// whether the partition now awaits validation.
+    fn update_leader(&mut self, leader: (i32, i32)) -> bool {
+        if leader.0 < 0 || self.current_leader == Some(leader) {
+            return false;
+        }
+        if let Some((_, known)) = self.current_leader
+            && leader.1 < known
+        {
+            return false;
+        }
+        self.current_leader = Some(leader);
+        if self.position.is_some() && self.leader_epoch >= 0 && leader.1 >= 0 {
+            self.awaiting_validation = true;
+            self.validate_after = None;
+            self.epoch += 1;
+            self.buffered = false;
+        }
+        self.awaiting_validation
+    }
+}
+
+/// What an OffsetForLeaderEpoch answer means for a position (KIP-320), as the Java client's
+/// `SubscriptionState.maybeCompleteValidation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Validation {
+    /// The leader's log holds the position: fetch on.
+    Valid,
+    /// Truncated below the position; with a reset policy the consumer goes on from the first
+    /// offset known to diverge (the end offset the leader gave) at that epoch.
+    SeekTo(i64, i32),
+    /// The leader knows no end offset for the position's epoch (nor any earlier one):
+    /// truncation without a known divergence point, reset by `auto.offset.reset`.
+    Reset(ResetTo),
+    /// Truncated and `auto.offset.reset=none`: fail with the divergence point if known.
+    Fail(Option<(i64, i32)>),
+}
+
+/// Decides on the answer (`end_epoch`, `end_offset`) to an OffsetForLeaderEpoch asking for the
+/// position's epoch: UNDEFINED (-1) is truncation without a known point, an end offset below
+/// the position truncation at that offset, anything else a valid position.
+fn validation_outcome(
+    position: i64,
+    end_epoch: i32,
+    end_offset: i64,
+    policy: OffsetReset,
+) -> Validation {
+    let reset = match policy {
+        OffsetReset::Earliest => Some(ResetTo::Earliest),
+        OffsetReset::Latest => Some(ResetTo::Latest),
+        OffsetReset::None => None,
+    };
+    if end_offset < 0 || end_epoch < 0 {
+        return reset.map_or(Validation::Fail(None), Validation::Reset);
+    }
+    if end_offset < position {
+        return match reset {
+            Some(_) => Validation::SeekTo(end_offset, end_epoch),
+            None => Validation::Fail(Some((end_offset, end_epoch))),
+        };
+    }
+    Validation::Valid
 }
 
 /// Fetched records waiting to be handed out.
@@ -184,6 +284,8 @@ struct Completed {
     epoch: u64,
     records: VecDeque<ConsumerRecord>,
     next_offset: i64,
+    /// Leader epoch at `next_offset` (of the last batch read), -1 if none.
+    next_epoch: i32,
     error: Option<ClientError>,
 }
 
@@ -240,7 +342,8 @@ pub struct Consumer {
     fetch_connection: ConnectionConfig,
     results_tx: mpsc::Sender<FetchOutcome>,
     results_rx: mpsc::Receiver<FetchOutcome>,
-    leaders: HashMap<TopicPartition, i32>,
+    /// Leader (node, leader epoch) per partition, from metadata and KIP-951 answers.
+    leaders: HashMap<TopicPartition, (i32, i32)>,
     node_backoff: HashMap<i32, Instant>,
     metadata_stale: bool,
     metadata_at: Option<Instant>,
@@ -276,6 +379,9 @@ fn join_retriable(e: &ClientError) -> bool {
     }
 }
 
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
 /// Fetch errors that mean "the metadata is out of date": find the leader again.
 fn refresh_metadata_error(code: i16) -> bool {
     matches!(
@@ -285,8 +391,8 @@ fn refresh_metadata_error(code: i16) -> bool {
             | codes::NOT_LEADER_OR_FOLLOWER
             | 9   // REPLICA_NOT_AVAILABLE
             | 56  // KAFKA_STORAGE_ERROR
-            | 74  // FENCED_LEADER_EPOCH
-            | 75  // UNKNOWN_LEADER_EPOCH
+            | FENCED_LEADER_EPOCH
+            | UNKNOWN_LEADER_EPOCH
             | 78  // OFFSET_NOT_AVAILABLE
             | 100 // UNKNOWN_TOPIC_ID
     ) || ErrorCode(code).is_retriable()
@@ -576,6 +682,38 @@ impl Consumer {
         Ok(())
     }
 
+    /// Makes the next `poll` read `tp` from `offset`, which was read at `leader_epoch` (as the
+    /// Java client's `seek(tp, OffsetAndMetadata)` with a leader epoch): before fetching, the
+    /// consumer asks the leader (OffsetForLeaderEpoch) whether its log still holds `offset`
+    /// at that epoch, and handles a truncation as after a leader change. A negative epoch
+    /// is the same as [`Consumer::seek`].
+    pub fn seek_with_leader_epoch(
+        &mut self,
+        tp: &TopicPartition,
+        offset: i64,
+        leader_epoch: i32,
+    ) -> Result<()> {
+        if offset < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "seek {}: negative offset {offset}",
+                tp_name(tp)
+            )));
+        }
+        self.state_mut(tp)?
+            .seek_unvalidated(offset, leader_epoch.max(-1));
+        self.drop_buffered(tp);
+        Ok(())
+    }
+
+    /// The leader epoch of `tp`'s position: that of the batch of the last record `poll`
+    /// returned, or as committed or listed (`None` when unknown).
+    pub fn position_leader_epoch(&self, tp: &TopicPartition) -> Option<i32> {
+        self.parts
+            .get(tp)
+            .map(|s| s.leader_epoch)
+            .filter(|e| *e >= 0)
+    }
+
     fn seek_reset(&mut self, tps: &[TopicPartition], to: ResetTo) -> Result<()> {
         let tps: Vec<TopicPartition> = if tps.is_empty() {
             self.assignment()
@@ -640,6 +778,11 @@ impl Consumer {
     pub async fn position(&mut self, tp: &TopicPartition) -> Result<i64> {
         self.state_mut(tp)?;
         self.update_fetch_positions().await?;
+        if self.state_mut(tp)?.awaiting_validation {
+            self.maybe_refresh_metadata().await;
+            self.validate_positions().await?;
+            self.update_fetch_positions().await?;
+        }
         self.state_mut(tp)?.position.ok_or_else(|| {
             ClientError::NotFound(format!("no position for partition {}", tp_name(tp)))
         })
@@ -711,6 +854,8 @@ impl Consumer {
             }
             self.maybe_auto_commit();
             self.maybe_refresh_metadata().await;
+            self.update_fetch_positions().await?;
+            self.validate_positions().await?;
             self.update_fetch_positions().await?;
             while let Ok(o) = self.results_rx.try_recv() {
                 self.handle_outcome(o);
@@ -790,6 +935,10 @@ impl Consumer {
             }
             st.position = Some(position);
             if c.records.is_empty() {
+                if c.next_offset > position && c.next_epoch >= 0 {
+                    // Past the last record (control batches): the epoch of the last batch.
+                    st.leader_epoch = c.next_epoch;
+                }
                 st.position = Some(position.max(c.next_offset));
                 st.buffered = false;
                 if let Some(e) = c.error.take() {
@@ -831,7 +980,8 @@ impl Consumer {
             let Some(st) = self.parts.get_mut(&p.tp) else {
                 continue;
             };
-            if st.epoch != p.epoch || st.position != Some(p.fetch_offset) {
+            if st.epoch != p.epoch || st.position != Some(p.fetch_offset) || st.awaiting_validation
+            {
                 continue;
             }
             if p.high_watermark >= 0 {
@@ -847,6 +997,9 @@ impl Consumer {
                         // Nothing for the application (or only control batches): move on.
                         if d.next_offset > p.fetch_offset {
                             st.position = Some(d.next_offset);
+                            if d.last_leader_epoch >= 0 {
+                                st.leader_epoch = d.last_leader_epoch;
+                            }
                         }
                         continue;
                     }
@@ -856,6 +1009,7 @@ impl Consumer {
                         epoch: p.epoch,
                         records: d.records.into(),
                         next_offset: d.next_offset,
+                        next_epoch: d.last_leader_epoch,
                         error: d.error,
                     });
                 }
@@ -881,6 +1035,22 @@ impl Consumer {
                     self.metadata_stale = true;
                     self.node_backoff
                         .insert(o.node, Instant::now() + self.config.retry_backoff);
+                    // KIP-951: the broker names the new leader; use it now (the metadata
+                    // refresh follows) if it is newer and a broker we know.
+                    if let Some(leader) = p.current_leader
+                        && matches!(code, codes::NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH)
+                        && self.leaders.get(&p.tp).is_none_or(|l| leader.1 > l.1)
+                        && self
+                            .admin
+                            .cluster()
+                            .brokers()
+                            .iter()
+                            .any(|b| b.node_id == leader.0)
+                    {
+                        tracing::debug!(partition = %tp_name(&p.tp), leader = leader.0, leader_epoch = leader.1, "new leader from the fetch answer");
+                        self.leaders.insert(p.tp.clone(), leader);
+                        st.update_leader(leader);
+                    }
                 }
                 code => {
                     self.pending_error = Some(ClientError::broker(
@@ -917,10 +1087,10 @@ impl Consumer {
             let Some(offset) = st.position else {
                 continue;
             };
-            if st.paused || st.in_flight || st.buffered {
+            if st.paused || st.in_flight || st.buffered || st.awaiting_validation {
                 continue;
             }
-            let Some(&node) = self.leaders.get(tp).filter(|n| **n >= 0) else {
+            let Some(&(node, leader_epoch)) = self.leaders.get(tp).filter(|l| l.0 >= 0) else {
                 self.metadata_stale = true;
                 continue;
             };
@@ -933,6 +1103,7 @@ impl Consumer {
                 tp: tp.clone(),
                 offset,
                 epoch: st.epoch,
+                current_leader_epoch: leader_epoch,
             });
         }
         for (node, partitions) in by_node {
@@ -1024,7 +1195,7 @@ impl Consumer {
                 return;
             }
         };
-        self.leaders.clear();
+        let old = std::mem::take(&mut self.leaders);
         let mut counts: BTreeMap<String, i32> = BTreeMap::new();
         for t in &md.topics {
             if t.error.is_some() && t.partitions.is_empty() {
@@ -1032,14 +1203,37 @@ impl Consumer {
             }
             counts.insert(t.name.clone(), t.partitions.len() as i32);
             for p in &t.partitions {
-                self.leaders
-                    .insert(TopicPartition::new(t.name.clone(), p.partition), p.leader);
+                let tp = TopicPartition::new(t.name.clone(), p.partition);
+                let mut leader = (p.leader, p.leader_epoch);
+                // A broker behind the others answers an older epoch: keep the newer leader
+                // (the Java client's Metadata does the same).
+                if let Some(&known) = old.get(&tp)
+                    && leader.1 >= 0
+                    && known.1 > leader.1
+                {
+                    leader = known;
+                }
+                self.leaders.insert(tp, leader);
             }
+        }
+        let mut validate = 0;
+        for (tp, st) in self.parts.iter_mut() {
+            if let Some(&leader) = self.leaders.get(tp)
+                && st.update_leader(leader)
+            {
+                validate += 1;
+            }
+        }
+        if validate > 0 {
+            tracing::debug!(
+                partitions = validate,
+                "leaders changed: positions to validate"
+            );
         }
         self.metadata_stale = self
             .parts
             .keys()
-            .any(|tp| self.leaders.get(tp).is_none_or(|l| *l < 0));
+            .any(|tp| self.leaders.get(tp).is_none_or(|l| l.0 < 0));
         let brokers: HashMap<i32, String> =
             md.brokers.iter().map(|b| (b.node_id, b.addr())).collect();
         self.fetchers
@@ -1114,8 +1308,7 @@ impl Consumer {
                 match committed.get(&tp).copied().flatten() {
                     Some(c) => {
                         if let Some(st) = self.parts.get_mut(&tp) {
-                            st.set_position(Some(c.offset), None);
-                            st.leader_epoch = c.leader_epoch;
+                            st.seek_unvalidated(c.offset, c.leader_epoch);
                         }
                     }
                     None => match self.config.auto_offset_reset {
@@ -1152,7 +1345,7 @@ impl Consumer {
                 match o.offset {
                     Some(off) => {
                         if let Some(st) = self.parts.get_mut(&tp) {
-                            st.set_position(Some(off), None);
+                            st.seek_validated(off, o.leader_epoch.unwrap_or(-1));
                         }
                     }
                     // A timestamp after every record: read from the end.
@@ -1168,11 +1361,167 @@ impl Consumer {
             {
                 let tp = TopicPartition::new(o.topic, o.partition);
                 if let (Some(off), Some(st)) = (o.offset, self.parts.get_mut(&tp)) {
-                    st.set_position(Some(off), None);
+                    st.seek_validated(off, o.leader_epoch.unwrap_or(-1));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Checks the positions awaiting validation (after a leader change, or a position taken
+    /// with an epoch from a commit or a seek) with OffsetForLeaderEpoch at their leaders, as
+    /// the Java client's `validatePositionsIfNeeded` (KIP-320): a log truncated below the
+    /// position moves it to where the log diverges, or resets it by `auto.offset.reset` when
+    /// the leader knows no end for the epoch; with `none` the truncation is the error. Fenced
+    /// or unknown epochs and moved leaders refresh metadata and retry after
+    /// `retry.backoff.ms`; a broker without OffsetForLeaderEpoch skips the check.
+    async fn validate_positions(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut by_node: BTreeMap<i32, Vec<epochs::EpochQuery>> = BTreeMap::new();
+        for (tp, st) in self.parts.iter_mut() {
+            if !st.awaiting_validation || st.validate_after.is_some_and(|t| t > now) {
+                continue;
+            }
+            let Some(position) = st.position else {
+                st.awaiting_validation = false;
+                continue;
+            };
+            let Some((node, current)) = st.current_leader.filter(|l| l.0 >= 0) else {
+                // The leader is not known yet: the next metadata brings it.
+                self.metadata_stale = true;
+                continue;
+            };
+            if st.leader_epoch < 0 || current < 0 {
+                // Nothing to compare (a broker that gives no epochs).
+                st.awaiting_validation = false;
+                continue;
+            }
+            tracing::debug!(partition = %tp_name(tp), position, leader_epoch = st.leader_epoch, current_leader_epoch = current, node, "validating position");
+            by_node.entry(node).or_default().push(epochs::EpochQuery {
+                tp: tp.clone(),
+                current_leader_epoch: current,
+                leader_epoch: st.leader_epoch,
+            });
+        }
+        let mut first_error: Option<ClientError> = None;
+        for (node, queries) in by_node {
+            let retry_at = Instant::now() + self.config.retry_backoff;
+            let answers = match self.offsets_for_leader_epoch(node, &queries).await {
+                Ok(a) => a,
+                Err(e @ ClientError::UnsupportedApi { .. }) => {
+                    tracing::debug!(node, error = %e, "no OffsetForLeaderEpoch: positions not validated");
+                    for q in &queries {
+                        if let Some(st) = self.parts.get_mut(&q.tp) {
+                            st.awaiting_validation = false;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "validating positions failed; retrying");
+                    self.metadata_stale = true;
+                    for q in &queries {
+                        if let Some(st) = self.parts.get_mut(&q.tp) {
+                            st.validate_after = Some(retry_at);
+                        }
+                    }
+                    continue;
+                }
+            };
+            for q in queries {
+                let Some(st) = self.parts.get_mut(&q.tp) else {
+                    continue;
+                };
+                let asked = (st.current_leader.map(|l| l.1), st.leader_epoch);
+                if !st.awaiting_validation
+                    || asked != (Some(q.current_leader_epoch), q.leader_epoch)
+                {
+                    continue;
+                }
+                let Some(position) = st.position else {
+                    continue;
+                };
+                let Some(a) = answers.get(&q.tp) else {
+                    st.validate_after = Some(retry_at);
+                    continue;
+                };
+                if a.error_code != 0 {
+                    let code = a.error_code;
+                    if refresh_metadata_error(code) {
+                        // FENCED_LEADER_EPOCH (our epoch is old), UNKNOWN_LEADER_EPOCH (the
+                        // broker is behind), NOT_LEADER_OR_FOLLOWER...: ask again later,
+                        // with fresh metadata.
+                        self.metadata_stale = true;
+                        st.validate_after = Some(retry_at);
+                    } else if first_error.is_none() {
+                        first_error = Some(ClientError::broker(
+                            code,
+                            format!("validate the position of {}", tp_name(&q.tp)),
+                            None,
+                        ));
+                    }
+                    continue;
+                }
+                match validation_outcome(
+                    position,
+                    a.leader_epoch,
+                    a.end_offset,
+                    self.config.auto_offset_reset,
+                ) {
+                    Validation::Valid => {
+                        st.awaiting_validation = false;
+                        st.validate_after = None;
+                    }
+                    Validation::SeekTo(offset, epoch) => {
+                        tracing::info!(partition = %tp_name(&q.tp), position, leader_epoch = q.leader_epoch, divergent_offset = offset, divergent_epoch = epoch, "log truncation detected: going on from the first offset known to diverge");
+                        st.seek_validated(offset, epoch);
+                    }
+                    Validation::Reset(to) => {
+                        tracing::info!(partition = %tp_name(&q.tp), position, leader_epoch = q.leader_epoch, reset = ?to, "log truncation detected (no end offset for the epoch): resetting");
+                        st.set_position(None, Some(to));
+                    }
+                    Validation::Fail(divergent_offset) => {
+                        tracing::warn!(partition = %tp_name(&q.tp), position, leader_epoch = q.leader_epoch, ?divergent_offset, "log truncation detected and auto.offset.reset is none");
+                        if first_error.is_none() {
+                            first_error = Some(ClientError::LogTruncation {
+                                topic: q.tp.topic.clone(),
+                                partition: q.tp.partition,
+                                offset: position,
+                                leader_epoch: q.leader_epoch,
+                                divergent_offset,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.buffer
+            .retain(|c| self.parts.get(&c.tp).is_some_and(|st| st.epoch == c.epoch));
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One OffsetForLeaderEpoch to broker `node`.
+    async fn offsets_for_leader_epoch(
+        &mut self,
+        node: i32,
+        queries: &[epochs::EpochQuery],
+    ) -> Result<HashMap<TopicPartition, epochs::EpochEnd>> {
+        let cluster = self.admin.cluster();
+        let addr = match cluster.brokers().iter().find(|b| b.node_id == node) {
+            Some(b) => b.addr(),
+            None => {
+                return Err(ClientError::NotFound(format!(
+                    "broker {node} is not in the cluster metadata"
+                )));
+            }
+        };
+        let r = cluster
+            .call_at_addr(&addr, |version| epochs::request(queries, version))
+            .await?;
+        Ok(epochs::answers(&r))
     }
 
     // ------------------------------------------------------------------ group
@@ -1879,5 +2228,107 @@ impl Consumer {
         self.wait_async_commits().await;
         self.fetchers.clear();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_keeps_a_position_the_leader_still_holds() {
+        for policy in [
+            OffsetReset::Earliest,
+            OffsetReset::Latest,
+            OffsetReset::None,
+        ] {
+            // The epoch ends at the position, or later (the same epoch goes on), or a smaller
+            // epoch's end lies at or past the position.
+            assert_eq!(validation_outcome(10, 3, 10, policy), Validation::Valid);
+            assert_eq!(validation_outcome(10, 3, 25, policy), Validation::Valid);
+            assert_eq!(validation_outcome(10, 1, 12, policy), Validation::Valid);
+            assert_eq!(validation_outcome(0, 0, 0, policy), Validation::Valid);
+        }
+    }
+
+    #[test]
+    fn truncation_below_the_position_goes_to_the_divergence_point_or_fails() {
+        // The leader's epoch 3 ends at 7 but the consumer read up to 10.
+        for policy in [OffsetReset::Earliest, OffsetReset::Latest] {
+            assert_eq!(
+                validation_outcome(10, 3, 7, policy),
+                Validation::SeekTo(7, 3)
+            );
+            // A smaller epoch than asked whose end is below the position: the same.
+            assert_eq!(
+                validation_outcome(10, 2, 4, policy),
+                Validation::SeekTo(4, 2)
+            );
+        }
+        assert_eq!(
+            validation_outcome(10, 3, 7, OffsetReset::None),
+            Validation::Fail(Some((7, 3)))
+        );
+    }
+
+    #[test]
+    fn undefined_answers_reset_by_policy() {
+        assert_eq!(
+            validation_outcome(10, -1, -1, OffsetReset::Earliest),
+            Validation::Reset(ResetTo::Earliest)
+        );
+        assert_eq!(
+            validation_outcome(10, -1, -1, OffsetReset::Latest),
+            Validation::Reset(ResetTo::Latest)
+        );
+        assert_eq!(
+            validation_outcome(10, -1, -1, OffsetReset::None),
+            Validation::Fail(None)
+        );
+        // Either half undefined is undefined.
+        assert_eq!(
+            validation_outcome(10, 4, -1, OffsetReset::Earliest),
+            Validation::Reset(ResetTo::Earliest)
+        );
+        assert_eq!(
+            validation_outcome(10, -1, 50, OffsetReset::None),
+            Validation::Fail(None)
+        );
+    }
+
+    #[test]
+    fn leader_changes_make_positions_with_an_epoch_await_validation() {
+        let mut st = PartitionState::new();
+        // No position yet: the leader is only noted.
+        assert!(!st.update_leader((1, 4)));
+        assert_eq!(st.current_leader, Some((1, 4)));
+        // A position without an epoch (a plain seek) is not validated.
+        st.set_position(Some(5), None);
+        assert!(!st.update_leader((2, 5)));
+        assert_eq!(st.current_leader, Some((2, 5)));
+        // Consumed at epoch 5: the same leader again changes nothing.
+        st.leader_epoch = 5;
+        assert!(!st.update_leader((2, 5)));
+        // An older epoch (stale metadata) and "no leader" are ignored.
+        assert!(!st.update_leader((1, 4)));
+        assert!(!st.update_leader((-1, 6)));
+        assert_eq!(st.current_leader, Some((2, 5)));
+        // A newer epoch: validate, and drop what was fetched meanwhile.
+        let before = st.epoch;
+        st.buffered = true;
+        assert!(st.update_leader((3, 6)));
+        assert!(st.awaiting_validation);
+        assert!(!st.buffered);
+        assert!(st.epoch > before);
+        // A seek clears it; a seek with an epoch asks for it again.
+        st.set_position(Some(7), None);
+        assert!(!st.awaiting_validation);
+        assert_eq!(st.leader_epoch, -1);
+        st.seek_unvalidated(7, 6);
+        assert!(st.awaiting_validation);
+        assert_eq!(st.leader_epoch, 6);
+        st.seek_validated(3, 2);
+        assert!(!st.awaiting_validation);
+        assert_eq!((st.position, st.leader_epoch), (Some(3), 2));
     }
 }

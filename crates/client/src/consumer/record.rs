@@ -74,6 +74,9 @@ pub struct Decoded {
     /// A batch that could not be read. Records before it are still returned; the position
     /// stops at it, so the next fetch fails the same way (as the Java client does).
     pub error: Option<ClientError>,
+    /// The partition leader epoch of the last whole batch read (control batches included),
+    /// -1 when there was none or it carried none: the epoch of the position `next_offset`.
+    pub last_leader_epoch: i32,
 }
 
 fn malformed(reason: String) -> ClientError {
@@ -199,6 +202,7 @@ pub fn decode_records(
         records: Vec::new(),
         next_offset: fetch_offset,
         error: None,
+        last_leader_epoch: -1,
     };
     let mut pos = 0usize;
     while pos < data.len() {
@@ -259,6 +263,9 @@ pub fn decode_records(
             break;
         }
         out.next_offset = out.next_offset.max(next);
+        if header.partition_leader_epoch >= 0 {
+            out.last_leader_epoch = header.partition_leader_epoch;
+        }
     }
     out
 }
