@@ -426,6 +426,7 @@ mod tests {
         TopicInfo {
             count,
             leaders: vec![1; count as usize],
+            epochs: vec![0; count as usize],
             available: (0..count).collect(),
             error: None,
         }

@@ -28,6 +28,9 @@ pub(crate) struct TopicInfo {
     pub count: i32,
     /// Leader node per partition (-1: none).
     pub leaders: Vec<i32>,
+    /// Leader epoch per partition (-1: unknown): a Metadata answer with an older epoch than
+    /// the one known (from a broker behind the others) does not move the leader back.
+    pub epochs: Vec<i32>,
     /// Partitions with a leader, for sticky partitioning.
     pub available: Vec<i32>,
     /// The topic's error in the latest Metadata.
@@ -243,7 +246,9 @@ async fn fetch(
     cluster.call_any(&req).await
 }
 
-/// Stores a Metadata answer: topics replace their earlier entries, brokers the broker list.
+/// Stores a Metadata answer: topics replace their earlier entries, brokers the broker list;
+/// a partition whose answered leader epoch is older than the one known keeps its leader, as in
+/// the Java client's Metadata.
 pub(crate) fn apply(md: &SharedMetadata, resp: MetadataResponse) {
     let mut st = md.lock();
     if !resp.brokers.is_empty() {
@@ -265,18 +270,24 @@ pub(crate) fn apply(md: &SharedMetadata, resp: MetadataResponse) {
             .unwrap_or(0)
             .max(0);
         let mut leaders = vec![-1; count as usize];
-        let mut available = Vec::new();
+        let mut epochs = vec![-1; count as usize];
+        let known = st.topics.get(&name).cloned();
         for p in &t.partitions {
             let Ok(i) = usize::try_from(p.partition_index) else {
                 continue;
             };
             let usable = p.error_code != codes::LEADER_NOT_AVAILABLE && p.leader_id.0 >= 0;
             leaders[i] = if usable { p.leader_id.0 } else { -1 };
-            if usable {
-                available.push(p.partition_index);
+            epochs[i] = p.leader_epoch;
+            if let Some(k) = &known
+                && p.leader_epoch >= 0
+                && k.epochs.get(i).is_some_and(|e| *e > p.leader_epoch)
+            {
+                leaders[i] = k.leaders[i];
+                epochs[i] = k.epochs[i];
             }
         }
-        available.sort_unstable();
+        let available = available_partitions(&leaders);
         let error = ErrorCode::from_code(t.error_code).map(|c| c.0);
         let info = TopicInfo {
             count: if error.is_some() && t.partitions.is_empty() {
@@ -285,11 +296,62 @@ pub(crate) fn apply(md: &SharedMetadata, resp: MetadataResponse) {
                 count
             },
             leaders,
+            epochs,
             available,
             error,
         };
         st.topics.insert(name, Arc::new(info));
     }
+}
+
+fn available_partitions(leaders: &[i32]) -> Vec<i32> {
+    (0..leaders.len())
+        .filter(|i| leaders[*i] >= 0)
+        .map(|i| i as i32)
+        .collect()
+}
+
+/// A leader a broker named in its answer (KIP-951: NOT_LEADER_OR_FOLLOWER and
+/// FENCED_LEADER_EPOCH carry the current leader, Produce v10+ the addresses of the brokers
+/// named): taken at once when its epoch is newer than the one known and its address is known,
+/// without waiting for a Metadata refresh. Returns whether the leader changed.
+pub(crate) fn update_leader(
+    md: &SharedMetadata,
+    topic: &str,
+    partition: i32,
+    leader: (i32, i32),
+    endpoints: &[(i32, String)],
+) -> bool {
+    let changed = {
+        let mut st = md.lock();
+        for (node, addr) in endpoints {
+            st.brokers.insert(*node, addr.clone());
+        }
+        let Ok(i) = usize::try_from(partition) else {
+            return false;
+        };
+        let (node, epoch) = leader;
+        let known_node = st.brokers.contains_key(&node);
+        match st.topics.get_mut(topic) {
+            Some(t)
+                if node >= 0
+                    && known_node
+                    && i < t.leaders.len()
+                    && t.epochs.get(i).is_some_and(|e| *e < epoch) =>
+            {
+                let t = Arc::make_mut(t);
+                t.leaders[i] = node;
+                t.epochs[i] = epoch;
+                t.available = available_partitions(&t.leaders);
+                true
+            }
+            _ => false,
+        }
+    };
+    if changed {
+        md.version.send_modify(|v| *v += 1);
+    }
+    changed
 }
 
 /// The highest version of `api` both we (`ours`) and the broker (`advertised`) speak.
@@ -424,5 +486,61 @@ mod tests {
         assert_eq!(t.available, vec![0, 2]);
         assert_eq!(st.topics["gone"].count, 0);
         assert_eq!(st.topics["gone"].error, Some(3));
+    }
+
+    fn answer(leaders: &[(i32, i32)]) -> MetadataResponse {
+        let mut r = MetadataResponse::default();
+        for node in [1, 2] {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = node.into();
+            b.host = StrBytes::from_static_str("h");
+            b.port = 9000 + node;
+            r.brokers.push(b);
+        }
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(StrBytes::from_static_str("t")));
+        for (i, &(leader, epoch)) in leaders.iter().enumerate() {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = i as i32;
+            p.leader_id = leader.into();
+            p.leader_epoch = epoch;
+            t.partitions.push(p);
+        }
+        r.topics.push(t);
+        r
+    }
+
+    #[test]
+    fn older_leader_epochs_do_not_move_leaders_back() {
+        let md = SharedMetadata::new();
+        apply(&md, answer(&[(1, 5), (2, 3)]));
+        // A broker behind the others: partition 0 at an older epoch keeps its leader,
+        // partition 1 at a newer one moves.
+        apply(&md, answer(&[(2, 4), (1, 4)]));
+        let t = Arc::clone(&md.lock().topics["t"]);
+        assert_eq!(t.leaders, vec![1, 1]);
+        assert_eq!(t.epochs, vec![5, 4]);
+    }
+
+    #[test]
+    fn leaders_named_in_answers_are_taken_when_newer() {
+        let md = SharedMetadata::new();
+        apply(&md, answer(&[(1, 5)]));
+        let v = *md.version.borrow();
+        // Same or older epoch: ignored; an unknown broker without its address: ignored.
+        assert!(!update_leader(&md, "t", 0, (2, 5), &[]));
+        assert!(!update_leader(&md, "t", 0, (3, 6), &[]));
+        assert!(!update_leader(&md, "u", 0, (2, 6), &[]));
+        assert_eq!(*md.version.borrow(), v);
+        // Newer, with the new broker's address (node_endpoints).
+        assert!(update_leader(&md, "t", 0, (3, 6), &[(3, "h3:1".into())]));
+        let st = md.lock();
+        assert_eq!(
+            (st.topics["t"].leaders[0], st.topics["t"].epochs[0]),
+            (3, 6)
+        );
+        assert_eq!(st.brokers.get(&3).map(String::as_str), Some("h3:1"));
+        drop(st);
+        assert!(*md.version.borrow() > v);
     }
 }

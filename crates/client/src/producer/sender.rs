@@ -27,6 +27,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::join_host_port;
 use crate::error::{ClientError, ErrorCode, codes};
 use crate::producer::RecordMetadata;
 use crate::producer::Shared;
@@ -36,7 +37,9 @@ use crate::producer::conn::{
     PRODUCE_VERSIONS, PipelinedConn, decode_response_header, encode_produce_frame, open,
 };
 use crate::producer::error::ProducerError;
-use crate::producer::metadata::{Command, ProducerIdResult, TopicInfo, backoff, pick_version};
+use crate::producer::metadata::{
+    Command, ProducerIdResult, TopicInfo, backoff, pick_version, update_leader,
+};
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
@@ -780,6 +783,39 @@ impl Sender {
                 return;
             }
         };
+        // KIP-951 (Produce v10+): a partition that moved names its new leader, and the
+        // response the addresses of the brokers it names. Taken before the batches are
+        // handled, so their retries go straight to the new leader.
+        let endpoints: Vec<(i32, String)> = resp
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, join_host_port(&n.host, n.port)))
+            .collect();
+        let mut moved: Vec<(String, i32)> = Vec::new();
+        for t in &resp.responses {
+            for p in &t.partition_responses {
+                let leader = &p.current_leader;
+                if matches!(
+                    p.error_code,
+                    codes::NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH
+                ) && leader.leader_id.0 >= 0
+                    && leader.leader_epoch >= 0
+                    && update_leader(
+                        &self.shared.metadata,
+                        t.name.0.as_str(),
+                        p.index,
+                        (leader.leader_id.0, leader.leader_epoch),
+                        &endpoints,
+                    )
+                {
+                    tracing::debug!(topic = %t.name.0, partition = p.index, leader = leader.leader_id.0, leader_epoch = leader.leader_epoch, "new leader from the produce answer");
+                    moved.push((t.name.0.to_string(), p.index));
+                }
+            }
+        }
+        if !moved.is_empty() {
+            self.refresh_metadata_view();
+        }
         let mut answers: HashMap<(&str, i32), Answer> = HashMap::new();
         for t in &resp.responses {
             for p in &t.partition_responses {
@@ -812,7 +848,16 @@ impl Sender {
                     self.done.push((b, Ok((base, append_time))));
                 }
                 Some((code, _, _, message)) => {
-                    self.batch_failed(&mut acc, b, Failure::Broker(code, message), now);
+                    let leader_moved = moved
+                        .iter()
+                        .any(|(t, p)| t.as_str() == &*b.topic && *p == b.partition);
+                    self.batch_failed_to(
+                        &mut acc,
+                        b,
+                        Failure::Broker(code, message),
+                        leader_moved,
+                        now,
+                    );
                 }
                 None => {
                     let e = ProducerError::from(ClientError::Protocol {
@@ -833,8 +878,23 @@ impl Sender {
     fn batch_failed(
         &mut self,
         acc: &mut Accumulator,
+        b: ProducerBatch,
+        failure: Failure,
+        now: Instant,
+    ) {
+        self.batch_failed_to(acc, b, failure, false, now);
+    }
+
+    /// [`Sender::batch_failed`]; `leader_moved`: the answer named a new leader, already taken
+    /// (KIP-951), so the retry goes to it without the retry backoff, as in the Java client.
+    /// An idempotent batch keeps its producer id, epoch and sequence: the new leader has the
+    /// partition's producer state and deduplicates a batch the old one had appended.
+    fn batch_failed_to(
+        &mut self,
+        acc: &mut Accumulator,
         mut b: ProducerBatch,
         failure: Failure,
+        leader_moved: bool,
         now: Instant,
     ) {
         let cfg = &self.shared.config;
@@ -878,7 +938,11 @@ impl Sender {
         let expired = now >= b.created + cfg.delivery_timeout;
         if retriable && !expired && b.attempts < cfg.retries {
             b.attempts += 1;
-            b.retry_at = Some(now + backoff(cfg.retry_backoff, cfg.retry_backoff_max, b.attempts));
+            b.retry_at = if leader_moved {
+                None
+            } else {
+                Some(now + backoff(cfg.retry_backoff, cfg.retry_backoff_max, b.attempts))
+            };
             acc.requeue(b);
             return;
         }

@@ -1044,3 +1044,119 @@ fn futures_are_send(p: &Producer, typed: &Producer<String, serde_json::Value>) {
     require_send(p.close());
     require_send(typed.send(ProducerRecord::new("t", serde_json::Value::Null)));
 }
+
+/// KIP-951: a NOT_LEADER_OR_FOLLOWER answer naming the new leader (and its address) sends the
+/// retry there at once, even while Metadata still names the old leader (its older epoch does
+/// not move the leader back), and the idempotent batch keeps its producer id, epoch and
+/// sequence, so the new leader can deduplicate it.
+#[tokio::test]
+async fn a_leader_named_in_the_produce_answer_takes_the_retry() -> TestResult {
+    use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+    let (new_state, make_new) = scripted(ok_script(1));
+    let new_leader = Fake::start(make_new).await;
+    let new_port: i32 = new_leader
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or("port")?;
+    let old_attempts = Arc::new(StdMutex::new(Vec::<Attempt>::new()));
+    let seen = Arc::clone(&old_attempts);
+    let old_leader = Fake::start(move |port: u16| -> Arc<Handler> {
+        Arc::new(move |conn, _api, _version, req| match req {
+            RequestKind::ApiVersions(_) => Act::Respond(ResponseKind::ApiVersions(api_versions())),
+            RequestKind::Metadata(m) => {
+                // Stale: node 0 (this broker) at epoch 1, whatever happened.
+                let mut r = MetadataResponse::default();
+                let mut b = MetadataResponseBroker::default();
+                b.node_id = 0.into();
+                b.host = StrBytes::from_static_str("127.0.0.1");
+                b.port = i32::from(port);
+                r.brokers.push(b);
+                for t in m.topics.unwrap_or_default() {
+                    let mut rt = MetadataResponseTopic::default();
+                    rt.name = t.name;
+                    let mut p = MetadataResponsePartition::default();
+                    p.leader_id = 0.into();
+                    p.leader_epoch = 1;
+                    rt.partitions.push(p);
+                    r.topics.push(rt);
+                }
+                Act::Respond(ResponseKind::Metadata(r))
+            }
+            RequestKind::InitProducerId(_) => {
+                let mut resp = InitProducerIdResponse::default();
+                resp.producer_id = 1000.into();
+                Act::Respond(ResponseKind::InitProducerId(resp))
+            }
+            RequestKind::Produce(p) => {
+                let mut resp = ProduceResponse::default();
+                for t in &p.topic_data {
+                    let mut tr = TopicProduceResponse::default();
+                    tr.name = t.name.clone();
+                    for pd in &t.partition_data {
+                        let records = pd.records.clone().unwrap_or_default();
+                        if let Ok(h) = parse_header(&records)
+                            && let Ok(mut a) = seen.lock()
+                        {
+                            a.push(Attempt {
+                                conn,
+                                acks: p.acks,
+                                partition: pd.index,
+                                producer_id: h.producer_id,
+                                epoch: h.producer_epoch,
+                                base_sequence: h.base_sequence,
+                                records: h.record_count,
+                                compression: h.compression(),
+                            });
+                        }
+                        let mut pr = PartitionProduceResponse::default();
+                        pr.index = pd.index;
+                        pr.error_code = codes::NOT_LEADER_OR_FOLLOWER;
+                        pr.base_offset = -1;
+                        let mut leader = LeaderIdAndEpoch::default();
+                        leader.leader_id = 1.into();
+                        leader.leader_epoch = 2;
+                        pr.current_leader = leader;
+                        tr.partition_responses.push(pr);
+                    }
+                    resp.responses.push(tr);
+                }
+                let mut n = NodeEndpoint::default();
+                n.node_id = 1.into();
+                n.host = StrBytes::from_static_str("127.0.0.1");
+                n.port = new_port;
+                resp.node_endpoints.push(n);
+                Act::Respond(ResponseKind::Produce(resp))
+            }
+            _ => Act::Close,
+        })
+    })
+    .await;
+    let mut c = config(&old_leader.addr);
+    // A retry waiting for the backoff would show as a slow send.
+    c.retry_backoff = Duration::from_secs(5);
+    c.retry_backoff_max = Duration::from_secs(5);
+    let p = Producer::connect(c).await?;
+    let started = Instant::now();
+    let md = p.send(rec("t", "moved")).await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(md.offset, 0);
+    let old = old_attempts.lock().map_err(|_| "lock")?.clone();
+    let new = new_state.lock().map_err(|_| "lock")?.attempts.clone();
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(new.len(), 1, "{new:?}");
+    for a in old.iter().chain(&new) {
+        assert_eq!((a.producer_id, a.epoch, a.base_sequence), (1000, 0, 0));
+    }
+    // A second record goes to the new leader directly: the stale Metadata answers since
+    // (epoch 1) did not move the leader back.
+    p.send(rec("t", "again")).await?;
+    assert_eq!(old_attempts.lock().map_err(|_| "lock")?.len(), 1);
+    assert_eq!(new_state.lock().map_err(|_| "lock")?.attempts.len(), 2);
+    p.close().await;
+    Ok(())
+}
