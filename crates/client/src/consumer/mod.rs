@@ -21,6 +21,12 @@
 //!   [`Consumer::commit_sync`] and [`Consumer::commit_async`] commit on demand. A partition
 //!   without a position starts at its committed offset, else where `auto.offset.reset` says;
 //!   OFFSET_OUT_OF_RANGE resets the same way (or fails with `none`).
+//! - **Leader epochs** (KIP-320): a position carries the leader epoch of the last batch read
+//!   (committed with it); Fetch carries the leader epoch from metadata. After a leader change
+//!   (or a position restored with an epoch) the position is checked with OffsetForLeaderEpoch
+//!   before fetching again: a log truncated below it moves the position to where the log
+//!   diverges, or resets it by `auto.offset.reset` when the leader knows nothing of the
+//!   epoch; with `none`, `poll` fails with [`ClientError::LogTruncation`] until a seek.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vltava_client::ClientError> {
@@ -2234,6 +2240,235 @@ impl Consumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, FetchResponse, MetadataResponse, OffsetForLeaderEpochResponse,
+        RequestKind, ResponseKind,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What the fake leader below saw.
+    #[derive(Debug, Default)]
+    struct Seen {
+        /// Its leader epoch (bumped to 6 by the first Fetch: a leader change).
+        epoch: i32,
+        metadata: usize,
+        fetch_epochs: Vec<i32>,
+        /// (current_leader_epoch, leader_epoch) of each OffsetForLeaderEpoch.
+        validations: Vec<(i32, i32)>,
+    }
+
+    fn three_records_at_epoch(epoch: i32) -> Bytes {
+        let mut recs = Vec::new();
+        for i in 0..3u8 {
+            vltava_protocol::records::RecordView {
+                attributes: 0,
+                timestamp_delta: 0,
+                offset_delta: i32::from(i),
+                key: None,
+                value: Some(&[b'a' + i][..]),
+                headers: &[0],
+            }
+            .encode(&mut recs);
+        }
+        let header = vltava_protocol::batch::BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            partition_leader_epoch: epoch,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: 2,
+            base_timestamp: 1,
+            max_timestamp: 1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            record_count: 3,
+        };
+        Bytes::from(vltava_protocol::batch::build_batch(&header, &recs))
+    }
+
+    fn answer(seen: &Mutex<Seen>, port: u16, req: RequestKind) -> Option<ResponseKind> {
+        let mut s = seen.lock().ok()?;
+        Some(match req {
+            RequestKind::ApiVersions(_) => {
+                let mut r = ApiVersionsResponse::default();
+                for (k, min, max) in [
+                    (ApiKey::ApiVersions, 0, 4),
+                    (ApiKey::Metadata, 4, 12),
+                    (ApiKey::Fetch, 4, 12),
+                    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+                ] {
+                    let mut v = ApiVersion::default();
+                    v.api_key = k as i16;
+                    v.min_version = min;
+                    v.max_version = max;
+                    r.api_keys.push(v);
+                }
+                ResponseKind::ApiVersions(r)
+            }
+            RequestKind::Metadata(m) => {
+                s.metadata += 1;
+                let mut r = MetadataResponse::default();
+                let mut b = MetadataResponseBroker::default();
+                b.node_id = 0.into();
+                b.host = StrBytes::from_static_str("127.0.0.1");
+                b.port = i32::from(port);
+                r.brokers.push(b);
+                for t in m.topics.unwrap_or_default() {
+                    let mut rt = MetadataResponseTopic::default();
+                    rt.name = t.name;
+                    let mut p = MetadataResponsePartition::default();
+                    p.leader_id = 0.into();
+                    p.leader_epoch = s.epoch;
+                    rt.partitions.push(p);
+                    r.topics.push(rt);
+                }
+                ResponseKind::Metadata(r)
+            }
+            RequestKind::OffsetForLeaderEpoch(q) => {
+                let mut r = OffsetForLeaderEpochResponse::default();
+                for t in q.topics {
+                    let mut rt = OffsetForLeaderTopicResult::default();
+                    rt.topic = t.topic;
+                    for p in t.partitions {
+                        s.validations.push((p.current_leader_epoch, p.leader_epoch));
+                        let mut e = EpochEndOffset::default();
+                        e.partition = p.partition;
+                        if p.current_leader_epoch < s.epoch {
+                            e.error_code = FENCED_LEADER_EPOCH;
+                        } else {
+                            // The position's epoch ends at the log end, 3.
+                            e.leader_epoch = p.leader_epoch;
+                            e.end_offset = 3;
+                        }
+                        rt.partitions.push(e);
+                    }
+                    r.topics.push(rt);
+                }
+                ResponseKind::OffsetForLeaderEpoch(r)
+            }
+            RequestKind::Fetch(f) => {
+                let mut r = FetchResponse::default();
+                for t in f.topics {
+                    let mut rt = FetchableTopicResponse::default();
+                    rt.topic = t.topic;
+                    for p in t.partitions {
+                        s.fetch_epochs.push(p.current_leader_epoch);
+                        if s.fetch_epochs.len() == 1 {
+                            s.epoch = 6;
+                        }
+                        let mut d = PartitionData::default();
+                        d.partition_index = p.partition;
+                        d.high_watermark = 3;
+                        if p.current_leader_epoch < s.epoch {
+                            d.error_code = FENCED_LEADER_EPOCH;
+                        } else if p.fetch_offset == 0 {
+                            d.records = Some(three_records_at_epoch(6));
+                        }
+                        rt.partitions.push(d);
+                    }
+                    r.responses.push(rt);
+                }
+                ResponseKind::Fetch(r)
+            }
+            _ => return None,
+        })
+    }
+
+    async fn serve(mut stream: tokio::net::TcpStream, seen: Arc<Mutex<Seen>>, port: u16) {
+        loop {
+            let Ok(len) = stream.read_i32().await else {
+                return;
+            };
+            let mut buf = vec![0u8; len.max(0) as usize];
+            if stream.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let Ok(raw) = vltava_protocol::frame::decode_header(Bytes::from(buf)) else {
+                return;
+            };
+            let (api, version, cid) = (
+                raw.api_key,
+                raw.header.request_api_version,
+                raw.header.correlation_id,
+            );
+            let Ok(req) = vltava_protocol::frame::decode_body(api, version, raw.body) else {
+                return;
+            };
+            let Some(body) = answer(&seen, port, req) else {
+                return;
+            };
+            let Ok(out) = vltava_protocol::frame::encode_response(api, version, cid, &body) else {
+                return;
+            };
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A fetch at a stale leader epoch is fenced: the consumer refreshes metadata, validates
+    /// its position against the new epoch and fetches on at that epoch.
+    #[tokio::test]
+    async fn a_fenced_fetch_refreshes_metadata_validates_and_resumes() -> Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?
+            .port();
+        let seen = Arc::new(Mutex::new(Seen {
+            epoch: 5,
+            ..Seen::default()
+        }));
+        let s2 = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&s2), port));
+            }
+        });
+        let mut config = ConsumerConfig::new(&format!("127.0.0.1:{port}"))?;
+        config
+            .set("auto.offset.reset", "none")?
+            .set("retry.backoff.ms", "10")?;
+        let mut c = Consumer::new(config).await?;
+        let tp = TopicPartition::new("t", 0);
+        c.assign(std::slice::from_ref(&tp))?;
+        c.seek_with_leader_epoch(&tp, 0, 5)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < 3 && Instant::now() < deadline {
+            got.extend(c.poll(Duration::from_millis(100)).await?);
+        }
+        let values: Vec<_> = got.iter().filter_map(|r| r.value.clone()).collect();
+        assert_eq!(values, vec![&b"a"[..], &b"b"[..], &b"c"[..]]);
+        assert_eq!(c.position_leader_epoch(&tp), Some(6));
+        let s = seen
+            .lock()
+            .map_err(|_| ClientError::NotFound("lock".into()))?;
+        // Validated at epoch 5, fenced at 5, validated again at 6 (the position's epoch is
+        // still 5), fetched at 6.
+        assert_eq!(s.validations, vec![(5, 5), (6, 5)]);
+        assert_eq!(s.fetch_epochs[0], 5);
+        assert!(
+            s.fetch_epochs[1..].iter().all(|e| *e == 6),
+            "{:?}",
+            s.fetch_epochs
+        );
+        assert!(s.metadata >= 3, "{}", s.metadata);
+        Ok(())
+    }
 
     #[test]
     fn validation_keeps_a_position_the_leader_still_holds() {
