@@ -139,8 +139,12 @@ async fn fetch_from_leader(
     let mut correlation_id: i32 = 0;
     let mut followed: BTreeMap<(Uuid, i32), Followed> = BTreeMap::new();
     let mut addr = None;
+    // Set whenever a wait below saw the assignment change: `changed()` marks the new value
+    // seen, so `has_changed()` alone would miss it.
+    let mut reload = true;
     loop {
-        if assignment.has_changed().unwrap_or(false) || followed.is_empty() {
+        if reload || assignment.has_changed().unwrap_or(false) {
+            reload = false;
             let a = assignment.borrow_and_update().clone();
             if a.addr != addr {
                 conn = None;
@@ -168,6 +172,7 @@ async fn fetch_from_leader(
             if assignment.changed().await.is_err() {
                 return;
             }
+            reload = true;
             continue;
         };
         let now = Instant::now();
@@ -182,7 +187,12 @@ async fn fetch_from_leader(
                 .unwrap_or(now + config.backoff);
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
-                changed = assignment.changed() => if changed.is_err() { return },
+                changed = assignment.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    reload = true;
+                }
             }
             continue;
         };
@@ -196,12 +206,12 @@ async fn fetch_from_leader(
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(leader, %host, port, error = %e, "cannot reach the leader");
-                    backoff(&config, &mut assignment).await;
+                    reload |= backoff(&config, &mut assignment).await;
                     continue;
                 }
                 Err(_) => {
                     tracing::debug!(leader, %host, port, "connecting to the leader timed out");
-                    backoff(&config, &mut assignment).await;
+                    reload |= backoff(&config, &mut assignment).await;
                     continue;
                 }
             }
@@ -221,7 +231,7 @@ async fn fetch_from_leader(
             Ok(Err(e)) => {
                 tracing::debug!(leader, error = %e, "fetch from the leader failed");
                 conn = None;
-                backoff(&config, &mut assignment).await;
+                reload |= backoff(&config, &mut assignment).await;
                 continue;
             }
             Err(_) => {
@@ -232,17 +242,21 @@ async fn fetch_from_leader(
         };
         if let Some(code) = ResponseError::try_from_code(response.error_code) {
             tracing::debug!(leader, error = ?code, "the leader refused the fetch");
-            backoff(&config, &mut assignment).await;
+            reload |= backoff(&config, &mut assignment).await;
             continue;
         }
         handle_response(leader, &config, &mut followed, response);
     }
 }
 
-async fn backoff(config: &FetcherConfig, assignment: &mut watch::Receiver<LeaderAssignment>) {
+/// Sleeps the backoff, or less if the assignment changes; true if it did.
+async fn backoff(
+    config: &FetcherConfig,
+    assignment: &mut watch::Receiver<LeaderAssignment>,
+) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(config.backoff) => {}
-        _ = assignment.changed() => {}
+        _ = tokio::time::sleep(config.backoff) => false,
+        _ = assignment.changed() => true,
     }
 }
 
