@@ -710,12 +710,20 @@ impl Cluster {
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, TopicError> {
         if let Some(t) = self.rm.topic(name) {
             return Ok(t);
         }
-        match self.create_topic_unchecked(name, partitions, 1, configs, BTreeMap::new(), false) {
+        match self.create_topic_unchecked(
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            BTreeMap::new(),
+            false,
+        ) {
             Ok(_) => {}
             Err(TopicError::Controller(e)) if e.error == ResponseError::TopicAlreadyExists => {
                 // Another node created it; this node may not have applied that record yet.
@@ -727,6 +735,41 @@ impl Cluster {
         self.rm
             .topic(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist, replicated
+    /// `offsets.topic.replication.factor` times, or on as many brokers as there are when fewer
+    /// are registered and unfenced. At start (`at_start`) it waits for the cluster instead: it
+    /// creates the topic only once as many brokers as the configured voters are there (a lone
+    /// node: itself), so that a cluster starting node by node does not get an offsets topic
+    /// on one broker; otherwise the first FindCoordinator creates it, as in Kafka. `None` when
+    /// it was left for later.
+    pub fn ensure_offsets_topic(&self, at_start: bool) -> Result<Option<Arc<Topic>>, TopicError> {
+        if let Some(t) = self.rm.topic(crate::offsets::OFFSETS_TOPIC) {
+            return Ok(Some(t));
+        }
+        let config = self.rm.config();
+        let configured = usize::try_from(config.offsets_topic_replication_factor()).unwrap_or(1);
+        let usable = self
+            .with_image(|img| img.brokers.values().filter(|b| b.is_usable()).count())
+            .unwrap_or(0);
+        let expected = config.quorum_voters().len().max(1);
+        if usable == 0 || (at_start && usable < configured.min(expected)) {
+            tracing::info!(
+                usable_brokers = usable,
+                "{} left for the first FindCoordinator to create",
+                crate::offsets::OFFSETS_TOPIC
+            );
+            return Ok(None);
+        }
+        let replication_factor = i16::try_from(configured.min(usable)).unwrap_or(1);
+        self.ensure_internal_topic(
+            crate::offsets::OFFSETS_TOPIC,
+            config.offsets_topic_partitions(),
+            replication_factor,
+            crate::groups::GroupManager::offsets_topic_configs(),
+        )
+        .map(Some)
     }
 
     /// Waits until a committed topic is applied here (its record may still be on its way).

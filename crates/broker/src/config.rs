@@ -171,6 +171,13 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 0 },
     ),
     ("offsets.topic.num.partitions", "50", Kind::Int { min: 1 }),
+    // Capped by the brokers there are when the topic is created (see Cluster).
+    (
+        "offsets.topic.replication.factor",
+        "3",
+        Kind::Int { min: 1 },
+    ),
+    ("offsets.commit.timeout.ms", "5000", Kind::Long { min: 1 }),
     ("offsets.retention.minutes", "10080", Kind::Long { min: 1 }),
     (
         "offsets.retention.check.interval.ms",
@@ -598,6 +605,15 @@ impl BrokerConfig {
     /// `offsets.topic.num.partitions`.
     pub fn offsets_topic_partitions(&self) -> i32 {
         self.long("offsets.topic.num.partitions") as i32
+    }
+    /// `offsets.topic.replication.factor`, before the cap by the brokers there are.
+    pub fn offsets_topic_replication_factor(&self) -> i16 {
+        self.long("offsets.topic.replication.factor")
+            .clamp(1, i16::MAX as i64) as i16
+    }
+    /// `offsets.commit.timeout.ms`: how long an offset commit waits for the in-sync replicas.
+    pub fn offsets_commit_timeout_ms(&self) -> u64 {
+        self.long("offsets.commit.timeout.ms").max(1) as u64
     }
     /// `offsets.retention.minutes` in milliseconds.
     pub fn offsets_retention_ms(&self) -> i64 {

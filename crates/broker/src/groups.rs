@@ -17,7 +17,7 @@ use vltava_protocol::batch;
 
 use crate::group::{CompletedResponse, Completion, GroupConfig, GroupCoordinator, Outcome};
 use crate::offsets::{OFFSETS_TOPIC, OffsetEntry, OffsetStore, OffsetsRecord, partition_for};
-use crate::replica::{Partition, ReplicaManager, TopicError, now_ms};
+use crate::replica::{AckWait, Partition, ReplicaManager, TopicError, now_ms};
 
 /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
 pub const OFFSETS_PARTITIONS_DEFAULT: i32 = 50;
@@ -222,8 +222,14 @@ impl GroupManager {
         let mut offsets = Vec::new();
         let mut count = 0usize;
         let mut next = p.watermarks().log_start_offset;
+        // Up to the log end, not the high watermark, as Kafka loads groups: a new leader's
+        // high watermark moves only once its followers fetch from it, and until then it may
+        // sit below commits that the old leader's in-sync replicas all had (and acknowledged).
         loop {
-            let (slice, wm) = p.read(next, 1 << 20, true)?;
+            let (regions, _) = p.read_regions_for_replica(next, 1 << 20, true)?;
+            let slice = regions
+                .materialize()
+                .map_err(vltava_storage::StorageError::Io)?;
             if slice.bytes.is_empty() {
                 break;
             }
@@ -248,7 +254,7 @@ impl GroupManager {
                     }
                 }
             }
-            if next >= wm.high_watermark {
+            if slice.next_offset >= slice.log_end_offset {
                 break;
             }
         }
@@ -306,8 +312,18 @@ impl GroupManager {
 
     /// Appends records to the group's `__consumer_offsets` partition (all or nothing).
     fn persist(&self, group: &str, records: &[OffsetsRecord]) -> Result<(), GroupStoreError> {
+        self.persist_at(group, records).map(|_| ())
+    }
+
+    /// [`GroupManager::persist`], returning the partition and the last offset written, for a
+    /// caller that waits until the in-sync replicas have it.
+    fn persist_at(
+        &self,
+        group: &str,
+        records: &[OffsetsRecord],
+    ) -> Result<Option<(Arc<Partition>, i64)>, GroupStoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let topic = self
             .rm
@@ -353,8 +369,8 @@ impl GroupManager {
         .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
         let batches = batch::split_produced(buf.freeze())
             .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
-        partition.append_blocking(&batches)?;
-        Ok(())
+        let info = partition.append_blocking(&batches)?;
+        Ok(Some((partition, info.last_offset as i64)))
     }
 
     /// Persists the metadata of every group whose state changed, and hands completions to
@@ -595,9 +611,28 @@ impl GroupManager {
                 });
             }
         }
-        if let Err(e) = self.persist(&args.group_id, &records) {
-            tracing::warn!(group = %args.group_id, error = %e, "offset commit not persisted");
-            return Err(e.code());
+        let written = match self.persist_at(&args.group_id, &records) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(group = %args.group_id, error = %e, "offset commit not persisted");
+                return Err(e.code());
+            }
+        };
+        // A commit is acknowledged, and visible to OffsetFetch, only once the in-sync replicas
+        // of the offsets partition have it (Kafka's offsets.commit.required.acks=-1), so a
+        // failover of the coordinator keeps it. Kafka's error mapping for the wait.
+        if let Some((partition, last)) = written {
+            let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
+            let waited = tokio::runtime::Handle::try_current()
+                .map(|h| h.block_on(partition.wait_for_high_watermark(last, timeout)));
+            match waited {
+                Ok(AckWait::Replicated) => {}
+                Ok(AckWait::NotLeader) => return Err(ResponseError::NotCoordinator.code()),
+                Ok(AckWait::TimedOut { .. }) | Err(_) => {
+                    tracing::warn!(group = %args.group_id, "offset commit not replicated in time");
+                    return Err(ResponseError::CoordinatorNotAvailable.code());
+                }
+            }
         }
         let mut store = lock(&self.offsets);
         for r in &records {

@@ -167,18 +167,11 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "logs opened and metadata applied"
         );
-        let offsets_partitions = config.offsets_topic_partitions();
         let c = Arc::clone(&cluster);
-        tokio::task::spawn_blocking(move || {
-            c.ensure_internal_topic(
-                offsets::OFFSETS_TOPIC,
-                offsets_partitions,
-                groups::GroupManager::offsets_topic_configs(),
-            )
-        })
-        .await
-        .map_err(|e| StartError::Groups(groups::GroupStoreError::Encode(e.to_string())))?
-        .map_err(|e| StartError::Groups(e.into()))?;
+        tokio::task::spawn_blocking(move || c.ensure_offsets_topic(true))
+            .await
+            .map_err(|e| StartError::Groups(groups::GroupStoreError::Encode(e.to_string())))?
+            .map_err(|e| StartError::Groups(e.into()))?;
         let groups = Arc::new(
             tokio::task::block_in_place(|| groups::GroupManager::open(Arc::clone(&rm)))
                 .map_err(StartError::Groups)?,

@@ -281,8 +281,17 @@ fn coordinator(ctx: &Ctx, key_type: i8, key: &str) -> CoordinatorAnswer {
     if key_type != KEY_TYPE_GROUP {
         return unavailable("only group coordinators exist on this broker");
     }
-    let Some(topic) = ctx.rm.topic(OFFSETS_TOPIC) else {
-        return unavailable("the offsets topic does not exist yet");
+    // Created on first use when the start left it for later (see Cluster::ensure_offsets_topic).
+    let topic = match ctx.rm.topic(OFFSETS_TOPIC) {
+        Some(t) => t,
+        None => match ctx.cluster.ensure_offsets_topic(false) {
+            Ok(Some(t)) => t,
+            Ok(None) => return unavailable("the offsets topic does not exist yet"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
+                return unavailable("the offsets topic cannot be created now");
+            }
+        },
     };
     let index = partition_for(key, topic.partitions.len() as i32);
     let leader = usize::try_from(index)

@@ -295,7 +295,11 @@ pub async fn handle(
             .await;
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(metadata::find_coordinator(ctx, version, r))
+            // Off the workers: the first one may create the offsets topic.
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::FindCoordinator(metadata::find_coordinator(c, version, r))
+            })
+            .await;
         }
         other => {
             // Unreachable while SUPPORTED_APIS and this match agree; closing beats hanging.
