@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
 from e2e_util import admin_client, assert_all_delivered, base_conf, gen_records, kcat_consume_all, produce_confluent, wait_for
+from group_util import committed_offsets
 from test_cluster import Cluster
 
 FAST = {
@@ -266,3 +267,78 @@ def test_leaders_failing_again_and_again_lose_no_acknowledged_record(rcluster, f
     assert not dups, f"duplicates: {list(dups.items())[:5]}"
     assert not moved, f"values at another offset than acknowledged: {list(moved.items())[:5]}"
     assert_replicas_identical(c, "kills", n)
+
+
+def java_hash(s: str) -> int:
+    h = 0
+    for ch in s.encode("utf-16-be").decode("utf-16-be"):
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def commit_until_done(consumer: Consumer, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            consumer.commit(asynchronous=False)
+            return
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"commit not accepted within {deadline_s} s: {exc}")
+            time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+def test_a_group_keeps_consuming_and_its_committed_offsets_when_its_coordinator_dies(rcluster):
+    c = rcluster
+    n, total = 3, 3000
+    create_replicated(c.bootstrap(1), "grp", n, {"min.insync.replicas": "2"})
+    assert_all_delivered(produce_confluent(c.bootstrap(1), "grp", gen_records(total, null_values=False)))
+    group = "replicated-group"
+    conf = base_conf(",".join(c.bootstrap(i) for i in c.nodes))
+    conf.update({"group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer = Consumer(conf)
+    consumer.subscribe(["grp"])
+    seen: set[tuple[int, int]] = set()
+    try:
+        while len(seen) < total // 2:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                seen.add((m.partition(), m.offset()))
+        commit_until_done(consumer)
+        before = {tp.partition: tp.offset for tp in consumer.committed(consumer.assignment(), timeout=30)}
+        assert sum(max(o, 0) for o in before.values()) >= total // 2, before
+        # The group's offsets partition is replicated on all three; its leader coordinates it.
+        offsets_parts = partitions(c.bootstrap(1), "__consumer_offsets")
+        assert all(sorted(r) == [1, 2, 3] for _, r, _ in offsets_parts.values()), offsets_parts
+        index = (java_hash(group) & 0x7FFFFFFF) % len(offsets_parts)
+        coordinator = offsets_parts[index][0]
+        c.nodes[coordinator].kill()
+        # The new coordinator has every commit acknowledged before the kill (asked by a client
+        # of its own, bootstrapped at the survivors).
+        survivors = ",".join(b.bootstrap for i, b in c.nodes.items() if i != coordinator)
+        deadline = time.monotonic() + 60
+        after, last_error = None, None
+        while True:
+            try:
+                after = committed_offsets(survivors, group, "grp", range(n))
+                if all(after.get(p, -1) >= o for p, o in before.items()):
+                    break
+            except KafkaException as exc:
+                last_error = exc
+            assert time.monotonic() < deadline, (
+                f"committed offsets not back after the coordinator's death: {after} vs {before}, {last_error}"
+            )
+            time.sleep(0.5)
+        # And the group goes on to the end, committing through the new coordinator.
+        deadline = time.monotonic() + 120
+        while len(seen) < total and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is not None and not m.error():
+                seen.add((m.partition(), m.offset()))
+        assert len(seen) == total, f"consumed {len(seen)} of {total}"
+        commit_until_done(consumer)
+        final = {tp.partition: tp.offset for tp in consumer.committed(consumer.assignment(), timeout=30)}
+        assert sum(final.values()) == total, final
+    finally:
+        consumer.close()
