@@ -17,7 +17,7 @@ use vltava_protocol::batch;
 
 use crate::group::{CompletedResponse, Completion, GroupConfig, GroupCoordinator, Outcome};
 use crate::offsets::{OFFSETS_TOPIC, OffsetEntry, OffsetStore, OffsetsRecord, partition_for};
-use crate::replica::{AckWait, Partition, ReplicaManager, TopicError, now_ms};
+use crate::replica::{AckWait, AppendError, Partition, ReplicaManager, TopicError, now_ms};
 
 /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
 pub const OFFSETS_PARTITIONS_DEFAULT: i32 = 50;
@@ -321,7 +321,7 @@ impl GroupManager {
         &self,
         group: &str,
         records: &[OffsetsRecord],
-    ) -> Result<Option<(Arc<Partition>, i64)>, GroupStoreError> {
+    ) -> Result<Option<(Arc<Partition>, i32, i64)>, GroupStoreError> {
         if records.is_empty() {
             return Ok(None);
         }
@@ -369,8 +369,13 @@ impl GroupManager {
         .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
         let batches = batch::split_produced(buf.freeze())
             .map_err(|e| GroupStoreError::Encode(e.to_string()))?;
-        let info = partition.append_blocking(&batches)?;
-        Ok(Some((partition, info.last_offset as i64)))
+        let (info, epoch) = partition.append_blocking(&batches).map_err(|e| match e {
+            AppendError::NotLeader => {
+                GroupStoreError::NotCoordinator(format!("{OFFSETS_TOPIC}-{index}: {e}"))
+            }
+            AppendError::Storage(e) => e.into(),
+        })?;
+        Ok(Some((partition, epoch, info.last_offset as i64)))
     }
 
     /// Persists the metadata of every group whose state changed, and hands completions to
@@ -621,10 +626,10 @@ impl GroupManager {
         // A commit is acknowledged, and visible to OffsetFetch, only once the in-sync replicas
         // of the offsets partition have it (Kafka's offsets.commit.required.acks=-1), so a
         // failover of the coordinator keeps it. Kafka's error mapping for the wait.
-        if let Some((partition, last)) = written {
+        if let Some((partition, epoch, last)) = written {
             let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
             let waited = tokio::runtime::Handle::try_current()
-                .map(|h| h.block_on(partition.wait_for_high_watermark(last, timeout)));
+                .map(|h| h.block_on(partition.wait_for_high_watermark(epoch, last, timeout)));
             match waited {
                 Ok(AckWait::Replicated) => {}
                 Ok(AckWait::NotLeader) => return Err(ResponseError::NotCoordinator.code()),

@@ -1224,13 +1224,24 @@ impl Log {
     /// policy is compact only; also deletes segments entirely below the log start offset and
     /// forgets expired producers. Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        self.apply_retention_below(now_ms, u64::MAX)
+    }
+
+    /// [`Log::apply_retention`] for a replicated log: only segments wholly below `max_offset`
+    /// (the high watermark) go, as in Kafka, so that retention never removes records some
+    /// in-sync replica may not have yet.
+    pub fn apply_retention_below(
+        &mut self,
+        now_ms: i64,
+        max_offset: u64,
+    ) -> Result<usize, StorageError> {
         self.check_writable()?;
         self.clock_ms = self.clock_ms.max(now_ms);
         let retention_ms = self.config.retention_ms;
         let retention_bytes = self.config.retention_bytes;
         let deletes = self.config.cleanup_policy.deletes();
         let deleted = self.delete_oldest_while(|seg, size_after| {
-            if !deletes {
+            if !deletes || seg.next_offset() > max_offset {
                 return false;
             }
             let expired = retention_ms >= 0

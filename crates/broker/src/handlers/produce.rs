@@ -15,7 +15,9 @@ use vltava_storage::StorageError;
 
 use super::{Ctx, s};
 use crate::errors::{NONE, partition_code, storage_code};
-use crate::replica::{AckWait, Partition, PartitionLookupError, Topic, validate_topic_name};
+use crate::replica::{
+    AckWait, AppendError, Partition, PartitionLookupError, Topic, validate_topic_name,
+};
 
 /// Result of appending one partition's records.
 struct PartitionAppend {
@@ -116,7 +118,11 @@ fn append_partition(
             topic: Arc::clone(topic),
             pending,
         },
-        Err(e) => AppendStep::Done(append_failed(&topic.name, index, e)),
+        Err(AppendError::NotLeader) => AppendStep::Done(fail(
+            ResponseError::NotLeaderOrFollower.code(),
+            Some("leadership moved".into()),
+        )),
+        Err(AppendError::Storage(e)) => AppendStep::Done(append_failed(&topic.name, index, e)),
     }
 }
 
@@ -146,8 +152,8 @@ enum AppendStep {
 }
 
 impl AppendStep {
-    /// The outcome, and the partition and last offset acks=all waits for.
-    async fn finish(self) -> (PartitionAppend, Option<(Arc<Partition>, i64)>) {
+    /// The outcome, and the partition, leader epoch and last offset acks=all waits for.
+    async fn finish(self) -> (PartitionAppend, Option<(Arc<Partition>, i32, i64)>) {
         match self {
             AppendStep::Done(r) => (r, None),
             AppendStep::Pending {
@@ -156,6 +162,7 @@ impl AppendStep {
                 pending,
             } => {
                 let partition = pending.partition();
+                let epoch = pending.leader_epoch();
                 match pending.finish().await {
                     Ok(info) => (
                         PartitionAppend {
@@ -166,7 +173,7 @@ impl AppendStep {
                             log_start_offset: info.log_start_offset as i64,
                             current_leader: None,
                         },
-                        Some((partition, info.last_offset as i64)),
+                        Some((partition, epoch, info.last_offset as i64)),
                     ),
                     Err(e) => (append_failed(&topic.name, index, e), None),
                 }
@@ -248,8 +255,14 @@ pub(super) fn produce(
             tr.name = name;
             for step in steps {
                 let (res, wait) = step.finish().await;
-                if let Some((p, last)) = wait {
-                    pending.push((resp.responses.len(), tr.partition_responses.len(), p, last));
+                if let Some((p, epoch, last)) = wait {
+                    pending.push((
+                        resp.responses.len(),
+                        tr.partition_responses.len(),
+                        p,
+                        epoch,
+                        last,
+                    ));
                 }
                 let mut pr = PartitionProduceResponse::default();
                 pr.index = res.index;
@@ -288,9 +301,9 @@ pub(super) fn produce(
         if acks == -1 {
             // One deadline for the whole request, as Kafka's produce purgatory has.
             let deadline = tokio::time::Instant::now() + timeout;
-            for (ti, pi, p, last) in pending {
+            for (ti, pi, p, epoch, last) in pending {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let (code, msg) = match p.wait_for_high_watermark(last, left).await {
+                let (code, msg) = match p.wait_for_high_watermark(epoch, last, left).await {
                     AckWait::Replicated => continue,
                     AckWait::NotLeader => (
                         ResponseError::NotLeaderOrFollower.code(),

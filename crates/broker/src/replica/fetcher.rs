@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 use vltava_protocol::batch;
 
-use super::{LeaderAssignment, Partition, ReplicaManager};
+use super::{FetchPosition, LeaderAssignment, Partition, ReplicaManager};
 
 /// The Fetch version followers send: topic ids (v13), diverging epochs (v12) and the replica
 /// state with the broker epoch (v15).
@@ -125,6 +125,9 @@ pub async fn run_replica_fetchers(
 struct Followed {
     partition: Arc<Partition>,
     delayed_until: Option<Instant>,
+    /// Where the partition stood when the fetch in flight was built: its answer applies only
+    /// if nothing moved meanwhile.
+    sent: Option<FetchPosition>,
 }
 
 /// The fetch loop for the partitions led by `leader`: connect, fetch, append, repeat; the
@@ -162,6 +165,7 @@ async fn fetch_from_leader(
                     Followed {
                         partition: p,
                         delayed_until,
+                        sent: None,
                     },
                 );
             }
@@ -176,7 +180,7 @@ async fn fetch_from_leader(
             continue;
         };
         let now = Instant::now();
-        let request = build_request(&config, &mut followed, broker_epoch(), now);
+        let request = build_request(leader, &config, &mut followed, broker_epoch(), now);
         let Some(request) = request else {
             // Every partition sits out a backoff: sleep until the first is due, or until the
             // assignment changes.
@@ -262,6 +266,7 @@ async fn backoff(
 
 /// The Fetch for every partition not sitting out a backoff; `None` if there is none.
 fn build_request(
+    leader: i32,
     config: &FetcherConfig,
     followed: &mut BTreeMap<(Uuid, i32), Followed>,
     broker_epoch: i64,
@@ -269,14 +274,21 @@ fn build_request(
 ) -> Option<FetchRequest> {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for ((topic_id, index), f) in followed.iter_mut() {
+        f.sent = None;
         if f.delayed_until.is_some_and(|t| t > now) {
             continue;
         }
         f.delayed_until = None;
         let (log_end, last_epoch, log_start) = f.partition.follower_position();
+        let leader_epoch = f.partition.leader_epoch();
+        f.sent = Some(FetchPosition {
+            leader,
+            leader_epoch,
+            fetch_offset: log_end,
+        });
         let mut fp = FetchPartition::default();
         fp.partition = *index;
-        fp.current_leader_epoch = f.partition.leader_epoch();
+        fp.current_leader_epoch = leader_epoch;
         fp.fetch_offset = log_end as i64;
         fp.last_fetched_epoch = last_epoch;
         fp.log_start_offset = log_start as i64;
@@ -388,7 +400,11 @@ fn handle_response(
                 continue;
             };
             let p = Arc::clone(&f.partition);
-            let outcome = apply_partition(&p, pd);
+            // A partition this request did not ask for (or asked for before it was reset).
+            let Some(at) = f.sent.take() else {
+                continue;
+            };
+            let outcome = apply_partition(&p, at, pd);
             if let Err(why) = outcome {
                 tracing::debug!(leader, topic = %p.topic, partition = p.index, "{why}");
                 f.delayed_until = Some(now + config.backoff);
@@ -400,9 +416,12 @@ fn handle_response(
 /// One partition's part of a Fetch answer.
 fn apply_partition(
     p: &Partition,
+    at: FetchPosition,
     pd: kafka_protocol::messages::fetch_response::PartitionData,
 ) -> Result<(), String> {
     let (log_end, _, log_start) = p.follower_position();
+    // Every change below checks, under the partition's role lock, that it still follows this
+    // leader in this epoch from this offset; a stale answer changes nothing.
     match ResponseError::try_from_code(pd.error_code) {
         None => {}
         Some(ResponseError::OffsetOutOfRange) => {
@@ -411,11 +430,11 @@ fn apply_partition(
             // comes again.
             let leader_start = pd.log_start_offset.max(0) as u64;
             if log_end < leader_start {
-                p.truncate_fully_and_start_at(leader_start)
+                p.truncate_fully_and_start_at(at, leader_start)
                     .map_err(|e| format!("cannot restart the log: {e}"))?;
             } else {
                 let hw = pd.high_watermark.max(0) as u64;
-                p.truncate_to(hw.max(log_start))
+                p.truncate_to(at, hw.max(log_start))
                     .map_err(|e| format!("cannot truncate: {e}"))?;
             }
             return Ok(());
@@ -435,7 +454,7 @@ fn apply_partition(
             Some((_, our_end)) => our_end.min(leader_end),
             None => log_start.min(leader_end),
         };
-        p.truncate_to(target)
+        p.truncate_to(at, target)
             .map_err(|e| format!("cannot truncate: {e}"))?;
         return Ok(());
     }
@@ -465,6 +484,18 @@ fn apply_partition(
             first.base_offset
         ));
     }
-    p.append_as_follower(&batches, pd.high_watermark.max(0) as u64)
-        .map_err(|e| format!("cannot append the leader's batches: {e}"))
+    let leader_start = pd.log_start_offset.max(0) as u64;
+    let applied = p
+        .append_as_follower(at, &batches, pd.high_watermark.max(0) as u64)
+        .map_err(|e| format!("cannot append the leader's batches: {e}"))?;
+    if applied {
+        let at = FetchPosition {
+            fetch_offset: p.follower_position().0,
+            ..at
+        };
+        // DeleteRecords and retention on the leader reach the follower this way.
+        p.follow_log_start(at, leader_start)
+            .map_err(|e| format!("cannot follow the leader's log start: {e}"))?;
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Background log maintenance the broker's timers run: retention, time-based flushes,
 //! compaction, checkpoints, and the clean shutdown.
 
-use vltava_storage::StorageError;
+use vltava_storage::{CleanOptions, StorageError};
 
 use super::{ReplicaManager, now_ms};
 
@@ -11,7 +11,12 @@ impl ReplicaManager {
         let now = now_ms();
         for t in self.all_topics() {
             for p in t.local_partitions() {
-                match p.log().apply_retention(now) {
+                let deleted = {
+                    let mut log = p.log();
+                    let hw = log.high_watermark();
+                    log.apply_retention_below(now, hw)
+                };
+                match deleted {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(topic = %t.name, partition = p.index, segments = n, "retention deleted segments")
@@ -36,9 +41,29 @@ impl ReplicaManager {
         }
     }
 
-    /// Compacts every log whose policy includes `compact` and that has enough dirty bytes.
+    /// Compacts every log whose policy includes `compact` and that has enough dirty bytes,
+    /// never at or above its high watermark (records there may still be truncated by a leader
+    /// change, and must not have removed older values).
     pub fn clean_all(&self) {
-        match self.lock_logs().clean_all(now_ms()) {
+        let high_watermarks: std::collections::HashMap<(String, i32), u64> = self
+            .all_topics()
+            .iter()
+            .flat_map(|t| {
+                t.local_partitions()
+                    .map(|p| ((t.name.clone(), p.index), p.log().high_watermark()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let result = self
+            .lock_logs()
+            .clean_all_with(now_ms(), |tp| CleanOptions {
+                max_offset: high_watermarks
+                    .get(&(tp.topic.clone(), tp.partition))
+                    .copied()
+                    .unwrap_or(0),
+                ..CleanOptions::default()
+            });
+        match result {
             Ok(cleaned) => {
                 for (tp, stats) in cleaned {
                     tracing::info!(topic = %tp.topic, partition = tp.partition, ?stats, "compacted");

@@ -40,8 +40,9 @@ impl ReplicaManager {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(name);
+            // Deleted: no replica leads any more; acks=all waits end, parked fetches wake.
             for p in old.local_partitions() {
-                p.wake_waiters();
+                p.become_follower(-1, p.leader_epoch());
             }
             if old.local_partitions().next().is_some() {
                 self.lock_logs().delete_topic(name)?;

@@ -22,7 +22,9 @@ use uuid::Uuid;
 use vltava_storage::LogManager;
 
 pub use fetcher::run_replica_fetchers;
-pub use partition::{AckWait, Partition, PendingAppend, Watermarks, high_watermark};
+pub use partition::{
+    AckWait, AppendError, FetchPosition, Partition, PendingAppend, Watermarks, high_watermark,
+};
 pub use topic::{INTERNAL_TOPICS, PartitionState, Topic, TopicError, validate_topic_name};
 
 use crate::config::BrokerConfig;

@@ -35,6 +35,30 @@ struct HwView {
     leading: bool,
 }
 
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// This replica does not lead the partition (any more): NOT_LEADER_OR_FOLLOWER.
+    #[error("this replica is not the partition's leader")]
+    NotLeader,
+    /// The log refused or failed the write.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Where a follower's fetch stood when it was sent: an answer applies only if the replica
+/// still follows that leader in that epoch from that offset (otherwise the answer is stale:
+/// the replica changed role, or its log moved, meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    /// The leader fetched from.
+    pub leader: i32,
+    /// The leader epoch the fetch named.
+    pub leader_epoch: i32,
+    /// The fetch offset (this log's end when it was sent).
+    pub fetch_offset: u64,
+}
+
 /// How an acks=all wait ended (see [`Partition::wait_for_high_watermark`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckWait {
@@ -110,6 +134,7 @@ pub(super) fn lock_log(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
 pub struct PendingAppend {
     partition: Arc<Partition>,
     info: AppendInfo,
+    leader_epoch: i32,
     group_commit: Option<Arc<vltava_storage::GroupCommit>>,
 }
 
@@ -117,6 +142,11 @@ impl PendingAppend {
     /// The partition appended to.
     pub fn partition(&self) -> Arc<Partition> {
         Arc::clone(&self.partition)
+    }
+
+    /// The leader epoch the batches were written in: what an acks=all wait is for.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
     }
 
     /// Waits until an fsync covers the batches (with `flush.on.append`); the leader's own
@@ -191,7 +221,6 @@ impl Partition {
         {
             state.set_config(config);
             let moved = state.update_metadata(leader_epoch, partition_epoch, replicas, isr, now);
-            drop(role);
             if let Some(hw) = moved {
                 self.publish_high_watermark(hw);
             }
@@ -226,8 +255,6 @@ impl Partition {
         let moved = state.on_local_append(local_end);
         *role = Role::Leader(Box::new(state));
         self.leader_epoch.store(leader_epoch, Ordering::Release);
-        drop(role);
-        tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, log_end = end, "became leader");
         self.hw.send_modify(|v| {
             v.leader_epoch = leader_epoch;
             v.leading = true;
@@ -235,6 +262,8 @@ impl Partition {
         if let Some(hw) = moved {
             self.publish_high_watermark(hw);
         }
+        drop(role);
+        tracing::info!(topic = %self.topic, partition = self.index, leader_epoch, log_end = end, "became leader");
         self.wake_waiters();
     }
 
@@ -245,14 +274,14 @@ impl Partition {
         let was_leader = matches!(*role, Role::Leader(_));
         *role = Role::Follower { leader };
         self.leader_epoch.store(leader_epoch, Ordering::Release);
-        drop(role);
-        if was_leader {
-            tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "became follower");
-        }
         self.hw.send_modify(|v| {
             v.leader_epoch = leader_epoch;
             v.leading = false;
         });
+        drop(role);
+        if was_leader {
+            tracing::info!(topic = %self.topic, partition = self.index, leader, leader_epoch, "became follower");
+        }
         self.wake_waiters();
     }
 
@@ -274,7 +303,8 @@ impl Partition {
     }
 
     /// Sets the high watermark in the log (where the checkpoint finds it) and wakes what waits
-    /// on it: acks=all producers and parked consumer fetches.
+    /// on it: acks=all producers and parked consumer fetches. Called with the role lock held,
+    /// so that two events' publications cannot cross and leave an older value in place.
     fn publish_high_watermark(&self, hw: u64) {
         let hw = {
             let mut log = self.log();
@@ -291,12 +321,15 @@ impl Partition {
 
     /// The log end (or the fsynced end) moved: the leader's own share of the high watermark.
     fn local_end_moved(&self) {
+        let mut role = lock(&self.role);
+        self.local_end_moved_locked(&mut role);
+    }
+
+    fn local_end_moved_locked(&self, role: &mut Role) {
         let end = local_end_for_hw(&self.log());
-        let moved = match &mut *lock(&self.role) {
-            Role::Leader(state) => state.on_local_append(end),
-            Role::Follower { .. } => None,
-        };
-        if let Some(hw) = moved {
+        if let Role::Leader(state) = role
+            && let Some(hw) = state.on_local_append(end)
+        {
             self.publish_high_watermark(hw);
         }
     }
@@ -307,8 +340,8 @@ impl Partition {
     pub async fn append(
         self: &Arc<Self>,
         batches: &[(BatchHeader, Bytes)],
-    ) -> Result<AppendInfo, StorageError> {
-        self.append_start(batches)?.finish().await
+    ) -> Result<AppendInfo, AppendError> {
+        Ok(self.append_start(batches)?.finish().await?)
     }
 
     /// The part of [`Partition::append`] that writes: the batches are in the log (in the
@@ -317,26 +350,36 @@ impl Partition {
     pub fn append_start(
         self: &Arc<Self>,
         batches: &[(BatchHeader, Bytes)],
-    ) -> Result<PendingAppend, StorageError> {
+    ) -> Result<PendingAppend, AppendError> {
+        // The write happens under the role lock, in the leader state's epoch: a replica the
+        // metadata just made a follower refuses rather than write into a log that now copies
+        // another leader.
+        let mut role = lock(&self.role);
+        let Role::Leader(state) = &*role else {
+            return Err(AppendError::NotLeader);
+        };
+        let leader_epoch = state.leader_epoch();
         let (info, group_commit) = {
             let mut log = self.log();
-            let info = log.append_deferred(batches, self.leader_epoch(), now_ms())?;
+            let info = log.append_deferred(batches, leader_epoch, now_ms())?;
             (
                 info,
                 log.config().flush_on_append.then(|| log.group_commit()),
             )
         };
+        // Without flush.on.append the leader's copy counts at once: consumers of a
+        // single-replica partition must not wait for this connection's writer.
+        if !info.duplicate && group_commit.is_none() {
+            self.local_end_moved_locked(&mut role);
+        }
+        drop(role);
         if !info.duplicate {
             self.wake_replica_waiters();
-            // Without flush.on.append the leader's copy counts at once: consumers of a
-            // single-replica partition must not wait for this connection's writer.
-            if group_commit.is_none() {
-                self.local_end_moved();
-            }
         }
         Ok(PendingAppend {
             partition: Arc::clone(self),
             info,
+            leader_epoch,
             group_commit,
         })
     }
@@ -346,23 +389,35 @@ impl Partition {
     pub fn append_blocking(
         &self,
         batches: &[(BatchHeader, Bytes)],
-    ) -> Result<AppendInfo, StorageError> {
-        let info = self.log().append(batches, self.leader_epoch(), now_ms())?;
+    ) -> Result<(AppendInfo, i32), AppendError> {
+        let mut role = lock(&self.role);
+        let Role::Leader(state) = &*role else {
+            return Err(AppendError::NotLeader);
+        };
+        let leader_epoch = state.leader_epoch();
+        let info = self.log().append(batches, leader_epoch, now_ms())?;
+        if !info.duplicate {
+            self.local_end_moved_locked(&mut role);
+        }
+        drop(role);
         if !info.duplicate {
             self.wake_replica_waiters();
-            self.local_end_moved();
         }
-        Ok(info)
+        Ok((info, leader_epoch))
     }
 
     /// Waits until the high watermark passes `last_offset` (acks=all), this replica stops
-    /// leading in the current epoch, or `timeout` passes. No task per waiting request: the
+    /// leading in `epoch` (the one the records were written in), or `timeout` passes. No task per waiting request: the
     /// caller's future sleeps on the partition's high-watermark channel.
-    pub async fn wait_for_high_watermark(&self, last_offset: i64, timeout: Duration) -> AckWait {
+    pub async fn wait_for_high_watermark(
+        &self,
+        epoch: i32,
+        last_offset: i64,
+        timeout: Duration,
+    ) -> AckWait {
         let Ok(last) = u64::try_from(last_offset) else {
             return AckWait::Replicated;
         };
-        let epoch = self.leader_epoch();
         let mut rx = self.hw.subscribe();
         let waited = tokio::time::timeout(
             timeout,
@@ -463,24 +518,24 @@ impl Partition {
         broker_epoch: i64,
         fetch_offset: u64,
     ) -> Option<IsrProposal> {
-        let (moved, proposal) = match &mut *lock(&self.role) {
+        let mut role = lock(&self.role);
+        let effect = match &mut *role {
             Role::Leader(state) => {
-                let effect =
-                    state.on_follower_fetch(replica_id, broker_epoch, fetch_offset, now_ms());
-                (effect.high_watermark_moved, effect.proposal)
+                state.on_follower_fetch(replica_id, broker_epoch, fetch_offset, now_ms())
             }
-            Role::Follower { .. } => (None, None),
+            Role::Follower { .. } => return None,
         };
-        if let Some(hw) = moved {
+        if let Some(hw) = effect.high_watermark_moved {
             self.publish_high_watermark(hw);
         }
-        proposal
+        effect.proposal
     }
 
     /// Periodic check of the followers (the ISR shrinks when one lags too long) and retries of
     /// a failed ISR change.
     pub fn replication_tick(&self, now_ms: i64) -> Option<IsrProposal> {
-        let effect = match &mut *lock(&self.role) {
+        let mut role = lock(&self.role);
+        let effect = match &mut *role {
             Role::Leader(state) => state.tick(now_ms),
             Role::Follower { .. } => return None,
         };
@@ -492,7 +547,8 @@ impl Partition {
 
     /// The controller's answer to this leader's ISR change `proposal_id`.
     pub fn on_isr_change_result(&self, proposal_id: u64, result: ProposalResult) {
-        let moved = match &mut *lock(&self.role) {
+        let mut role = lock(&self.role);
+        let moved = match &mut *role {
             Role::Leader(state) => state.on_proposal_result(proposal_id, result, now_ms()),
             Role::Follower { .. } => None,
         };
@@ -527,14 +583,29 @@ impl Partition {
         self.log().end_offset_for_epoch(epoch)
     }
 
+    /// The role lock, if this replica still follows `at.leader` in `at.leader_epoch` with its
+    /// log ending at `at.fetch_offset`; `None` when the fetch answer is stale.
+    fn still_at(&self, at: FetchPosition) -> Option<MutexGuard<'_, Role>> {
+        let role = lock(&self.role);
+        let follows = matches!(*role, Role::Follower { leader } if leader == at.leader)
+            && self.leader_epoch() == at.leader_epoch
+            && self.log().log_end_offset() == at.fetch_offset;
+        follows.then_some(role)
+    }
+
     /// Appends the leader's batches unchanged (follower side) and takes the leader's high
-    /// watermark, as far as this log reaches. With `flush.on.append` the batches are fsynced
-    /// before the follower fetches again, so its reported position is durable.
+    /// watermark, as far as this log reaches, if the fetch `at` still describes this replica
+    /// (else nothing, and `false`). With `flush.on.append` the batches are fsynced before the
+    /// follower fetches again, so its reported position is durable.
     pub fn append_as_follower(
         &self,
+        at: FetchPosition,
         batches: &[(BatchHeader, Bytes)],
         leader_high_watermark: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
+        let Some(_role) = self.still_at(at) else {
+            return Ok(false);
+        };
         let hw = {
             let mut log = self.log();
             if !batches.is_empty() {
@@ -552,24 +623,55 @@ impl Partition {
             v.high_watermark = hw;
             changed
         });
-        Ok(())
+        Ok(true)
     }
 
-    /// Cuts the log back to `offset` (a follower whose log diverged from its leader's).
-    pub fn truncate_to(&self, offset: u64) -> Result<(), StorageError> {
+    /// Cuts the log back to `offset` (a follower whose log diverged from its leader's), if the
+    /// fetch `at` still describes this replica (else nothing, and `false`).
+    pub fn truncate_to(&self, at: FetchPosition, offset: u64) -> Result<bool, StorageError> {
+        let Some(_role) = self.still_at(at) else {
+            return Ok(false);
+        };
         let mut log = self.log();
         let before = log.log_end_offset();
         log.truncate_to(offset)?;
         if before > log.log_end_offset() {
             tracing::info!(topic = %self.topic, partition = self.index, from = before, to = log.log_end_offset(), "truncated diverging log");
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Empties the log and restarts it at `offset` (a follower behind the leader's log start).
-    pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<(), StorageError> {
+    /// Empties the log and restarts it at `offset` (a follower behind the leader's log start),
+    /// if the fetch `at` still describes this replica (else nothing, and `false`).
+    pub fn truncate_fully_and_start_at(
+        &self,
+        at: FetchPosition,
+        offset: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(_role) = self.still_at(at) else {
+            return Ok(false);
+        };
         tracing::info!(topic = %self.topic, partition = self.index, offset, "follower log restarted at the leader's log start");
-        self.log().truncate_fully_and_start_at(offset)
+        self.log().truncate_fully_and_start_at(offset)?;
+        Ok(true)
+    }
+
+    /// Raises a follower's log start to the leader's (DeleteRecords and retention there), as
+    /// far as its high watermark, if the fetch `at` still describes this replica.
+    pub fn follow_log_start(
+        &self,
+        at: FetchPosition,
+        leader_log_start: u64,
+    ) -> Result<(), StorageError> {
+        let Some(_role) = self.still_at(at) else {
+            return Ok(());
+        };
+        let mut log = self.log();
+        let target = leader_log_start.min(log.high_watermark());
+        if target > log.log_start_offset() {
+            log.delete_records_before(target)?;
+        }
+        Ok(())
     }
 
     /// Registers a consumer fetch to be woken when the high watermark moves.
