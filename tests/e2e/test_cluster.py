@@ -2,9 +2,10 @@
 nodes), topics spread across them, clients bootstrapped at any node, and the active controller
 killed with SIGKILL.
 
-Partitions have one replica each until replication lands, so a dead broker's partitions have no
-leader until it returns; what is checked here is the metadata layer: agreement, placement,
-routing, fencing and controller failover.
+The topics here have one replica each (test_replication.py covers replicated ones), so a dead
+broker's partitions have no leader until it returns; what is checked here is the metadata layer:
+agreement, placement, routing, fencing and controller failover, and the group coordinator, whose
+__consumer_offsets is replicated.
 """
 
 from __future__ import annotations
@@ -546,15 +547,21 @@ def test_a_group_is_coordinated_by_the_leader_of_its_offsets_partition_wherever_
     assert consumer.committed(KTopicPartition(topic, 0)) == 60
     consumer.close()
 
-    # The coordinator dies: the group has none until it returns, then it has its offsets again.
+    # The coordinator dies: __consumer_offsets is replicated on all three, so another node takes
+    # the group over, with its committed offsets, once the dead one is fenced.
     c.nodes[coord].kill()
     wait_for(
-        lambda: find_coordinator(c.bootstrap(others[0]), group)[0] == COORDINATOR_NOT_AVAILABLE,
+        lambda: find_coordinator(c.bootstrap(others[0]), group)[1] in others,
         40,
-        "the group to lose its coordinator when the broker is fenced",
+        "another node to coordinate the group when the broker is fenced",
+    )
+    wait_for(
+        lambda: committed_offsets(c.bootstrap(others[0]), group, topic, range(6)) == {p: 60 for p in range(6)},
+        30,
+        "the committed offsets through the new coordinator",
     )
     c.nodes[coord].start(timeout=60)
-    wait_for(lambda: find_coordinator(c.bootstrap(others[0]), group) == (0, coord), 60, "the coordinator back")
+    wait_for(lambda: find_coordinator(c.bootstrap(coord), group)[0] == 0, 60, "the restarted node answering")
     assert committed_offsets(c.bootstrap(1), group, topic, range(6)) == {p: 60 for p in range(6)}
 
 

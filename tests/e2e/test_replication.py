@@ -183,6 +183,50 @@ class UniqueProducer:
         assert not self.thread.is_alive(), "producer did not finish"
 
 
+class KafkaPythonProducer:
+    """kafka-python's producer (idempotent by default, acks=all) writing its own unique values
+    beside the confluent-kafka one, at a gentler pace."""
+
+    def __init__(self, bootstrap: str, topic: str, n_partitions: int):
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=10000,
+            delivery_timeout_ms=120000,
+            retries=2**31 - 1,
+        )
+        self.topic = topic
+        self.n = n_partitions
+        self.acked: dict[bytes, tuple[int, int]] = {}
+        self.failed: list[tuple[bytes, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        i = 0
+        while not self.stop.is_set():
+            value = f"kp-{i:08d}".encode()
+            fut = self.producer.send(self.topic, value=value, partition=i % self.n)
+            fut.add_callback(lambda md, v=value: self.acked.__setitem__(v, (md.partition, md.offset)))
+            fut.add_errback(lambda exc, v=value: self.failed.append((v, repr(exc))))
+            i += 1
+            time.sleep(0.002)
+        self.producer.flush(timeout=150)
+        self.producer.close(timeout=10)
+
+    def start(self):
+        self.thread.start()
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(180)
+        assert not self.thread.is_alive(), "kafka-python producer did not finish"
+
+
 def read_all(bootstrap: str, topic: str, n_partitions: int, expected: int, timeout: float = 120) -> list[tuple[int, int, bytes]]:
     conf = base_conf(bootstrap)
     conf.update({"group.id": f"read-{time.monotonic_ns()}", "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -220,8 +264,11 @@ def test_leaders_failing_again_and_again_lose_no_acknowledged_record(rcluster, f
     c = rcluster
     n = 3
     create_replicated(c.bootstrap(1), "kills", n, {"min.insync.replicas": "2"})
-    producer = UniqueProducer(",".join(c.bootstrap(i) for i in c.nodes), "kills", n)
+    bootstrap = ",".join(c.bootstrap(i) for i in c.nodes)
+    producer = UniqueProducer(bootstrap, "kills", n)
+    kproducer = KafkaPythonProducer(bootstrap, "kills", n)
     producer.start()
+    kproducer.start()
     try:
         wait_for(lambda: len(producer.acked) > 2000, 60, "records acknowledged before the first kill")
         # Three rounds of SIGKILL, two of the others (the suite's time is bounded).
@@ -249,10 +296,14 @@ def test_leaders_failing_again_and_again_lose_no_acknowledged_record(rcluster, f
             print(f"round {round_}: {fault} of leader {leader}; acked {len(producer.acked)} so far")
     finally:
         producer.finish()
+        kproducer.finish()
     assert not producer.failed, producer.failed[:10]
+    assert not kproducer.failed, kproducer.failed[:10]
+    assert len(kproducer.acked) > 100, "kafka-python's producer got almost nothing acknowledged"
     full_isr(c, "kills", timeout=90)
-    acked = producer.acked
+    acked = {**producer.acked, **kproducer.acked}
     got = read_all(c.bootstrap(2), "kills", n, len(acked))
+    print(f"acknowledged: {len(producer.acked)} (confluent-kafka), {len(kproducer.acked)} (kafka-python); read {len(got)}")
     seen: dict[bytes, list[tuple[int, int]]] = {}
     for p, o, v in got:
         seen.setdefault(v, []).append((p, o))
