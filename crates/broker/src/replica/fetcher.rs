@@ -140,6 +140,7 @@ async fn fetch_from_leader(
 ) {
     let mut conn: Option<TcpStream> = None;
     let mut correlation_id: i32 = 0;
+    let mut round: usize = 0;
     let mut followed: BTreeMap<(Uuid, i32), Followed> = BTreeMap::new();
     let mut addr = None;
     // Set whenever a wait below saw the assignment change: `changed()` marks the new value
@@ -180,7 +181,8 @@ async fn fetch_from_leader(
             continue;
         };
         let now = Instant::now();
-        let request = build_request(leader, &config, &mut followed, broker_epoch(), now);
+        round = round.wrapping_add(1);
+        let request = build_request(leader, &config, &mut followed, broker_epoch(), now, round);
         let Some(request) = request else {
             // Every partition sits out a backoff: sleep until the first is due, or until the
             // assignment changes.
@@ -271,9 +273,23 @@ fn build_request(
     followed: &mut BTreeMap<(Uuid, i32), Followed>,
     broker_epoch: i64,
     now: Instant,
+    round: usize,
 ) -> Option<FetchRequest> {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((topic_id, index), f) in followed.iter_mut() {
+    // The order rotates with every request: the leader gives its byte budget to the first
+    // partitions and lets only the first exceed it, so a fixed order could starve the last ones
+    // (a batch larger than replica.fetch.max.bytes behind busy partitions would never come).
+    let keys: Vec<(Uuid, i32)> = followed.keys().copied().collect();
+    let start = if keys.is_empty() {
+        0
+    } else {
+        round % keys.len()
+    };
+    for key in keys[start..].iter().chain(&keys[..start]) {
+        let Some(f) = followed.get_mut(key) else {
+            continue;
+        };
+        let (topic_id, index) = key;
         f.sent = None;
         if f.delayed_until.is_some_and(|t| t > now) {
             continue;
