@@ -92,9 +92,7 @@ cluster_cleanup() {
     trap '' INT TERM
     set +e   # phase_cleanup takes the status from $?, set below by a subshell's exit
     exec 2>&9
-    for i in "${!NODE_PID[@]}"; do
-        [[ -n "${NODE_PID[$i]}" ]] && kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true
-    done
+    kill_nodes
     if [[ -n "$BUILD_PID" ]] && kill -0 "$BUILD_PID" 2>/dev/null; then
         log "stopping the build of $BEFORE_REV (process group $BUILD_PID)"
         kill -TERM -- "-$BUILD_PID" 2>/dev/null || kill -TERM "$BUILD_PID" 2>/dev/null
@@ -109,7 +107,8 @@ cluster_cleanup() {
     (exit "$rc")
     phase_cleanup
 }
-declare -A NODE_PID=() NODE_PORT=() NODE_CPORT=() NODE_DATA=() NODE_STARTS=() NODE_LOG=()
+# shellcheck source=bench/lib/nodes.sh
+source "$REPO_DIR/bench/lib/nodes.sh"
 trap cluster_cleanup EXIT
 
 if [[ -n "${BENCH_CLUSTER_BEFORE_VLTAVA:-}" ]]; then
@@ -147,54 +146,9 @@ else
 fi
 
 # ----------------------------------------------------------------------------------------
-# The cluster: three combined nodes (broker + controller voter) on 127.0.0.1
+# The cluster: three combined nodes (bench/lib/nodes.sh)
 # ----------------------------------------------------------------------------------------
 
-VOTERS=""
-for ((i = 1; i <= NODES; i++)); do
-    NODE_PORT[$i]="$(free_port)"
-    NODE_CPORT[$i]="$(free_port)"
-    NODE_DATA[$i]="$PHASE_DIR/cluster/node$i"
-    NODE_STARTS[$i]=0
-    NODE_PID[$i]=""
-    VOTERS+="${VOTERS:+,}$i@127.0.0.1:${NODE_CPORT[$i]}"
-done
-ALL_ADDRS="$(for ((i = 1; i <= NODES; i++)); do printf '%s127.0.0.1:%s' "$([[ $i -gt 1 ]] && echo ,)" "${NODE_PORT[$i]}"; done)"
-ALL_IDS="$(seq -s, 1 "$NODES")"
-addr() { echo "127.0.0.1:${NODE_PORT[$1]}"; }
-
-# launch_node I: starts node I on its data dir (kept across restarts), returns at once. RUST_LOG
-# is unset so that the default filter (info) logs "this node is the active controller".
-launch_node() {
-    local i=$1
-    mkdir -p "${NODE_DATA[$i]}"
-    NODE_STARTS[$i]=$((NODE_STARTS[$i] + 1))
-    NODE_LOG[$i]="$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stderr"
-    env -u RUST_LOG "$VLTAVA" serve --node-id "$i" --listen "$(addr "$i")" \
-        --controller-listen "127.0.0.1:${NODE_CPORT[$i]}" --controller-quorum-voters "$VOTERS" \
-        --data-dir "${NODE_DATA[$i]}" --set auto.create.topics.enable=false \
-        </dev/null >"$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stdout" 2>"${NODE_LOG[$i]}" &
-    NODE_PID[$i]=$!
-    track "$!"
-}
-wait_node() {
-    local i=$1
-    wait_for_port "${NODE_PORT[$i]}" "${NODE_PID[$i]}" 90 \
-        || { tail -20 "${NODE_LOG[$i]}" >&2; die "node $i did not listen on $(addr "$i") within 90 s (log: ${NODE_LOG[$i]})"; }
-}
-node_alive() { [[ -n "${NODE_PID[$1]}" ]] && kill -0 "${NODE_PID[$1]}" 2>/dev/null; }
-check_nodes() {
-    local i
-    for ((i = 1; i <= NODES; i++)); do
-        node_alive "$i" || die "node $i died during $1 (log: ${NODE_LOG[$i]})"
-    done
-}
-# active_controller: "NODE TERM" of the highest term any node's stderr (all starts) announced.
-active_controller() {
-    cat "$PHASE_DIR"/node*-*.stderr 2>/dev/null \
-        | sed -n 's/.*this node is the active controller node=\([0-9]*\) term=\([0-9]*\).*/\2 \1/p' \
-        | sort -n | tail -1 | awk '{ print $2, $1 }'
-}
 wait_all_brokers() {
     driver "$1" wait-brokers --watch "$ALL_ADDRS" --expect "$ALL_IDS" --timeout 90
 }

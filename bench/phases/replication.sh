@@ -102,10 +102,12 @@ driver() { local name=$1; shift; py_run "$name" "$DRIVER" "$@"; }
 cdriver() { local name=$1; shift; py_run "$name" "$CDRIVER" "$@"; }
 
 # ----------------------------------------------------------------------------------------
-# The cluster: three combined nodes (broker + controller voter) on 127.0.0.1, as cluster.sh
+# The cluster: three combined nodes (bench/lib/nodes.sh), sessions shortened
 # ----------------------------------------------------------------------------------------
 
-declare -A NODE_PID=() NODE_PORT=() NODE_CPORT=() NODE_DATA=() NODE_STARTS=() NODE_LOG=()
+# shellcheck source=bench/lib/nodes.sh
+source "$REPO_DIR/bench/lib/nodes.sh"
+NODE_EXTRA_ARGS=(--set "broker.session.timeout.ms=$SESSION_MS" --set "broker.heartbeat.interval.ms=$HEARTBEAT_MS")
 repl_cleanup() {
     local rc=$? i
     trap '' INT TERM
@@ -113,54 +115,12 @@ repl_cleanup() {
     exec 2>&9
     # SIGKILL: a clean stop of the last voters would wait for a quorum already gone; the data
     # is thrown away anyway.
-    for i in "${!NODE_PID[@]}"; do
-        [[ -n "${NODE_PID[$i]}" ]] && kill -KILL "${NODE_PID[$i]}" 2>/dev/null || true
-    done
+    kill_nodes
     (exit "$rc")
     phase_cleanup
 }
 trap repl_cleanup EXIT
 
-VOTERS=""
-for ((i = 1; i <= NODES; i++)); do
-    NODE_PORT[$i]="$(free_port)"
-    NODE_CPORT[$i]="$(free_port)"
-    NODE_DATA[$i]="$PHASE_DIR/cluster/node$i"
-    NODE_STARTS[$i]=0
-    NODE_PID[$i]=""
-    VOTERS+="${VOTERS:+,}$i@127.0.0.1:${NODE_CPORT[$i]}"
-done
-ALL_ADDRS="$(for ((i = 1; i <= NODES; i++)); do printf '%s127.0.0.1:%s' "$([[ $i -gt 1 ]] && echo ,)" "${NODE_PORT[$i]}"; done)"
-ALL_IDS="$(seq -s, 1 "$NODES")"
-addr() { echo "127.0.0.1:${NODE_PORT[$1]}"; }
-# addrs I J ...: the addresses of those nodes, comma-separated.
-addrs() { local i out=""; for i in "$@"; do out+="${out:+,}$(addr "$i")"; done; echo "$out"; }
-
-launch_node() {
-    local i=$1
-    mkdir -p "${NODE_DATA[$i]}"
-    NODE_STARTS[$i]=$((NODE_STARTS[$i] + 1))
-    NODE_LOG[$i]="$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stderr"
-    env -u RUST_LOG "$VLTAVA" serve --node-id "$i" --listen "$(addr "$i")" \
-        --controller-listen "127.0.0.1:${NODE_CPORT[$i]}" --controller-quorum-voters "$VOTERS" \
-        --data-dir "${NODE_DATA[$i]}" --set auto.create.topics.enable=false \
-        --set "broker.session.timeout.ms=$SESSION_MS" --set "broker.heartbeat.interval.ms=$HEARTBEAT_MS" \
-        </dev/null >"$PHASE_DIR/node$i-${NODE_STARTS[$i]}.stdout" 2>"${NODE_LOG[$i]}" &
-    NODE_PID[$i]=$!
-    track "$!"
-}
-wait_node() {
-    local i=$1
-    wait_for_port "${NODE_PORT[$i]}" "${NODE_PID[$i]}" 90 \
-        || { tail -20 "${NODE_LOG[$i]}" >&2; die "node $i did not listen on $(addr "$i") within 90 s (log: ${NODE_LOG[$i]})"; }
-}
-node_alive() { [[ -n "${NODE_PID[$1]}" ]] && kill -0 "${NODE_PID[$1]}" 2>/dev/null; }
-check_nodes() {
-    local i
-    for ((i = 1; i <= NODES; i++)); do
-        node_alive "$i" || die "node $i died during $1 (log: ${NODE_LOG[$i]})"
-    done
-}
 # stop_node I SIG: signals node I and waits for its exit (SIGKILL after 30 s); STOP_SECS.
 stop_node() {
     local i=$1 sig=$2 t0 k
@@ -175,12 +135,6 @@ stop_node() {
     wait "${NODE_PID[$i]}" 2>/dev/null || STOP_STATUS=$?
     STOP_SECS="$(elapsed_since "$t0")"
     NODE_PID[$i]=""
-}
-# active_controller: "NODE TERM" of the highest term any node's stderr (all starts) announced.
-active_controller() {
-    cat "$PHASE_DIR"/node*-*.stderr 2>/dev/null \
-        | sed -n 's/.*this node is the active controller node=\([0-9]*\) term=\([0-9]*\).*/\2 \1/p' \
-        | sort -n | tail -1 | awk '{ print $2, $1 }'
 }
 # roles: CTL (the active controller) and A, B (the two other nodes, A < B), from the logs now.
 roles() {
