@@ -119,6 +119,13 @@ fn local_end_for_hw(log: &Log) -> u64 {
     }
 }
 
+/// Feeds the log's end to the leader state and sets a moved high watermark in the log, under
+/// the caller's guards (role, then log); returns the value to announce.
+fn local_end_moved_in(state: &mut LeaderState, log: &mut Log) -> Option<u64> {
+    let hw = state.on_local_append(local_end_for_hw(log))?;
+    Some(log.set_high_watermark(hw))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -306,11 +313,13 @@ impl Partition {
     /// on it: acks=all producers and parked consumer fetches. Called with the role lock held,
     /// so that two events' publications cannot cross and leave an older value in place.
     fn publish_high_watermark(&self, hw: u64) {
-        let hw = {
-            let mut log = self.log();
-            log.set_high_watermark(hw);
-            log.high_watermark()
-        };
+        let hw = self.log().set_high_watermark(hw);
+        self.announce_high_watermark(hw);
+    }
+
+    /// The second half of [`Partition::publish_high_watermark`], for a caller that already set
+    /// `hw` in the log under its guard (the append path, which so takes the log lock once).
+    fn announce_high_watermark(&self, hw: u64) {
         self.hw.send_if_modified(|v| {
             let changed = v.high_watermark != hw;
             v.high_watermark = hw;
@@ -326,11 +335,10 @@ impl Partition {
     }
 
     fn local_end_moved_locked(&self, role: &mut Role) {
-        let end = local_end_for_hw(&self.log());
         if let Role::Leader(state) = role
-            && let Some(hw) = state.on_local_append(end)
+            && let Some(hw) = local_end_moved_in(state, &mut self.log())
         {
-            self.publish_high_watermark(hw);
+            self.announce_high_watermark(hw);
         }
     }
 
@@ -355,22 +363,25 @@ impl Partition {
         // metadata just made a follower refuses rather than write into a log that now copies
         // another leader.
         let mut role = lock(&self.role);
-        let Role::Leader(state) = &*role else {
+        let Role::Leader(state) = &mut *role else {
             return Err(AppendError::NotLeader);
         };
         let leader_epoch = state.leader_epoch();
-        let (info, group_commit) = {
+        let (info, group_commit, moved) = {
             let mut log = self.log();
             let info = log.append_deferred(batches, leader_epoch, now_ms())?;
-            (
-                info,
-                log.config().flush_on_append.then(|| log.group_commit()),
-            )
+            let group_commit = log.config().flush_on_append.then(|| log.group_commit());
+            // Without flush.on.append the leader's copy counts at once: consumers of a
+            // single-replica partition must not wait for this connection's writer.
+            let moved = if !info.duplicate && group_commit.is_none() {
+                local_end_moved_in(state, &mut log)
+            } else {
+                None
+            };
+            (info, group_commit, moved)
         };
-        // Without flush.on.append the leader's copy counts at once: consumers of a
-        // single-replica partition must not wait for this connection's writer.
-        if !info.duplicate && group_commit.is_none() {
-            self.local_end_moved_locked(&mut role);
+        if let Some(hw) = moved {
+            self.announce_high_watermark(hw);
         }
         drop(role);
         if !info.duplicate {
@@ -391,13 +402,20 @@ impl Partition {
         batches: &[(BatchHeader, Bytes)],
     ) -> Result<(AppendInfo, i32), AppendError> {
         let mut role = lock(&self.role);
-        let Role::Leader(state) = &*role else {
+        let Role::Leader(state) = &mut *role else {
             return Err(AppendError::NotLeader);
         };
         let leader_epoch = state.leader_epoch();
-        let info = self.log().append(batches, leader_epoch, now_ms())?;
-        if !info.duplicate {
-            self.local_end_moved_locked(&mut role);
+        let (info, moved) = {
+            let mut log = self.log();
+            let info = log.append(batches, leader_epoch, now_ms())?;
+            let moved = (!info.duplicate)
+                .then(|| local_end_moved_in(state, &mut log))
+                .flatten();
+            (info, moved)
+        };
+        if let Some(hw) = moved {
+            self.announce_high_watermark(hw);
         }
         drop(role);
         if !info.duplicate {
