@@ -295,20 +295,8 @@ fn build_request(
             continue;
         }
         f.delayed_until = None;
-        let (log_end, last_epoch, log_start) = f.partition.follower_position();
-        let leader_epoch = f.partition.leader_epoch();
-        f.sent = Some(FetchPosition {
-            leader,
-            leader_epoch,
-            fetch_offset: log_end,
-        });
-        let mut fp = FetchPartition::default();
-        fp.partition = *index;
-        fp.current_leader_epoch = leader_epoch;
-        fp.fetch_offset = log_end as i64;
-        fp.last_fetched_epoch = last_epoch;
-        fp.log_start_offset = log_start as i64;
-        fp.partition_max_bytes = config.partition_max_bytes;
+        let (fp, sent) = fetch_partition(&f.partition, leader, *index, config.partition_max_bytes);
+        f.sent = Some(sent);
         match topics.last_mut() {
             Some(t) if t.topic_id == *topic_id => t.partitions.push(fp),
             _ => {
@@ -335,6 +323,32 @@ fn build_request(
     req.session_epoch = -1;
     req.topics = topics;
     Some(req)
+}
+
+/// One partition's entry of a follower fetch from `leader`, built from where the replica stands
+/// now (its log end as fetch offset, the epoch of its last batch, its log start), and that
+/// position, which the answer must still find to be applied.
+pub(super) fn fetch_partition(
+    p: &Partition,
+    leader: i32,
+    index: i32,
+    partition_max_bytes: i32,
+) -> (FetchPartition, FetchPosition) {
+    let (log_end, last_epoch, log_start) = p.follower_position();
+    let leader_epoch = p.leader_epoch();
+    let mut fp = FetchPartition::default();
+    fp.partition = index;
+    fp.current_leader_epoch = leader_epoch;
+    fp.fetch_offset = log_end as i64;
+    fp.last_fetched_epoch = last_epoch;
+    fp.log_start_offset = log_start as i64;
+    fp.partition_max_bytes = partition_max_bytes;
+    let sent = FetchPosition {
+        leader,
+        leader_epoch,
+        fetch_offset: log_end,
+    };
+    (fp, sent)
 }
 
 /// Why a fetch round trip failed.
@@ -430,7 +444,7 @@ fn handle_response(
 }
 
 /// One partition's part of a Fetch answer.
-fn apply_partition(
+pub(super) fn apply_partition(
     p: &Partition,
     at: FetchPosition,
     pd: kafka_protocol::messages::fetch_response::PartitionData,

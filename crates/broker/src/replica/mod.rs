@@ -13,6 +13,8 @@ mod maintenance;
 mod metadata;
 mod partition;
 pub mod replication;
+#[cfg(test)]
+mod sim;
 mod topic;
 
 use std::collections::{BTreeMap, HashMap};

@@ -15,7 +15,6 @@ use uuid::Uuid;
 use vltava_protocol::batch::BatchHeader;
 use vltava_storage::{AppendInfo, Log, ReadSlice, RegionSlice, StorageError};
 
-use super::now_ms;
 use super::replication::{IsrProposal, LeaderState, ProposalResult, ReplicationConfig};
 
 /// This replica's part in the partition, as of the committed metadata.
@@ -25,6 +24,37 @@ enum Role {
     Leader(Box<LeaderState>),
     /// It copies from `leader` (-1: no leader now).
     Follower { leader: i32 },
+}
+
+/// The time the leader state and the log are given: the wall clock, or in tests the simulated
+/// clock of the thread (see [`sim_clock`]), so that a simulation's lag and session rules run on
+/// its virtual milliseconds.
+fn now_ms() -> i64 {
+    #[cfg(test)]
+    if let Some(now) = sim_clock::now() {
+        return now;
+    }
+    super::now_ms()
+}
+
+/// A per-thread clock override for the replication simulation (tests only).
+#[cfg(test)]
+pub(super) mod sim_clock {
+    use std::cell::Cell;
+
+    thread_local! {
+        static NOW: Cell<Option<i64>> = const { Cell::new(None) };
+    }
+
+    /// The simulated time of this thread, if one is set.
+    pub fn now() -> Option<i64> {
+        NOW.with(Cell::get)
+    }
+
+    /// Sets (or with `None` clears) this thread's simulated time.
+    pub fn set(now: Option<i64>) {
+        NOW.with(|c| c.set(now));
+    }
 }
 
 /// What an acks=all producer waits on: the high watermark, under which leadership.
