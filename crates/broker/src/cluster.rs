@@ -17,8 +17,9 @@ use uuid::Uuid;
 use vltava_controller::controller::{
     AlterPartitionData, AlterPartitionRequest, AlterPartitionTopic, AlteredPartition,
     BrokerHeartbeatRequest, BrokerRegistrationRequest, ConfigChange, ControllerConfig,
-    ControllerError, CreateTopicRequest, CreatedTopic, HeartbeatReply, IsrMember, LEADER_RECOVERED,
-    TopicRef,
+    ControllerError, CreateTopicRequest, CreatedTopic, ElectionType, HeartbeatReply, IsrMember,
+    LEADER_RECOVERED, OngoingReassignment, PartitionResults, ReassignPartition, TopicRef,
+    list_reassignments,
 };
 use vltava_controller::image::MetadataImage;
 use vltava_controller::node::{ControllerClient, NodeConfig, QuorumNode, QuorumTiming};
@@ -169,6 +170,7 @@ fn migration_records(catalogue: &Catalogue, node_id: i32) -> Vec<MetadataRecord>
                 leader: NO_LEADER,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                ..PartitionRecord::default()
             }));
         }
         for (name, value) in &t.configs {
@@ -218,6 +220,7 @@ fn quorum_config(
             unclean_leader_election_enable: config
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v == "true"),
+            leader_imbalance_check_interval_ms: config.leader_imbalance_check_interval_ms(),
             seed: rand::random(),
             local_broker_id: local_broker,
         },
@@ -831,6 +834,41 @@ impl Cluster {
             validate_only,
         })?;
         Ok(())
+    }
+
+    /// ElectLeaders, carried out by the active controller.
+    pub fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<PartitionResults, ControllerError> {
+        match self.call_blocking(ControllerRequest::ElectLeaders {
+            election,
+            partitions,
+        })? {
+            ControllerResponse::Partitions(results) => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// AlterPartitionReassignments, carried out by the active controller.
+    pub fn alter_partition_reassignments(
+        &self,
+        topics: Vec<(String, Vec<ReassignPartition>)>,
+    ) -> Result<PartitionResults, ControllerError> {
+        match self.call_blocking(ControllerRequest::AlterPartitionReassignments(topics))? {
+            ControllerResponse::Partitions(results) => Ok(results),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// ListPartitionReassignments, from the metadata this node has applied.
+    pub fn list_partition_reassignments(
+        &self,
+        filter: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, Vec<OngoingReassignment>)> {
+        self.with_image(|image| list_reassignments(image, filter))
+            .unwrap_or_default()
     }
 
     /// Replaces (or, with `incremental`, merges into) a topic's config overrides.

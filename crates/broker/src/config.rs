@@ -165,6 +165,12 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::OneOf(&["CreateTime"]),
     ),
     ("unclean.leader.election.enable", "false", Kind::Bool),
+    ("auto.leader.rebalance.enable", "true", Kind::Bool),
+    (
+        "leader.imbalance.check.interval.seconds",
+        "300",
+        Kind::Long { min: 1 },
+    ),
     (
         "log.cleaner.delete.retention.ms",
         "86400000",
@@ -482,6 +488,14 @@ impl BrokerConfig {
     /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
     pub fn replica_lag_time_max_ms(&self) -> i64 {
         self.long("replica.lag.time.max.ms")
+    }
+    /// How often the controller moves leadership back to preferred replicas, in ms:
+    /// `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable` is on.
+    pub fn leader_imbalance_check_interval_ms(&self) -> Option<i64> {
+        (self.get("auto.leader.rebalance.enable") != Some("false")).then(|| {
+            self.long("leader.imbalance.check.interval.seconds")
+                .saturating_mul(1000)
+        })
     }
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch may park at the leader.
     pub fn replica_fetch_wait_max_ms(&self) -> i64 {

@@ -1,6 +1,7 @@
 //! `vltava cluster`: `describe` shows the brokers (address, rack, state, broker epoch) and the
 //! metadata quorum (leader, epoch, each voter's log end and lag); `add-controller` and
-//! `remove-controller` change the quorum's voters on a running cluster.
+//! `remove-controller` change the quorum's voters on a running cluster; `elect-leaders` runs
+//! preferred or unclean leader elections.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -42,6 +43,20 @@ enum ClusterCommand {
         /// The voter's id.
         #[arg(long, value_name = "ID", value_parser = clap::value_parser!(i32).range(0..))]
         node_id: i32,
+    },
+    /// Move leadership back to each partition's preferred replica where it is in sync (all
+    /// partitions, or --topic's), or with --unclean elect any live replica of partitions that
+    /// have no leader (this can lose acknowledged records).
+    ElectLeaders {
+        /// Only this topic's partitions.
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+        /// Only these partitions of --topic (repeatable).
+        #[arg(long, value_name = "P", requires = "topic", value_parser = clap::value_parser!(i32).range(0..))]
+        partition: Vec<i32>,
+        /// Unclean election instead of preferred.
+        #[arg(long)]
+        unclean: bool,
     },
 }
 
@@ -89,6 +104,11 @@ pub async fn run(args: ClusterArgs) -> Result<(), Failure> {
             println!("node {node_id} is no longer a voter");
             Ok(())
         }
+        ClusterCommand::ElectLeaders {
+            topic,
+            partition,
+            unclean,
+        } => crate::reassign::elect_leaders(&mut admin, topic, partition, unclean).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod cluster;
 mod consume;
 mod group;
 mod produce;
+mod reassign;
 mod timestamp;
 mod topic;
 
@@ -32,11 +33,11 @@ struct Cli {
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data, topics created on first use).
     Serve(ServeArgs),
-    /// The cluster: its brokers and metadata quorum.
+    /// The cluster: its brokers and metadata quorum; leader elections.
     Cluster(cluster::ClusterArgs),
     /// Consumer groups: list, describe, reset offsets, delete.
     Group(group::GroupArgs),
-    /// Topics: create, list, describe, alter, delete.
+    /// Topics: create, list, describe, alter, delete, reassign.
     Topic(topic::TopicArgs),
     /// Write lines from stdin or a file to a topic, one record per line.
     Produce(Box<produce::ProduceArgs>),
@@ -289,5 +290,77 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn move_commands_parse() {
+        let ok = |argv: &[&str]| {
+            Cli::try_parse_from(std::iter::once("vltava").chain(argv.iter().copied()))
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        };
+        ok(&[
+            "topic",
+            "reassign",
+            "t",
+            "--partition",
+            "0",
+            "--partition",
+            "1",
+            "--replicas",
+            "2,3,4",
+            "--wait",
+            "60",
+        ]);
+        ok(&["topic", "reassign", "t", "--partition", "0", "--cancel"]);
+        ok(&["topic", "reassignments", "--json"]);
+        ok(&["cluster", "elect-leaders"]);
+        ok(&[
+            "cluster",
+            "elect-leaders",
+            "--topic",
+            "t",
+            "--partition",
+            "2",
+            "--unclean",
+        ]);
+        let bad = |argv: &[&str]| {
+            assert!(
+                Cli::try_parse_from(std::iter::once("vltava").chain(argv.iter().copied())).is_err(),
+                "{argv:?}"
+            )
+        };
+        bad(&["topic", "reassign", "t", "--partition", "0"]);
+        bad(&["topic", "reassign", "t", "--replicas", "1,2"]);
+        bad(&[
+            "topic",
+            "reassign",
+            "t",
+            "--partition",
+            "0",
+            "--replicas",
+            "1,2",
+            "--cancel",
+        ]);
+        bad(&[
+            "topic",
+            "reassign",
+            "t",
+            "--partition",
+            "0",
+            "--replicas",
+            "x",
+        ]);
+        bad(&["cluster", "elect-leaders", "--partition", "1"]);
     }
 }

@@ -1,4 +1,4 @@
-//! `vltava topic`: create, list, describe, alter and delete topics.
+//! `vltava topic`: create, list, describe, alter and delete topics; reassign partitions.
 
 use std::fmt::Write as _;
 
@@ -58,6 +58,33 @@ enum TopicCommand {
         /// Topic name.
         topic: String,
     },
+    /// Move partitions to other brokers: the new replicas copy the log, and once they are in
+    /// sync leadership moves and the old replicas are removed (or --cancel a move).
+    #[command(group(ArgGroup::new("target").required(true).args(["replicas", "cancel"])))]
+    Reassign {
+        /// Topic name.
+        topic: String,
+        /// A partition to move (repeatable).
+        #[arg(long, value_name = "P", required = true, value_parser = clap::value_parser!(i32).range(0..))]
+        partition: Vec<i32>,
+        /// The target replicas, preferred leader first, e.g. 2,3,4.
+        #[arg(long, value_name = "IDS", value_parser = crate::reassign::parse_replicas)]
+        replicas: Option<crate::reassign::ReplicaList>,
+        /// Cancel the partitions' reassignment in progress.
+        #[arg(long)]
+        cancel: bool,
+        /// Wait up to this many seconds for the reassignment to complete.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        wait: Option<u64>,
+    },
+    /// The reassignments in progress.
+    Reassignments {
+        /// Only this topic's.
+        topic: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,6 +140,25 @@ pub async fn run(args: TopicArgs) -> Result<(), Failure> {
         TopicCommand::Describe { topic, json } => describe(&mut admin, &topic, json).await,
         TopicCommand::Alter(a) => alter(&mut admin, a).await,
         TopicCommand::Delete { topic } => delete(&mut admin, &topic).await,
+        TopicCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel: _,
+            wait,
+        } => {
+            crate::reassign::reassign(
+                &mut admin,
+                &topic,
+                &partition,
+                replicas.map(|r| r.0),
+                wait.map(std::time::Duration::from_secs),
+            )
+            .await
+        }
+        TopicCommand::Reassignments { topic, json } => {
+            crate::reassign::list(&mut admin, topic.as_deref(), json).await
+        }
     }
 }
 

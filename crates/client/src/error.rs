@@ -83,6 +83,8 @@ pub mod codes {
     pub const NON_EMPTY_GROUP: i16 = 68;
     /// GROUP_ID_NOT_FOUND.
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    /// ELECTION_NOT_NEEDED.
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
 }
 
 /// Everything a client call can fail with.

@@ -34,6 +34,7 @@
 pub mod admin;
 pub mod admin_cluster;
 pub mod admin_configs;
+pub mod admin_moves;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
@@ -54,6 +55,7 @@ pub use admin_cluster::{
     BrokerDescription, BrokerState, ClusterDescription, QuorumDescription, QuorumMember,
 };
 pub use admin_configs::{ConfigEntry, ConfigSource};
+pub use admin_moves::{Election, PartitionOutcome, Reassignment};
 pub use cluster::{BrokerInfo, ClientConfig, Cluster, Metadata, PartitionMetadata, TopicMetadata};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener};

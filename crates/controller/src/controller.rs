@@ -43,6 +43,10 @@ pub struct ControllerConfig {
     /// Seed of the generator of topic ids and incarnation-independent randomness, so that a run
     /// is reproducible.
     pub seed: u64,
+    /// `leader.imbalance.check.interval.seconds` in ms when `auto.leader.rebalance.enable` is
+    /// on: how often partitions led by another replica than their preferred one are moved
+    /// back. `None` turns the rebalance off.
+    pub leader_imbalance_check_interval_ms: Option<i64>,
     /// The broker id of the node this controller runs in (combined roles). That broker's
     /// previous incarnation died with this process's predecessor, so its new registration
     /// replaces the old one at once instead of waiting out the old session.
@@ -57,6 +61,7 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             max_replication_factor: Some(1),
             unclean_leader_election_enable: false,
+            leader_imbalance_check_interval_ms: None,
             seed: 0,
             local_broker_id: None,
         }
@@ -287,6 +292,8 @@ pub struct Controller {
     config: ControllerConfig,
     sessions: BTreeMap<i32, Session>,
     rng: rand::rngs::StdRng,
+    /// When the next preferred-leader rebalance is due (with the rebalance on).
+    next_rebalance_ms: Option<i64>,
 }
 
 impl Controller {
@@ -297,6 +304,7 @@ impl Controller {
             config,
             sessions: BTreeMap::new(),
             rng,
+            next_rebalance_ms: None,
         }
     }
 
@@ -309,6 +317,10 @@ impl Controller {
     /// session timeout from now to reach it, since heartbeats went to the previous controller.
     pub fn activate(&mut self, image: &MetadataImage, now_ms: i64) {
         self.sessions.clear();
+        self.next_rebalance_ms = self
+            .config
+            .leader_imbalance_check_interval_ms
+            .map(|i| now_ms.saturating_add(i));
         for b in image.brokers.values().filter(|b| !b.fenced) {
             self.sessions.insert(
                 b.id,
@@ -458,7 +470,8 @@ impl Controller {
         Ok(batch.finish(reply))
     }
 
-    /// The timer: fences every unfenced broker whose session expired. Returns the records.
+    /// The timer: fences every unfenced broker whose session expired, and when it is due runs
+    /// the preferred-leader rebalance. Returns the records.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: i64) -> Vec<MetadataRecord> {
         let mut batch = Batch::new(image);
         let expired: Vec<(i32, i64)> = image
@@ -472,18 +485,35 @@ impl Controller {
             self.fence(&mut batch, id, epoch);
             self.sessions.remove(&id);
         }
+        if let Some(interval) = self.config.leader_imbalance_check_interval_ms {
+            let due = *self
+                .next_rebalance_ms
+                .get_or_insert(now_ms.saturating_add(interval));
+            if now_ms >= due {
+                self.rebalance_leaders(&mut batch);
+                self.next_rebalance_ms = Some(now_ms.saturating_add(interval));
+            }
+        }
         batch.finish(()).records
     }
 
     /// When `tick` next has something to do, if ever.
     pub fn next_deadline_ms(&self, image: &MetadataImage) -> Option<i64> {
-        image
+        let sessions = image
             .brokers
             .values()
             .filter(|b| !b.fenced)
             .filter_map(|b| self.sessions.get(&b.id))
             .map(|s| s.last_contact_ms + self.config.session_timeout_ms + 1)
-            .min()
+            .min();
+        // Only when there is something to move back: an idle cluster does not wake for it.
+        let rebalance = self
+            .next_rebalance_ms
+            .filter(|_| self.leaders_imbalanced(image));
+        match (sessions, rebalance) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn session_alive(&self, id: i32, epoch: i64, now_ms: i64) -> bool {
@@ -1010,6 +1040,7 @@ impl Controller {
             isr: None,
             leader: None,
             replicas: None,
+            ..Default::default()
         };
         if p.leader == gone {
             let candidate = p
@@ -1093,6 +1124,7 @@ impl Controller {
                             isr,
                             leader: Some(leader),
                             replicas: None,
+                            ..Default::default()
                         });
                     }
                 }
@@ -1244,7 +1276,11 @@ fn alter_one(
         isr: Some(new_isr),
         leader: None,
         replicas: None,
+        ..Default::default()
     }));
+    // An ISR that now holds every replica a reassignment adds completes it, in the same batch,
+    // so that the answer tells the leader the final state.
+    moves::maybe_complete_reassignment(batch, topic_id, index);
     // The scratch image has the change applied: it says what the committed image will.
     batch
         .image()
@@ -1298,6 +1334,7 @@ fn new_partition(
         leader,
         leader_epoch: 0,
         partition_epoch: 0,
+        ..PartitionRecord::default()
     }
 }
 
@@ -1375,6 +1412,12 @@ impl<'a> Batch<'a> {
         }
     }
 }
+
+mod moves;
+pub use moves::{
+    ElectionType, OngoingReassignment, PartitionResults, ReassignPartition, TopicPartitions,
+    list_reassignments,
+};
 
 #[cfg(test)]
 mod tests;

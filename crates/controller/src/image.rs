@@ -57,6 +57,26 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// The partition epoch.
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment will remove once the added ones are in sync.
+    pub removing_replicas: Vec<i32>,
+    /// Replicas an ongoing reassignment adds; it completes when all of them are in the ISR.
+    pub adding_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replica set a reassignment in progress moves to (the replicas, if none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// A topic and its partitions.
@@ -245,6 +265,8 @@ impl MetadataImage {
                         leader: r.leader,
                         leader_epoch: r.leader_epoch,
                         partition_epoch: r.partition_epoch,
+                        removing_replicas: r.removing_replicas.clone(),
+                        adding_replicas: r.adding_replicas.clone(),
                     },
                 );
             }
@@ -261,6 +283,12 @@ impl MetadataImage {
                 }
                 if let Some(replicas) = &r.replicas {
                     p.replicas = replicas.clone();
+                }
+                if let Some(removing) = &r.removing_replicas {
+                    p.removing_replicas = removing.clone();
+                }
+                if let Some(adding) = &r.adding_replicas {
+                    p.adding_replicas = adding.clone();
                 }
                 if let Some(leader) = r.leader
                     && leader != p.leader
@@ -362,6 +390,8 @@ impl MetadataImage {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    removing_replicas: p.removing_replicas.clone(),
+                    adding_replicas: p.adding_replicas.clone(),
                 }));
             }
         }
@@ -565,7 +595,7 @@ mod tests {
                     partition_id: 0,
                     isr: None,
                     leader: Some(1),
-                    replicas: None,
+                    ..Default::default()
                 }),
             )
             .expect_err("unknown topic");

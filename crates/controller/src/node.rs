@@ -987,6 +987,17 @@ fn decide(
             let d = ctl.alter_partition(img, r)?;
             (d.records, ControllerResponse::AlterPartition(d.reply))
         }
+        ControllerRequest::ElectLeaders {
+            election,
+            partitions,
+        } => {
+            let d = ctl.elect_leaders(img, *election, partitions.as_deref());
+            (d.records, ControllerResponse::Partitions(d.reply))
+        }
+        ControllerRequest::AlterPartitionReassignments(topics) => {
+            let d = ctl.alter_partition_reassignments(img, topics);
+            (d.records, ControllerResponse::Partitions(d.reply))
+        }
         ControllerRequest::DescribeQuorum
         | ControllerRequest::AddObserver { .. }
         | ControllerRequest::AddVoter { .. }

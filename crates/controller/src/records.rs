@@ -97,7 +97,7 @@ pub struct TopicRecord {
 }
 
 /// PartitionRecord: a partition was created, with its full state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionRecord {
     /// The topic's id.
     pub topic_id: Uuid,
@@ -113,12 +113,16 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     /// The partition epoch (bumped by every change).
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress will remove (version 1).
+    pub removing_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress adds (version 1).
+    pub adding_replicas: Vec<i32>,
 }
 
 /// PartitionChangeRecord: a change of a partition's leader, ISR or replicas. Fields left `None`
 /// keep their value. Applying it bumps the partition epoch, and the leader epoch when the leader
 /// changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionChangeRecord {
     /// The topic's id.
     pub topic_id: Uuid,
@@ -130,6 +134,10 @@ pub struct PartitionChangeRecord {
     pub leader: Option<i32>,
     /// The new replica set.
     pub replicas: Option<Vec<i32>>,
+    /// The replicas a reassignment will remove (version 1; empty when it ends).
+    pub removing_replicas: Option<Vec<i32>>,
+    /// The replicas a reassignment adds (version 1; empty when it ends).
+    pub adding_replicas: Option<Vec<i32>>,
 }
 
 /// RemoveTopicRecord: a topic was deleted.
@@ -244,9 +252,16 @@ impl MetadataRecord {
     }
 }
 
-/// The version every record type is written in today. Each type has its own version so that one
-/// can change without the others; a reader accepts exactly the versions it knows.
-const RECORD_VERSION: u16 = 0;
+/// The version a record type is written in today. Each type has its own version so that one
+/// can change without the others; a reader accepts the versions up to it, never a newer one.
+/// PartitionRecord and PartitionChangeRecord are at 1 (reassignment's adding and removing
+/// replicas); everything else at 0.
+fn record_version(type_id: u16) -> u16 {
+    match type_id {
+        3 | 5 => 1,
+        _ => 0,
+    }
+}
 /// The version of a batch's framing.
 const BATCH_FORMAT: u8 = 0;
 /// No batch holds more records than this; a count above it is corrupt, not large.
@@ -294,7 +309,7 @@ pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
         body.clear();
         encode_body(record, &mut body);
         put_uvarint(&mut out, u64::from(record.type_id()));
-        put_uvarint(&mut out, u64::from(RECORD_VERSION));
+        put_uvarint(&mut out, u64::from(record_version(record.type_id())));
         put_uvarint(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
     }
@@ -371,6 +386,8 @@ fn encode_body(record: &MetadataRecord, out: &mut Vec<u8>) {
             put_i32(out, r.leader);
             put_i32(out, r.leader_epoch);
             put_i32(out, r.partition_epoch);
+            put_ids(out, &r.removing_replicas);
+            put_ids(out, &r.adding_replicas);
         }
         MetadataRecord::Config(r) => {
             out.push(r.resource_type as u8);
@@ -395,12 +412,14 @@ fn encode_body(record: &MetadataRecord, out: &mut Vec<u8>) {
                 }
                 None => out.push(0),
             }
-            match &r.replicas {
-                Some(replicas) => {
-                    out.push(1);
-                    put_ids(out, replicas);
+            for ids in [&r.replicas, &r.removing_replicas, &r.adding_replicas] {
+                match ids {
+                    Some(ids) => {
+                        out.push(1);
+                        put_ids(out, ids);
+                    }
+                    None => out.push(0),
                 }
-                None => out.push(0),
             }
         }
         MetadataRecord::FenceBroker(r) | MetadataRecord::UnfenceBroker(r) => {
@@ -448,7 +467,7 @@ fn decode_body(
         20 => "NoOpRecord",
         _ => return Err(RecordDecodeError::UnknownType { type_id, version }),
     };
-    if version != RECORD_VERSION {
+    if version > record_version(type_id) {
         return Err(RecordDecodeError::UnknownVersion { name, version });
     }
     Ok(match type_id {
@@ -485,15 +504,23 @@ fn decode_body(
             name: r.string()?,
             topic_id: r.uuid()?,
         }),
-        3 => MetadataRecord::Partition(PartitionRecord {
-            topic_id: r.uuid()?,
-            partition_id: r.i32()?,
-            replicas: r.ids()?,
-            isr: r.ids()?,
-            leader: r.i32()?,
-            leader_epoch: r.i32()?,
-            partition_epoch: r.i32()?,
-        }),
+        3 => {
+            let mut p = PartitionRecord {
+                topic_id: r.uuid()?,
+                partition_id: r.i32()?,
+                replicas: r.ids()?,
+                isr: r.ids()?,
+                leader: r.i32()?,
+                leader_epoch: r.i32()?,
+                partition_epoch: r.i32()?,
+                ..PartitionRecord::default()
+            };
+            if version >= 1 {
+                p.removing_replicas = r.ids()?;
+                p.adding_replicas = r.ids()?;
+            }
+            MetadataRecord::Partition(p)
+        }
         4 => MetadataRecord::Config(ConfigRecord {
             resource_type: r.u8()? as i8,
             resource_name: r.string()?,
@@ -506,12 +533,19 @@ fn decode_body(
             let isr = if r.bool()? { Some(r.ids()?) } else { None };
             let leader = if r.bool()? { Some(r.i32()?) } else { None };
             let replicas = if r.bool()? { Some(r.ids()?) } else { None };
+            let (mut removing_replicas, mut adding_replicas) = (None, None);
+            if version >= 1 {
+                removing_replicas = if r.bool()? { Some(r.ids()?) } else { None };
+                adding_replicas = if r.bool()? { Some(r.ids()?) } else { None };
+            }
             MetadataRecord::PartitionChange(PartitionChangeRecord {
                 topic_id,
                 partition_id,
                 isr,
                 leader,
                 replicas,
+                removing_replicas,
+                adding_replicas,
             })
         }
         7 => MetadataRecord::FenceBroker(BrokerFencingRecord {
@@ -779,19 +813,24 @@ pub(crate) mod tests {
                 ids(),
                 -1i32..6,
                 0i32..5,
-                0i32..5
+                0i32..5,
+                (ids(), ids())
             )
-                .prop_map(|(topic_id, partition_id, replicas, isr, leader, le, pe)| {
-                    MetadataRecord::Partition(PartitionRecord {
-                        topic_id,
-                        partition_id,
-                        replicas,
-                        isr,
-                        leader,
-                        leader_epoch: le,
-                        partition_epoch: pe,
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition_id, replicas, isr, leader, le, pe, (rm, add))| {
+                        MetadataRecord::Partition(PartitionRecord {
+                            topic_id,
+                            partition_id,
+                            replicas,
+                            isr,
+                            leader,
+                            leader_epoch: le,
+                            partition_epoch: pe,
+                            removing_replicas: rm,
+                            adding_replicas: add,
+                        })
+                    }
+                ),
             (
                 prop_oneof![Just(2i8), Just(4i8)],
                 name,
@@ -811,17 +850,23 @@ pub(crate) mod tests {
                 0i32..3,
                 proptest::option::of(ids()),
                 proptest::option::of(-1i32..6),
+                proptest::option::of(ids()),
+                proptest::option::of(ids()),
                 proptest::option::of(ids())
             )
-                .prop_map(|(topic_id, partition_id, isr, leader, replicas)| {
-                    MetadataRecord::PartitionChange(PartitionChangeRecord {
-                        topic_id,
-                        partition_id,
-                        isr,
-                        leader,
-                        replicas,
-                    })
-                }),
+                .prop_map(
+                    |(topic_id, partition_id, isr, leader, replicas, rm, add)| {
+                        MetadataRecord::PartitionChange(PartitionChangeRecord {
+                            topic_id,
+                            partition_id,
+                            isr,
+                            leader,
+                            replicas,
+                            removing_replicas: rm,
+                            adding_replicas: add,
+                        })
+                    }
+                ),
             (1i32..6, 0i64..50).prop_map(|(id, epoch)| MetadataRecord::FenceBroker(
                 BrokerFencingRecord { id, epoch }
             )),

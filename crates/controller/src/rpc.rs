@@ -14,8 +14,8 @@
 use crate::controller::{
     AlterPartitionData, AlterPartitionReply, AlterPartitionRequest, AlterPartitionTopic,
     AlterPartitionTopicReply, AlteredPartition, BrokerHeartbeatRequest, BrokerRegistrationRequest,
-    ConfigChange, ControllerError, CreateTopicRequest, CreatedTopic, DeletedTopic, HeartbeatReply,
-    IsrMember, ProducerIdBlock, TopicRef,
+    ConfigChange, ControllerError, CreateTopicRequest, CreatedTopic, DeletedTopic, ElectionType,
+    HeartbeatReply, IsrMember, PartitionResults, ProducerIdBlock, ReassignPartition, TopicRef,
 };
 use crate::records::{
     BrokerEndpoint, Reader, RecordDecodeError, put_i32, put_i64, put_ids, put_opt_str, put_str,
@@ -88,6 +88,15 @@ pub enum ControllerRequest {
     DescribeQuorum,
     /// AlterPartition (KIP-497): a partition leader proposes new ISRs.
     AlterPartition(AlterPartitionRequest),
+    /// ElectLeaders (KIP-460).
+    ElectLeaders {
+        /// Preferred or unclean.
+        election: ElectionType,
+        /// The partitions, by topic; `None` for all.
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
+    /// AlterPartitionReassignments (KIP-455).
+    AlterPartitionReassignments(Vec<(String, Vec<ReassignPartition>)>),
 }
 
 /// One quorum member as the leader sees it.
@@ -140,6 +149,8 @@ pub enum ControllerResponse {
     Quorum(QuorumInfo),
     /// AlterPartition, per topic and partition.
     AlterPartition(AlterPartitionReply),
+    /// ElectLeaders and AlterPartitionReassignments: per topic and partition.
+    Partitions(PartitionResults),
 }
 
 /// A controller node's reply.
@@ -296,6 +307,42 @@ pub fn encode_request(request: &ControllerRequest) -> Vec<u8> {
                 }
             }
         }
+        ControllerRequest::ElectLeaders {
+            election,
+            partitions,
+        } => {
+            out.push(13);
+            out.push(election.code() as u8);
+            match partitions {
+                None => out.push(0),
+                Some(topics) => {
+                    out.push(1);
+                    put_uvarint(&mut out, topics.len() as u64);
+                    for (name, indexes) in topics {
+                        put_str(&mut out, name);
+                        put_ids(&mut out, indexes);
+                    }
+                }
+            }
+        }
+        ControllerRequest::AlterPartitionReassignments(topics) => {
+            out.push(14);
+            put_uvarint(&mut out, topics.len() as u64);
+            for (name, partitions) in topics {
+                put_str(&mut out, name);
+                put_uvarint(&mut out, partitions.len() as u64);
+                for p in partitions {
+                    put_i32(&mut out, p.partition);
+                    match &p.replicas {
+                        None => out.push(0),
+                        Some(replicas) => {
+                            out.push(1);
+                            put_ids(&mut out, replicas);
+                        }
+                    }
+                }
+            }
+        }
     }
     out
 }
@@ -421,6 +468,45 @@ pub fn decode_request(bytes: &[u8]) -> Result<ControllerRequest, RpcDecodeError>
         10 => ControllerRequest::RemoveVoter { node_id: r.i32()? },
         11 => ControllerRequest::DescribeQuorum,
         12 => ControllerRequest::AlterPartition(alter_partition_request(&mut r)?),
+        13 => {
+            let election = ElectionType::from_code(r.u8()? as i8)
+                .ok_or(RecordDecodeError::Malformed("election type"))?;
+            let partitions = if r.bool()? {
+                // A topic is at least a name length and a count.
+                let n = bounded(r.len_prefix(2)?)?;
+                let mut topics = Vec::with_capacity(n);
+                for _ in 0..n {
+                    topics.push((r.string()?, r.ids()?));
+                }
+                Some(topics)
+            } else {
+                None
+            };
+            ControllerRequest::ElectLeaders {
+                election,
+                partitions,
+            }
+        }
+        14 => {
+            let n = bounded(r.len_prefix(2)?)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name = r.string()?;
+                // A partition is at least its index and a presence byte.
+                let m = bounded(r.len_prefix(5)?)?;
+                let mut partitions = Vec::with_capacity(m);
+                for _ in 0..m {
+                    let partition = r.i32()?;
+                    let replicas = if r.bool()? { Some(r.ids()?) } else { None };
+                    partitions.push(ReassignPartition {
+                        partition,
+                        replicas,
+                    });
+                }
+                topics.push((name, partitions));
+            }
+            ControllerRequest::AlterPartitionReassignments(topics)
+        }
         _ => return Err(RecordDecodeError::Malformed("unknown controller request")),
     };
     end(&r, bytes)?;
@@ -585,6 +671,24 @@ fn put_response(out: &mut Vec<u8>, response: &ControllerResponse) {
                 }
             }
         }
+        ControllerResponse::Partitions(topics) => {
+            out.push(9);
+            put_uvarint(out, topics.len() as u64);
+            for (name, partitions) in topics {
+                put_str(out, name);
+                put_uvarint(out, partitions.len() as u64);
+                for (index, result) in partitions {
+                    put_i32(out, *index);
+                    match result {
+                        Ok(()) => out.push(0),
+                        Err(e) => {
+                            out.push(1);
+                            put_error(out, e);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -663,6 +767,23 @@ fn response(r: &mut Reader<'_>) -> Result<ControllerResponse, RpcDecodeError> {
             })
         }
         8 => ControllerResponse::AlterPartition(alter_partition_reply(r)?),
+        9 => {
+            let n = bounded(r.len_prefix(2)?)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name = r.string()?;
+                // A partition is at least its index and the result byte.
+                let m = bounded(r.len_prefix(5)?)?;
+                let mut partitions = Vec::with_capacity(m);
+                for _ in 0..m {
+                    let index = r.i32()?;
+                    let result = if r.bool()? { Err(error(r)?) } else { Ok(()) };
+                    partitions.push((index, result));
+                }
+                topics.push((name, partitions));
+            }
+            ControllerResponse::Partitions(topics)
+        }
         _ => return Err(RecordDecodeError::Malformed("unknown controller response")),
     })
 }
@@ -940,6 +1061,30 @@ mod tests {
             any::<i32>().prop_map(|node_id| ControllerRequest::RemoveVoter { node_id }),
             Just(ControllerRequest::DescribeQuorum),
             alter_partition_request().prop_map(ControllerRequest::AlterPartition),
+            (
+                prop_oneof![Just(ElectionType::Preferred), Just(ElectionType::Unclean)],
+                proptest::option::of(vec(("[a-z]{1,6}", vec(any::<i32>(), 0..3)), 0..3))
+            )
+                .prop_map(|(election, partitions)| ControllerRequest::ElectLeaders {
+                    election,
+                    partitions
+                }),
+            vec(
+                (
+                    "[a-z]{1,6}",
+                    vec(
+                        (any::<i32>(), proptest::option::of(vec(any::<i32>(), 0..4))).prop_map(
+                            |(partition, replicas)| ReassignPartition {
+                                partition,
+                                replicas
+                            }
+                        ),
+                        0..3
+                    )
+                ),
+                0..3
+            )
+            .prop_map(ControllerRequest::AlterPartitionReassignments),
         ]
     }
 
@@ -1079,6 +1224,20 @@ mod tests {
                     }
                 ),
             alter_partition_reply().prop_map(ControllerResponse::AlterPartition),
+            vec(
+                (
+                    "[a-z]{1,6}",
+                    vec(
+                        (
+                            any::<i32>(),
+                            prop_oneof![Just(Ok(())), error().prop_map(Err)]
+                        ),
+                        0..3
+                    )
+                ),
+                0..3
+            )
+            .prop_map(ControllerResponse::Partitions),
         ];
         prop_oneof![
             (proptest::option::of(any::<u64>()), response).prop_map(

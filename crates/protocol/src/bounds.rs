@@ -242,6 +242,7 @@ const NULLABLE_BYTES: Ty = Ty::Bytes(true);
 const I32_ARRAY: Ty = Ty::Array(Elem::Fixed(4), false);
 const STR_ARRAY: Ty = Ty::Array(Elem::Str, false);
 const NULLABLE_STR_ARRAY: Ty = Ty::Array(Elem::Str, true);
+const NULLABLE_I32_ARRAY: Ty = Ty::Array(Elem::Fixed(4), true);
 
 const fn array(schema: &'static Schema) -> Ty {
     Ty::Array(Elem::Struct(schema), false)
@@ -344,7 +345,10 @@ static APIS: &[Api] = &[
     api(33, span(0, 2), 2, &ALTER_CONFIGS_REQUEST),
     api(37, span(0, 3), 2, &CREATE_PARTITIONS_REQUEST),
     api(42, span(0, 2), 2, &DELETE_GROUPS_REQUEST),
+    api(43, span(0, 2), 2, &ELECT_LEADERS_REQUEST),
     api(44, span(0, 1), 1, &INCREMENTAL_ALTER_CONFIGS_REQUEST),
+    api(45, span(0, 1), 0, &ALTER_PARTITION_REASSIGNMENTS_REQUEST),
+    api(46, span(0, 0), 0, &LIST_PARTITION_REASSIGNMENTS_REQUEST),
     api(47, span(0, 0), NEVER_FLEXIBLE, &OFFSET_DELETE_REQUEST),
     api(55, span(0, 2), 0, &DESCRIBE_QUORUM_REQUEST),
     api(60, span(0, 2), 0, &DESCRIBE_CLUSTER_REQUEST),
@@ -597,6 +601,42 @@ static DELETE_TOPIC_STATE: Schema = schema!("DeleteTopicState" [
 ]);
 
 // DeleteRecords (21)
+// ElectLeaders (43)
+static ELECT_LEADERS_REQUEST: Schema = schema!("ElectLeadersRequest" [
+    f("election_type", since(1), I8),
+    f("topic_partitions", ALL, nullable_array(&ELECT_LEADERS_TOPIC)),
+    f("timeout_ms", ALL, I32),
+]);
+static ELECT_LEADERS_TOPIC: Schema = schema!("TopicPartitions" [
+    f("topic", ALL, STR),
+    f("partitions", ALL, I32_ARRAY),
+]);
+
+// AlterPartitionReassignments (45)
+static ALTER_PARTITION_REASSIGNMENTS_REQUEST: Schema = schema!("AlterPartitionReassignmentsRequest" [
+    f("timeout_ms", ALL, I32),
+    f("allow_replication_factor_change", since(1), BOOL),
+    f("topics", ALL, array(&REASSIGNABLE_TOPIC)),
+]);
+static REASSIGNABLE_TOPIC: Schema = schema!("ReassignableTopic" [
+    f("name", ALL, STR),
+    f("partitions", ALL, array(&REASSIGNABLE_PARTITION)),
+]);
+static REASSIGNABLE_PARTITION: Schema = schema!("ReassignablePartition" [
+    f("partition_index", ALL, I32),
+    f("replicas", ALL, NULLABLE_I32_ARRAY),
+]);
+
+// ListPartitionReassignments (46)
+static LIST_PARTITION_REASSIGNMENTS_REQUEST: Schema = schema!("ListPartitionReassignmentsRequest" [
+    f("timeout_ms", ALL, I32),
+    f("topics", ALL, nullable_array(&LIST_PARTITION_REASSIGNMENTS_TOPIC)),
+]);
+static LIST_PARTITION_REASSIGNMENTS_TOPIC: Schema = schema!("ListPartitionReassignmentsTopics" [
+    f("name", ALL, STR),
+    f("partition_indexes", ALL, I32_ARRAY),
+]);
+
 // OffsetForLeaderEpoch (23)
 static OFFSET_FOR_LEADER_EPOCH_REQUEST: Schema = schema!("OffsetForLeaderEpochRequest" [
     f("replica_id", since(3), I32),

@@ -21,6 +21,11 @@ use kafka_protocol::messages::{
     offset_delete_request, offset_fetch_request, offset_for_leader_epoch_request, produce_request,
     sync_group_request,
 };
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, ElectLeadersRequest, ListPartitionReassignmentsRequest,
+    alter_partition_reassignments_request, elect_leaders_request,
+    list_partition_reassignments_request,
+};
 use kafka_protocol::protocol::StrBytes;
 
 /// An unknown tag on every struct, so flexible versions carry a non-empty tagged section.
@@ -91,6 +96,17 @@ macro_rules! for_api {
                 incremental_alter_configs
             ),
             ApiKey::OffsetDelete => $each!(OffsetDelete, OffsetDeleteRequest, offset_delete),
+            ApiKey::ElectLeaders => $each!(ElectLeaders, ElectLeadersRequest, elect_leaders),
+            ApiKey::AlterPartitionReassignments => $each!(
+                AlterPartitionReassignments,
+                AlterPartitionReassignmentsRequest,
+                alter_partition_reassignments
+            ),
+            ApiKey::ListPartitionReassignments => $each!(
+                ListPartitionReassignments,
+                ListPartitionReassignmentsRequest,
+                list_partition_reassignments
+            ),
             ApiKey::DescribeCluster => {
                 $each!(DescribeCluster, DescribeClusterRequest, describe_cluster)
             }
@@ -678,6 +694,64 @@ fn incremental_alter_configs(_v: i16) -> IncrementalAlterConfigsRequest {
     IncrementalAlterConfigsRequest::default()
         .with_resources(vec![resource("a"), resource("b")])
         .with_validate_only(true)
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn elect_leaders(v: i16) -> ElectLeadersRequest {
+    use elect_leaders_request::TopicPartitions;
+    let tp = |name| {
+        let t = TopicPartitions::default()
+            .with_topic(topic(name))
+            .with_partitions(vec![0, 3]);
+        if v >= 2 {
+            t.with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+        } else {
+            t
+        }
+    };
+    let r = ElectLeadersRequest::default()
+        .with_election_type(if v >= 1 { 1 } else { 0 })
+        .with_topic_partitions(Some(vec![tp("a"), tp("b")]))
+        .with_timeout_ms(30_000);
+    if v >= 2 {
+        r.with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    } else {
+        r
+    }
+}
+
+fn alter_partition_reassignments(v: i16) -> AlterPartitionReassignmentsRequest {
+    use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    let partition = |index: i32, replicas: Option<Vec<i32>>| {
+        ReassignablePartition::default()
+            .with_partition_index(index)
+            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    let t = |name| {
+        ReassignableTopic::default()
+            .with_name(topic(name))
+            .with_partitions(vec![partition(0, Some(vec![2, 3, 4])), partition(1, None)])
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(v < 1)
+        .with_topics(vec![t("a"), t("b")])
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn list_partition_reassignments(_v: i16) -> ListPartitionReassignmentsRequest {
+    use list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    let t = |name| {
+        ListPartitionReassignmentsTopics::default()
+            .with_name(topic(name))
+            .with_partition_indexes(vec![0, 1])
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(Some(vec![t("a"), t("b")]))
         .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
 }
 

@@ -9,6 +9,7 @@
 mod configs;
 mod fetch;
 mod metadata;
+mod moves;
 mod offsets;
 mod produce;
 mod producer_ids;
@@ -66,6 +67,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// Versions inside the advertised range that are nevertheless refused (see [`SUPPORTED_APIS`]).
@@ -208,6 +212,23 @@ pub async fn handle(
                 ResponseKind::CreatePartitions(topics::create_partitions(c, r))
             })
             .await;
+        }
+        RequestKind::ElectLeaders(r) => {
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::ElectLeaders(moves::elect_leaders(c, version, r))
+            })
+            .await;
+        }
+        RequestKind::AlterPartitionReassignments(r) => {
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::AlterPartitionReassignments(moves::alter_partition_reassignments(
+                    c, version, r,
+                ))
+            })
+            .await;
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(moves::list_partition_reassignments(ctx, r))
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(ctx, version, r))

@@ -119,6 +119,27 @@ fn follower_assignment(
 }
 
 impl ReplicaManager {
+    /// This node is no longer a replica of the partition (a reassignment moved it away, maybe
+    /// while this node was down): the replica stops serving and its log is deleted, as Kafka's
+    /// StopReplica with deletion does.
+    fn remove_replica(&self, topic: &str, index: i32, existing: Option<&Partition>) {
+        if let Some(local) = existing {
+            // Waiting acks=all produces end, parked fetches wake, appends are refused.
+            local.become_follower(-1, local.leader_epoch());
+        }
+        let logs = self.lock_logs();
+        if logs.get(topic, index).is_none() {
+            return;
+        }
+        let tp = vltava_storage::TopicPartition::new(topic, index);
+        match logs.delete_log(&tp) {
+            Ok(_) => tracing::info!(topic, partition = index, "removed replica: log deleted"),
+            Err(e) => {
+                tracing::error!(topic, partition = index, error = %e, "cannot delete a removed replica's log")
+            }
+        }
+    }
+
     fn topic_from_image(
         &self,
         t: &TopicImage,
@@ -173,6 +194,7 @@ impl ReplicaManager {
                     }
                 })
             } else {
+                self.remove_replica(&t.name, *index, existing.as_deref());
                 None
             };
             if let Some(local) = &local {

@@ -176,10 +176,13 @@ impl Harness {
         let mut partitions = reply.remove(0).partitions;
         assert_eq!(partitions.len(), 1);
         let (_, result) = partitions.remove(0);
-        assert_eq!(
-            d.records.len(),
-            usize::from(result.is_ok() && !d.records.is_empty()),
-            "at most one record, and none for a refusal"
+        // One record for an ISR change, two when it also completes a reassignment; none for a
+        // refusal.
+        assert!(
+            d.records.len() <= 1 + usize::from(result.is_ok())
+                && (result.is_ok() || d.records.is_empty()),
+            "{} records for {result:?}",
+            d.records.len()
         );
         if !d.records.is_empty() {
             self.commit(&d.records);
@@ -414,6 +417,7 @@ fn failover_elects_only_from_the_isr() {
         isr: Some(vec![leader, in_sync]),
         leader: None,
         replicas: None,
+        ..Default::default()
     })]);
 
     let leader_epoch = h.image.brokers[&leader].epoch;
@@ -471,6 +475,7 @@ fn unclean_election_picks_an_out_of_sync_replica_only_when_enabled() {
             isr: Some(vec![1]),
             leader: None,
             replicas: None,
+            ..Default::default()
         })]);
         let e = h.image.brokers[&1].epoch;
         h.heartbeat(1, e, true, false).expect("fence");
@@ -1142,4 +1147,316 @@ fn new_partitions_never_get_a_shutting_down_broker_in_their_isr_or_as_leader() {
     h.heartbeat(3, e, true, false).expect("fence");
     let p = h.partition("t3", 0);
     assert_eq!(p.leader, NO_LEADER, "not broker 1, which is shutting down");
+}
+
+impl Harness {
+    fn elect(
+        &mut self,
+        election: ElectionType,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> PartitionResults {
+        let d = self.ctl.elect_leaders(&self.image, election, partitions);
+        if !d.records.is_empty() {
+            self.commit(&d.records);
+        }
+        d.reply
+    }
+
+    fn elect_one(
+        &mut self,
+        election: ElectionType,
+        topic: &str,
+        index: i32,
+    ) -> Result<(), ResponseError> {
+        let mut r = self.elect(election, Some(&[(topic.to_string(), vec![index])]));
+        assert_eq!(r.len(), 1);
+        let (_, mut list) = r.remove(0);
+        assert_eq!(list.len(), 1);
+        list.remove(0).1.map_err(|e| e.error)
+    }
+
+    fn reassign(
+        &mut self,
+        topic: &str,
+        index: i32,
+        target: Option<&[i32]>,
+    ) -> Result<(), ResponseError> {
+        let d = self.ctl.alter_partition_reassignments(
+            &self.image,
+            &[(
+                topic.to_string(),
+                vec![ReassignPartition {
+                    partition: index,
+                    replicas: target.map(<[i32]>::to_vec),
+                }],
+            )],
+        );
+        if !d.records.is_empty() {
+            self.commit(&d.records);
+        }
+        d.reply[0].1[0].1.clone().map_err(|e| e.error)
+    }
+
+    /// Fences `broker` (as a failed heartbeat would) and brings it back with a new
+    /// incarnation: it is usable again but out of every ISR.
+    fn bounce(&mut self, broker: i32) {
+        let e = self.epoch(broker);
+        self.heartbeat(broker, e, true, false).expect("fence");
+        let e = self.register(broker, Uuid::from_u128(broker as u128 + 100), None);
+        self.heartbeat(broker, e, false, false).expect("heartbeat");
+    }
+}
+
+#[test]
+fn preferred_election_moves_leadership_back_only_to_an_in_sync_preferred_replica() {
+    let (mut h, leader, [f1, _]) = Harness::three_replicas();
+    assert_eq!(
+        h.partition("t", 0).replicas[0],
+        leader,
+        "the first replica leads"
+    );
+    assert_eq!(
+        h.elect_one(ElectionType::Preferred, "t", 0),
+        Err(ResponseError::ElectionNotNeeded)
+    );
+    h.bounce(leader);
+    let p = h.partition("t", 0).clone();
+    assert_ne!(p.leader, leader);
+    assert!(!p.isr.contains(&leader));
+    assert_eq!(
+        h.elect_one(ElectionType::Preferred, "t", 0),
+        Err(ResponseError::PreferredLeaderNotAvailable),
+        "the preferred replica is not in sync yet"
+    );
+    // It catches up: the new leader proposes it back into the ISR.
+    let mut isr = p.isr.clone();
+    isr.push(leader);
+    let current = p.leader;
+    h.alter(current, "t", h.proposal("t", 0, &isr))
+        .expect("expand");
+    let epoch_before = h.partition("t", 0).leader_epoch;
+    assert_eq!(h.elect_one(ElectionType::Preferred, "t", 0), Ok(()));
+    let p = h.partition("t", 0);
+    assert_eq!(p.leader, leader);
+    assert_eq!(p.leader_epoch, epoch_before + 1);
+    assert_eq!(p.isr.len(), 3, "a preferred election keeps the ISR");
+    // All partitions: only those that needed an election are answered.
+    assert!(h.elect(ElectionType::Preferred, None).is_empty());
+    assert_eq!(
+        h.elect_one(ElectionType::Preferred, "nope", 0),
+        Err(ResponseError::UnknownTopicOrPartition)
+    );
+    assert_eq!(
+        h.elect_one(ElectionType::Preferred, "t", 9),
+        Err(ResponseError::UnknownTopicOrPartition)
+    );
+    let _ = f1;
+}
+
+#[test]
+fn unclean_election_by_request_needs_a_leaderless_partition() {
+    let (mut h, leader, [f1, f2]) = Harness::three_replicas();
+    assert_eq!(
+        h.elect_one(ElectionType::Unclean, "t", 0),
+        Err(ResponseError::ElectionNotNeeded)
+    );
+    // The ISR shrinks to the leader, which then dies: the partition is offline.
+    h.alter(leader, "t", h.proposal("t", 0, &[leader]))
+        .expect("shrink");
+    let e = h.epoch(leader);
+    h.heartbeat(leader, e, true, false).expect("fence");
+    assert_eq!(h.partition("t", 0).leader, NO_LEADER);
+    assert_eq!(h.elect_one(ElectionType::Unclean, "t", 0), Ok(()));
+    let p = h.partition("t", 0);
+    assert!(
+        p.leader == f1 || p.leader == f2,
+        "an out-of-sync replica leads"
+    );
+    assert_eq!(p.isr, vec![p.leader]);
+    // Nothing usable at all: refused.
+    let (mut h, leader, followers) = Harness::three_replicas();
+    h.alter(leader, "t", h.proposal("t", 0, &[leader]))
+        .expect("shrink");
+    for b in [leader, followers[0], followers[1]] {
+        let e = h.epoch(b);
+        h.heartbeat(b, e, true, false).expect("fence");
+    }
+    assert_eq!(
+        h.elect_one(ElectionType::Unclean, "t", 0),
+        Err(ResponseError::EligibleLeadersNotAvailable)
+    );
+}
+
+#[test]
+fn auto_rebalance_moves_leaders_back_on_its_interval() {
+    let mut h = Harness::new(ControllerConfig {
+        max_replication_factor: None,
+        leader_imbalance_check_interval_ms: Some(300_000),
+        ..ControllerConfig::default()
+    });
+    for id in 1..=3 {
+        h.join(id, None);
+    }
+    let now = h.now_ms;
+    h.ctl.activate(&h.image, now);
+    h.create("t", 1, 3).expect("create");
+    let preferred = h.partition("t", 0).replicas[0];
+    h.bounce(preferred);
+    let p = h.partition("t", 0).clone();
+    let mut isr = p.isr.clone();
+    isr.push(preferred);
+    h.alter(p.leader, "t", h.proposal("t", 0, &isr))
+        .expect("expand");
+    let deadline = h.ctl.next_deadline_ms(&h.image).expect("a deadline");
+    assert!(deadline <= now + 300_000);
+    // Keep every session alive while time passes.
+    let mut t = 0;
+    while t < 300_000 {
+        h.advance(3_000);
+        t += 3_000;
+        for b in 1..=3 {
+            let e = h.epoch(b);
+            h.heartbeat(b, e, false, false).expect("heartbeat");
+        }
+        h.tick();
+        if h.partition("t", 0).leader == preferred {
+            break;
+        }
+    }
+    assert_eq!(
+        h.partition("t", 0).leader,
+        preferred,
+        "rebalanced within the interval"
+    );
+    assert!(t >= 297_000, "not before the interval ({t} ms)");
+    assert!(!h.ctl.leaders_imbalanced(&h.image));
+}
+
+#[test]
+fn reassignment_adds_waits_for_sync_then_removes_and_moves_leadership() {
+    let mut h = Harness::replicated();
+    for id in 1..=4 {
+        h.join(id, None);
+    }
+    let d = h.ctl.create_topics(
+        &h.image,
+        &[CreateTopicRequest {
+            name: "t".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: BTreeMap::from([(0, vec![1, 2, 3])]),
+            configs: Vec::new(),
+        }],
+        false,
+    );
+    assert!(d.reply[0].1.is_ok(), "{:?}", d.reply);
+    h.commit(&d.records);
+    assert_eq!(h.partition("t", 0).leader, 1);
+    assert_eq!(h.reassign("t", 0, Some(&[2, 3, 4])), Ok(()));
+    let p = h.partition("t", 0).clone();
+    assert_eq!(
+        p.replicas,
+        vec![2, 3, 4, 1],
+        "targets first, then the replicas leaving"
+    );
+    assert_eq!(p.adding_replicas, vec![4]);
+    assert_eq!(p.removing_replicas, vec![1]);
+    assert_eq!(
+        p.leader, 1,
+        "the leader stays until the new replicas are in sync"
+    );
+    assert_eq!(p.isr, vec![1, 2, 3]);
+    let listed = list_reassignments(&h.image, None);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1[0].adding_replicas, vec![4]);
+
+    // A second request for the same target is a no-op restart, not an error.
+    assert_eq!(h.reassign("t", 0, Some(&[2, 3, 4])), Ok(()));
+    assert!(h.partition("t", 0).is_reassigning());
+
+    // Replica 4 catches up: the leader's expansion completes the reassignment.
+    let answer = h
+        .alter(1, "t", h.proposal("t", 0, &[1, 2, 3, 4]))
+        .expect("expand");
+    let p = h.partition("t", 0).clone();
+    assert_eq!(p.replicas, vec![2, 3, 4]);
+    assert_eq!(p.isr, vec![2, 3, 4]);
+    assert!(!p.is_reassigning());
+    assert_eq!(p.leader, 2, "the first in-sync target replica takes over");
+    assert_eq!(
+        answer.leader_id, 2,
+        "the answer tells the old leader the final state"
+    );
+    assert!(list_reassignments(&h.image, None).is_empty());
+}
+
+#[test]
+fn reassignment_is_validated_and_can_be_cancelled() {
+    let (mut h, leader, _) = Harness::three_replicas();
+    h.join(4, None);
+    let replicas = h.partition("t", 0).replicas.clone();
+    for bad in [vec![], vec![1, 1, 2], vec![1, 2, 9]] {
+        assert_eq!(
+            h.reassign("t", 0, Some(&bad)),
+            Err(ResponseError::InvalidReplicaAssignment),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        h.reassign("t", 0, None),
+        Err(ResponseError::NoReassignmentInProgress)
+    );
+    assert_eq!(
+        h.reassign("nope", 0, Some(&[1])),
+        Err(ResponseError::UnknownTopicOrPartition)
+    );
+    // The same replicas: nothing to do.
+    let epoch = h.partition("t", 0).partition_epoch;
+    assert_eq!(h.reassign("t", 0, Some(&replicas)), Ok(()));
+    assert_eq!(h.partition("t", 0).partition_epoch, epoch);
+    // A reordering takes effect at once, with nothing to copy.
+    let mut reordered = replicas.clone();
+    reordered.reverse();
+    assert_eq!(h.reassign("t", 0, Some(&reordered)), Ok(()));
+    let p = h.partition("t", 0).clone();
+    assert_eq!(p.replicas, reordered);
+    assert!(!p.is_reassigning());
+    assert_eq!(p.leader, leader, "a reordering does not elect");
+
+    // Move one replica to broker 4, then cancel: back where it was, 4 gone.
+    let target = vec![reordered[0], reordered[1], 4];
+    assert_eq!(h.reassign("t", 0, Some(&target)), Ok(()));
+    assert!(h.partition("t", 0).is_reassigning());
+    assert_eq!(h.reassign("t", 0, None), Ok(()));
+    let p = h.partition("t", 0).clone();
+    assert!(!p.is_reassigning());
+    let mut sorted = p.replicas.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2, 3]);
+    assert_eq!(p.leader, leader);
+}
+
+#[test]
+fn metadata_records_of_version_zero_still_decode() {
+    // A log written before reassignment existed holds version-0 partition records.
+    let record = MetadataRecord::PartitionChange(PartitionChangeRecord {
+        topic_id: Uuid::from_u128(5),
+        partition_id: 1,
+        isr: Some(vec![1, 2]),
+        leader: Some(2),
+        replicas: None,
+        ..Default::default()
+    });
+    let v1 = crate::records::encode_batch(std::slice::from_ref(&record));
+    // The v1 body ends with two absent options; a v0 one stops before them.
+    let mut v0 = v1.clone();
+    v0.truncate(v0.len() - 2);
+    // Frame: format, count, type, version, length.
+    assert_eq!(v0[3], 1, "the version byte");
+    v0[3] = 0;
+    v0[4] -= 2;
+    assert_eq!(
+        crate::records::decode_batch(&v0).expect("v0 decodes"),
+        vec![record]
+    );
 }

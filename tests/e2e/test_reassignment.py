@@ -1,0 +1,164 @@
+"""Operator moves on a replicated cluster of real `vltava serve` processes: a partition
+reassigned from brokers {1,2,3} to {2,3,4} while two idempotent acks=all producers write to it
+(`vltava topic reassign`), preferred-leader election on request (`vltava cluster
+elect-leaders`) and by the controller's periodic rebalance (`auto.leader.rebalance.enable`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from conftest import Broker, free_port
+from e2e_util import admin_client, wait_for
+from group_util import GROUP_SETTINGS
+from test_cluster import Cluster, vltava_cli
+from test_replication import (
+    FAST,
+    KafkaPythonProducer,
+    UniqueProducer,
+    full_isr,
+    log_bytes,
+    partitions,
+    read_all,
+)
+
+
+def start_cluster(base: Path, extra: dict | None = None) -> Cluster:
+    c = Cluster(base)
+    for b in c.nodes.values():
+        b.settings.update(FAST)
+        b.settings.update(extra or {})
+    c.start()
+    return c
+
+
+def dump_logs(request, nodes) -> None:
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed:
+        for b in nodes:
+            print(f"\n===== {b.data_dir} stderr (tail) =====\n{b.stderr_tail()}")
+
+
+@pytest.mark.timeout(300)
+def test_reassignment_to_other_brokers_under_load_loses_nothing(request, tmp_path_factory, tmp_path):
+    c = start_cluster(tmp_path_factory.mktemp("reassign"))
+    ctrl4 = free_port()
+    node4 = Broker(
+        Path(tempfile.mkdtemp(prefix="node4-", dir=tmp_path)),
+        {
+            **GROUP_SETTINGS,
+            **FAST,
+            "node.id": 4,
+            "controller.listen": f"127.0.0.1:{ctrl4}",
+            "controller.quorum.bootstrap.servers": ",".join(f"127.0.0.1:{p}" for p in c.controller_ports.values()),
+        },
+        port=free_port(),
+    )
+    try:
+        node4.start(timeout=60)
+        everyone = {**c.nodes, 4: node4}
+        c.wait_brokers({1, 2, 3, 4}, via=everyone.values())
+        admin = admin_client(c.bootstrap(1))
+        admin.create_topics(
+            [NewTopic("moving", num_partitions=1, replica_assignment=[[1, 2, 3]], config={"min.insync.replicas": "2"})]
+        )["moving"].result(30)
+        wait_for(lambda: 0 in partitions(c.bootstrap(1), "moving"), 30, "the topic in metadata")
+        assert partitions(c.bootstrap(1), "moving")[0][:2] == (1, [1, 2, 3])
+
+        bootstrap = ",".join(b.bootstrap for b in everyone.values())
+        producer = UniqueProducer(bootstrap, "moving", 1)
+        kproducer = KafkaPythonProducer(bootstrap, "moving", 1)
+        producer.start()
+        kproducer.start()
+        try:
+            wait_for(lambda: len(producer.acked) > 3000, 60, "records acknowledged before the move")
+            cli = ["--bootstrap-server", c.bootstrap(3)]
+            out = vltava_cli("topic", "reassign", "moving", "--partition", "0", "--replicas", "2,3,4", "--wait", "120", *cli)
+            assert "reassignment complete" in out, out
+            before = len(producer.acked)
+            wait_for(lambda: len(producer.acked) > before + 2000, 60, "writes acknowledged after the move")
+        finally:
+            producer.finish()
+            kproducer.finish()
+
+        leader, replicas, isr = partitions(node4.bootstrap, "moving")[0]
+        assert replicas == [2, 3, 4], replicas
+        assert leader == 2, f"the first in-sync target replica leads, not {leader}"
+        assert json.loads(vltava_cli("topic", "reassignments", "--json", *cli)) == []
+        # Broker 1 is no longer a replica: its copy is deleted.
+        wait_for(lambda: not (c.nodes[1].data_dir / "moving-0").exists(), 30, "broker 1's replica deleted")
+
+        assert not producer.failed, producer.failed[:10]
+        assert not kproducer.failed, kproducer.failed[:10]
+        acked = {**producer.acked, **kproducer.acked}
+        got = read_all(node4.bootstrap, "moving", 1, len(acked))
+        seen: dict[bytes, list[int]] = {}
+        for _, o, v in got:
+            seen.setdefault(v, []).append(o)
+        lost = [v for v in acked if v not in seen]
+        dups = {v: at for v, at in seen.items() if len(at) > 1}
+        print(f"acknowledged {len(producer.acked)} + {len(kproducer.acked)}; read {len(got)}")
+        assert not lost, f"{len(lost)} acknowledged values lost, e.g. {lost[:5]}"
+        assert not dups, f"duplicates: {list(dups.items())[:5]}"
+        # The new replica holds the same bytes as the two that stayed.
+        wait_for(
+            lambda: len({log_bytes(everyone[i].data_dir, "moving", 0) for i in (2, 3, 4)}) == 1,
+            60,
+            "identical replicas on 2, 3 and 4",
+        )
+
+        # A reordering is immediate and elects nobody; elect-leaders then moves leadership to
+        # the new preferred replica.
+        vltava_cli("topic", "reassign", "moving", "--partition", "0", "--replicas", "3,2,4", *cli)
+        wait_for(lambda: partitions(node4.bootstrap, "moving")[0][1] == [3, 2, 4], 30, "replicas reordered")
+        assert partitions(node4.bootstrap, "moving")[0][0] == 2
+        out = vltava_cli("cluster", "elect-leaders", "--topic", "moving", *cli)
+        assert "moving-0: leader elected" in out, out
+        wait_for(lambda: partitions(node4.bootstrap, "moving")[0][0] == 3, 30, "broker 3 leading")
+        out = vltava_cli("cluster", "elect-leaders", *cli)
+        assert "no leader election needed" in out, out
+    finally:
+        dump_logs(request, [*c.nodes.values(), node4])
+        node4.kill() if node4.is_running() else None
+        c.close()
+
+
+@pytest.mark.timeout(240)
+def test_leadership_returns_to_the_preferred_replica_by_itself(request, tmp_path_factory):
+    c = start_cluster(
+        tmp_path_factory.mktemp("rebalance"),
+        {"auto.leader.rebalance.enable": "true", "leader.imbalance.check.interval.seconds": 2},
+    )
+    try:
+        admin = admin_client(c.bootstrap(1))
+        admin.create_topics([NewTopic("pref", num_partitions=3, replication_factor=3)])["pref"].result(30)
+        wait_for(lambda: len(partitions(c.bootstrap(1), "pref")) == 3, 30, "the topic in metadata")
+        full_isr(c, "pref")
+        preferred = {p: replicas[0] for p, (_, replicas, _) in partitions(c.bootstrap(1), "pref").items()}
+        assert all(partitions(c.bootstrap(1), "pref")[p][0] == preferred[p] for p in preferred)
+        victim_partition = 0
+        victim = preferred[victim_partition]
+        c.nodes[victim].kill()
+        other = next(i for i in c.nodes if i != victim)
+        wait_for(
+            lambda: partitions(c.bootstrap(other), "pref")[victim_partition][0] not in (victim, -1),
+            30,
+            f"a new leader than the killed {victim}",
+        )
+        c.nodes[victim].start(timeout=60)
+        t0 = time.monotonic()
+        wait_for(
+            lambda: all(leader == preferred[p] for p, (leader, _, _) in partitions(c.bootstrap(other), "pref").items()),
+            60,
+            "every partition led by its preferred replica again",
+        )
+        print(f"leadership back {time.monotonic() - t0:.1f} s after the restart")
+    finally:
+        dump_logs(request, c.nodes.values())
+        c.close()
