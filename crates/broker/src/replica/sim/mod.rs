@@ -294,6 +294,8 @@ struct Ctl {
     image: Arc<MetadataImage>,
     next_push: i64,
     last_leaders: BTreeMap<i32, (i32, i32)>,
+    /// When each broker's last heartbeat arrived.
+    last_heartbeat: BTreeMap<i32, i64>,
 }
 
 impl Ctl {
@@ -325,6 +327,7 @@ impl Ctl {
                 net.send(now, CTL, from, Msg::Registered(reply));
             }
             Msg::Heartbeat(req) => {
+                self.last_heartbeat.insert(req.broker_id, now);
                 let reply = self.controller.heartbeat(&self.image, &req, now).map(|d| {
                     self.commit(&d.records);
                     d.reply
@@ -1470,6 +1473,7 @@ impl Sim {
                 image: Arc::new(MetadataImage::default()),
                 next_push: T0,
                 last_leaders: BTreeMap::new(),
+                last_heartbeat: BTreeMap::new(),
             },
             brokers: BROKERS
                 .iter()
@@ -1817,9 +1821,19 @@ impl Sim {
     /// the controller), the ISR shrinks to the broker that lost them, which then leads again
     /// with a short log (the "last replica standing" case that KIP-966's eligible leader
     /// replicas, not built yet, address). So a power loss hits only a healthy cluster (no
-    /// other fault active, every broker up and unfenced, every ISR holding another member),
-    /// and until that broker is back in every ISR only it may fail again.
+    /// fault active, every broker up, unfenced and fresh from a heartbeat, so that no session
+    /// still runs out because of an earlier fault, every ISR full), and until that broker is
+    /// back in every ISR only it may fail again.
     fn power_loss_allowed(&self, target: i32) -> bool {
+        let fresh = BROKERS.iter().all(|b| {
+            self.ctl
+                .last_heartbeat
+                .get(b)
+                .is_some_and(|t| self.now - t <= 2 * HEARTBEAT_MS)
+        });
+        if !fresh {
+            return false;
+        }
         let now = self.now;
         if self
             .brokers
@@ -1836,7 +1850,7 @@ impl Sim {
         };
         t.partitions
             .values()
-            .all(|p| p.isr.iter().any(|r| *r != target))
+            .all(|p| p.isr.len() == p.replicas.len() && p.isr.iter().any(|r| *r != target))
     }
 
     fn heal(&mut self) {
