@@ -2135,6 +2135,15 @@ fn replication_survives_seeded_fault_schedules() {
         started.elapsed().as_secs_f64()
     );
     if !single {
+        // A seed replays exactly: the failure a seed prints is the failure it reproduces.
+        let again = run_seed(seeds[0]).map_err(|(e, _)| e);
+        let first = run_seed(seeds[0]).map_err(|(e, _)| e);
+        assert_eq!(
+            format!("{again:?}"),
+            format!("{first:?}"),
+            "seed {} is not deterministic",
+            seeds[0]
+        );
         // The faults were real: a simulation in which nothing failed proves nothing.
         assert!(total.lost > 0, "no message was lost: {total:?}");
         assert!(
