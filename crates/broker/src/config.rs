@@ -117,6 +117,17 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::Int { min: 1024 },
     ),
     ("replica.fetch.backoff.ms", "1000", Kind::Long { min: 0 }),
+    // KIP-392: empty (Kafka's null) serves consumers from the leader only.
+    (
+        "replica.selector.class",
+        "",
+        Kind::OneOf(&[
+            "",
+            "org.apache.kafka.common.replica.RackAwareReplicaSelector",
+            "RackAwareReplicaSelector",
+            "rack-aware",
+        ]),
+    ),
     ("compression.type", "producer", Kind::OneOf(&["producer"])),
     ("log.cleanup.policy", "delete", Kind::Policy),
     ("log.cleaner.min.cleanable.ratio", "0.5", Kind::Ratio),
@@ -516,6 +527,13 @@ impl BrokerConfig {
     /// `replica.fetch.backoff.ms`: the pause after a failed follower fetch.
     pub fn replica_fetch_backoff_ms(&self) -> u64 {
         self.long("replica.fetch.backoff.ms").max(0) as u64
+    }
+    /// `replica.selector.class`: which replica serves a consumer's fetch (KIP-392).
+    pub fn replica_selector(&self) -> crate::replica::selector::ReplicaSelector {
+        crate::replica::selector::ReplicaSelector::parse(
+            self.get("replica.selector.class").unwrap_or(""),
+        )
+        .unwrap_or_default()
     }
     /// `broker.heartbeat.interval.ms`.
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {

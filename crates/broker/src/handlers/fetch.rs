@@ -2,7 +2,17 @@
 //! the log end, with their position fed to the leader's replication state and a diverging
 //! epoch where their log parted from ours), parking the request until `min_bytes` arrive or its
 //! wait runs out.
+//!
+//! With `replica.selector.class` set (KIP-392), a leader answers a consumer's Fetch v11+ that
+//! carries a `rack_id` with the replica to read from instead ([`crate::replica::selector`]):
+//! no records, `preferred_read_replica` set. Followers then serve consumer fetches (v11+) up
+//! to their own high watermark, which they take from the leader's fetch answers: an offset
+//! between it and their log end is an empty answer, one beyond their log end (or below their
+//! log start) OFFSET_OUT_OF_RANGE, after the KIP-320 epoch check (FENCED_LEADER_EPOCH /
+//! UNKNOWN_LEADER_EPOCH against the leader epoch this node knows). Followers never name a
+//! preferred read replica themselves.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +28,24 @@ use vltava_storage::FileRegion;
 
 use super::Ctx;
 use crate::errors::{partition_code, storage_code};
-use crate::replica::{PartitionLookupError, ReplicaManager, Topic};
+use crate::replica::selector::{
+    FollowerProgress, PartitionView, ReplicaSelector, preferred_read_replica,
+};
+use crate::replica::{Partition, PartitionLookupError, ReplicaManager, Topic, now_ms};
+
+/// How a consumer's fetch may be served (KIP-392): from followers too, and whether the leader
+/// picks a replica in the client's rack.
+#[derive(Debug, Default)]
+struct ReadReplicas {
+    /// `replica.selector.class`.
+    selector: ReplicaSelector,
+    /// This consumer fetch may be served by a follower (a selector is configured, v11+).
+    from_followers: bool,
+    /// The consumer's `client.rack`, when the leader has to choose for it.
+    client_rack: Option<String>,
+    /// The live brokers and their racks (only looked up when there is a rack to match).
+    alive: BTreeMap<i32, Option<String>>,
+}
 
 /// A Fetch response plus, per partition in response order, the file ranges that hold its
 /// records (`None`: the partition's `records` field is used as is).
@@ -83,6 +110,7 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             (t, ft)
         })
         .collect();
+    let reads = read_replicas(ctx, version, &req, replica.is_some());
     let notify = Arc::new(Notify::new());
     loop {
         // Register before reading so an append between the read and the wait still wakes us.
@@ -91,19 +119,21 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             for (t, ft) in &resolved {
                 if let Some(t) = t {
                     for fp in &ft.partitions {
-                        if let Ok(p) = ctx.rm.partition(t, fp.partition) {
-                            if replica.is_some() {
+                        if replica.is_some() {
+                            if let Ok(p) = ctx.rm.partition(t, fp.partition) {
                                 p.add_replica_waiter(&notify);
-                            } else {
-                                p.add_waiter(&notify);
                             }
+                        } else if let Some(p) = hosted(t, fp.partition) {
+                            // A leader's or (KIP-392) a follower's high watermark.
+                            p.add_waiter(&notify);
                         }
                     }
                 }
             }
         }
-        let (resp, bytes, has_error) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica);
-        if !waiting || bytes >= min_bytes || has_error {
+        let (resp, bytes, answer_now) =
+            fetch_once(&ctx.rm, version, &resolved, max_bytes, replica, &reads);
+        if !waiting || bytes >= min_bytes || answer_now {
             return with_leader_endpoints(ctx, version, resp);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -111,10 +141,118 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             .await
             .is_err()
         {
-            let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica);
+            let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica, &reads);
             return with_leader_endpoints(ctx, version, resp);
         }
     }
+}
+
+/// What KIP-392 allows for this request: followers serve consumer fetches from v11 (the
+/// version that added `rack_id` and `preferred_read_replica`) when a selector is configured.
+fn read_replicas(ctx: &Ctx, version: i16, req: &FetchRequest, from_replica: bool) -> ReadReplicas {
+    let selector = ctx.rm.config().replica_selector();
+    if from_replica || version < 11 || !selector.is_configured() {
+        return ReadReplicas::default();
+    }
+    let client_rack = Some(req.rack_id.to_string()).filter(|r| !r.is_empty());
+    let alive = if client_rack.is_some() {
+        super::metadata::live_brokers(ctx)
+            .into_iter()
+            .map(|(id, _, _, rack)| (id, rack))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    ReadReplicas {
+        selector,
+        from_followers: true,
+        client_rack,
+        alive,
+    }
+}
+
+/// This node's replica of partition `index`, if it hosts one.
+fn hosted(topic: &Topic, index: i32) -> Option<&Arc<Partition>> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .and_then(|p| p.local.as_ref())
+}
+
+/// The partition as a consumer may read it here: as leader (`true`), or with KIP-392 as a
+/// follower (`false`), after the KIP-320 check of the epoch the consumer names against the
+/// leader epoch this node knows (Kafka's `Partition.getLocalLog` without `requireLeader`).
+fn consumer_partition(
+    rm: &ReplicaManager,
+    topic: &Topic,
+    index: i32,
+    current_leader_epoch: i32,
+    from_followers: bool,
+) -> Result<(Arc<Partition>, bool), PartitionLookupError> {
+    let state = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(PartitionLookupError::Unknown)?;
+    match &state.local {
+        Some(local) if from_followers && state.leader != rm.node_id() => {
+            if current_leader_epoch >= 0 {
+                if current_leader_epoch < state.leader_epoch {
+                    return Err(PartitionLookupError::FencedLeaderEpoch);
+                }
+                if current_leader_epoch > state.leader_epoch {
+                    return Err(PartitionLookupError::UnknownLeaderEpoch);
+                }
+            }
+            Ok((Arc::clone(local), false))
+        }
+        _ => rm
+            .partition_at_epoch(topic, index, current_leader_epoch)
+            .map(|p| (p, true)),
+    }
+}
+
+/// The leader's choice of read replica for a consumer fetch at `fetch_offset`, when it is not
+/// the leader itself.
+fn choose_read_replica(
+    partition: &Partition,
+    leader: i32,
+    reads: &ReadReplicas,
+    fetch_offset: i64,
+) -> Option<i32> {
+    let rack = reads.client_rack.as_deref()?;
+    let now = now_ms();
+    partition
+        .with_leader_state(|state| {
+            let progress: BTreeMap<i32, FollowerProgress> = state
+                .replicas()
+                .iter()
+                .filter_map(|&id| {
+                    let (log_end_offset, last_caught_up_ms) = state.follower_progress(id)?;
+                    Some((
+                        id,
+                        FollowerProgress {
+                            log_end_offset,
+                            last_caught_up_ms,
+                        },
+                    ))
+                })
+                .collect();
+            let view = PartitionView {
+                leader,
+                replicas: state.replicas(),
+                isr: state.isr(),
+                progress: &progress,
+            };
+            preferred_read_replica(
+                reads.selector,
+                &view,
+                &reads.alive,
+                Some(rack),
+                fetch_offset,
+                now,
+            )
+        })
+        .flatten()
 }
 
 /// Fetch v16+: the endpoints of the current leaders named in partition errors (KIP-951).
@@ -144,6 +282,29 @@ fn with_leader_endpoints(ctx: &Ctx, version: i16, mut reply: FetchReply) -> Fetc
     reply
 }
 
+/// The partition a fetch reads: a follower's fetch only from the leader, a consumer's from
+/// the leader or (KIP-392) a follower; `true` when this node leads it.
+fn consumer_or_replica_partition(
+    rm: &ReplicaManager,
+    topic: &Topic,
+    fp: &kafka_protocol::messages::fetch_request::FetchPartition,
+    replica: Option<(i32, i64)>,
+    reads: &ReadReplicas,
+) -> Result<(Arc<Partition>, bool), PartitionLookupError> {
+    if replica.is_some() {
+        return rm
+            .partition_at_epoch(topic, fp.partition, fp.current_leader_epoch)
+            .map(|p| (p, true));
+    }
+    consumer_partition(
+        rm,
+        topic,
+        fp.partition,
+        fp.current_leader_epoch,
+        reads.from_followers,
+    )
+}
+
 /// True if broker `replica_id` holds a replica of the partition (a follower may fetch it).
 fn is_replica_of(topic: &Topic, index: i32, replica_id: i32) -> bool {
     usize::try_from(index)
@@ -152,12 +313,15 @@ fn is_replica_of(topic: &Topic, index: i32, replica_id: i32) -> bool {
         .is_some_and(|p| p.replicas.contains(&replica_id))
 }
 
+/// One pass over the partitions: the reply, the bytes found, and whether to answer at once
+/// (an error, a diverging epoch or a preferred read replica in some partition).
 fn fetch_once(
     rm: &ReplicaManager,
     version: i16,
     resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
     max_bytes: usize,
     replica: Option<(i32, i64)>,
+    reads: &ReadReplicas,
 ) -> (FetchReply, usize, bool) {
     let mut resp = FetchResponse::default();
     let mut regions = Vec::new();
@@ -180,25 +344,23 @@ fn fetch_once(
                 Some(t) if replica.is_some_and(|(id, _)| !is_replica_of(t, fp.partition, id)) => {
                     Err(ResponseError::NotLeaderOrFollower.code())
                 }
-                Some(t) => rm
-                    .partition_at_epoch(t, fp.partition, fp.current_leader_epoch)
-                    .map_err(|e| {
-                        // KIP-951: where the partition is led now, so the client can move on.
-                        if let PartitionLookupError::NotLeader {
-                            leader,
-                            leader_epoch,
-                        } = e
-                            && version >= 12
-                        {
-                            pd.current_leader.leader_id = BrokerId(leader);
-                            pd.current_leader.leader_epoch = leader_epoch;
-                        }
-                        partition_code(&e)
-                    }),
+                Some(t) => consumer_or_replica_partition(rm, t, fp, replica, reads).map_err(|e| {
+                    // KIP-951: where the partition is led now, so the client can move on.
+                    if let PartitionLookupError::NotLeader {
+                        leader,
+                        leader_epoch,
+                    } = e
+                        && version >= 12
+                    {
+                        pd.current_leader.leader_id = BrokerId(leader);
+                        pd.current_leader.leader_epoch = leader_epoch;
+                    }
+                    partition_code(&e)
+                }),
                 None if version >= 13 => Err(ResponseError::UnknownTopicId.code()),
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
-            let partition = match partition {
+            let (partition, leading) = match partition {
                 Ok(p) => p,
                 Err(code) => {
                     pd.error_code = code;
@@ -238,6 +400,24 @@ fn fetch_once(
                     continue;
                 }
             }
+            if leading
+                && replica.is_none()
+                && let Some(preferred) =
+                    choose_read_replica(&partition, rm.node_id(), reads, fp.fetch_offset)
+            {
+                // KIP-392: no records, the replica to read from instead (Kafka skips the read).
+                let wm = partition.watermarks();
+                pd.high_watermark = wm.high_watermark;
+                pd.last_stable_offset = wm.high_watermark;
+                pd.log_start_offset = wm.log_start_offset;
+                pd.preferred_read_replica = BrokerId(preferred);
+                pd.records = Some(Bytes::new());
+                tracing::debug!(topic = %partition.topic, partition = partition.index, fetch_offset = fp.fetch_offset, preferred_read_replica = preferred, client_rack = reads.client_rack.as_deref().unwrap_or(""), "preferred read replica");
+                has_error = true;
+                tr.partitions.push(pd);
+                regions.push(None);
+                continue;
+            }
             let mut found = None;
             let budget =
                 (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
@@ -264,6 +444,9 @@ fn fetch_once(
                         pd.log_start_offset = wm.log_start_offset;
                     }
                     total += slice.len();
+                    if replica.is_none() && !slice.is_empty() {
+                        tracing::debug!(topic = %partition.topic, partition = partition.index, fetch_offset = fp.fetch_offset, next_offset = slice.next_offset, bytes = slice.len(), as_follower = !leading, "consumer fetch served");
+                    }
                     if slice.is_empty() {
                         pd.records = Some(Bytes::new());
                     } else {

@@ -13,6 +13,7 @@ mod maintenance;
 mod metadata;
 mod partition;
 pub mod replication;
+pub mod selector;
 #[cfg(test)]
 mod sim;
 mod topic;

@@ -330,6 +330,14 @@ impl Partition {
         }
     }
 
+    /// Runs `f` on the leader state; `None` on a follower.
+    pub fn with_leader_state<R>(&self, f: impl FnOnce(&LeaderState) -> R) -> Option<R> {
+        match &*lock(&self.role) {
+            Role::Leader(state) => Some(f(state)),
+            Role::Follower { .. } => None,
+        }
+    }
+
     /// True when this replica leads and its ISR is below min.insync.replicas (acks=all is
     /// refused, and the high watermark does not move).
     pub fn is_under_min_isr(&self) -> bool {
@@ -666,11 +674,15 @@ impl Partition {
             let hw = leader_high_watermark.max(log.high_watermark());
             log.set_high_watermark(hw)
         };
-        self.hw.send_if_modified(|v| {
+        let moved = self.hw.send_if_modified(|v| {
             let changed = v.high_watermark != hw;
             v.high_watermark = hw;
             changed
         });
+        if moved {
+            // Consumers reading from this follower (KIP-392) wait for its high watermark.
+            wake_all(&self.waiters);
+        }
         Ok(true)
     }
 

@@ -542,6 +542,14 @@ impl LeaderState {
         &self.isr
     }
 
+    /// A follower's last fetch offset and when it was last caught up, if it is a replica
+    /// (what KIP-392's replica selector compares).
+    pub fn follower_progress(&self, id: i32) -> Option<(Option<u64>, Option<i64>)> {
+        self.followers
+            .get(&id)
+            .map(|f| (f.log_end_offset, f.last_caught_up_ms))
+    }
+
     /// The committed ISR plus the members of an in-flight expansion, sorted: the replicas the
     /// high watermark waits for.
     pub fn maximal_isr(&self) -> Vec<i32> {
