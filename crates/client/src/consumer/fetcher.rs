@@ -36,6 +36,8 @@ pub(crate) struct FetchSettings {
     pub max_bytes: i32,
     pub partition_max_bytes: i32,
     pub isolation_level: i8,
+    /// `client.rack`, sent as the Fetch's `rack_id` (v11+, KIP-392).
+    pub rack_id: Option<String>,
     pub decode: DecodeOptions,
 }
 
@@ -68,6 +70,8 @@ pub(crate) struct PartitionOutcome {
     pub log_start_offset: i64,
     /// The leader the broker named (KIP-951, Fetch v12+), when it named one.
     pub current_leader: Option<(i32, i32)>,
+    /// The replica the leader wants this partition read from (KIP-392, Fetch v11+).
+    pub preferred_read_replica: Option<i32>,
     pub decoded: Decoded,
 }
 
@@ -192,6 +196,11 @@ pub(crate) fn fetch_request(
     req.min_bytes = settings.min_bytes;
     req.max_bytes = settings.max_bytes;
     req.isolation_level = settings.isolation_level;
+    if version >= 11
+        && let Some(rack) = &settings.rack_id
+    {
+        req.rack_id = StrBytes::from_string(rack.clone());
+    }
     // No fetch session (KIP-227): session 0, epoch -1 asks for a full fetch every time.
     req.session_id = 0;
     req.session_epoch = -1;
@@ -253,6 +262,8 @@ async fn fetch(
             let leader = &p.current_leader;
             let current_leader = (leader.leader_id.0 >= 0 && leader.leader_epoch >= 0)
                 .then_some((leader.leader_id.0, leader.leader_epoch));
+            let preferred_read_replica = (version >= 11 && p.preferred_read_replica.0 >= 0)
+                .then_some(p.preferred_read_replica.0);
             out.push(PartitionOutcome {
                 tp: want.tp.clone(),
                 epoch: want.epoch,
@@ -261,6 +272,7 @@ async fn fetch(
                 high_watermark: p.high_watermark,
                 log_start_offset: p.log_start_offset,
                 current_leader,
+                preferred_read_replica,
                 decoded,
             });
         }
@@ -281,6 +293,7 @@ mod tests {
             max_bytes: 1000,
             partition_max_bytes: 500,
             isolation_level: 0,
+            rack_id: Some("r2".into()),
             decode: DecodeOptions {
                 check_crcs: true,
                 max_inflated_bytes: 1 << 20,
@@ -321,6 +334,8 @@ mod tests {
                 req.topics[0].partitions[0].current_leader_epoch, want,
                 "v{v}"
             );
+            let rack = if v >= 11 { "r2" } else { "" };
+            assert_eq!(req.rack_id.as_str(), rack, "v{v}");
             let mut buf = Vec::new();
             assert!(req.encode(&mut buf, v).is_ok(), "v{v}");
         }

@@ -54,6 +54,7 @@ mod epochs;
 mod fetcher;
 mod group;
 pub mod pattern;
+mod read_replica;
 pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -84,6 +85,7 @@ pub use record::{ConsumerRecord, Header, TimestampType};
 use fetcher::{BrokerFetcher, FetchJob, FetchOutcome, FetchPartition, FetchSettings};
 use group::{GroupConn, HeartbeatSettings, MemberState, OffsetToCommit, Shared, lock};
 use pattern::PatternSubscription;
+use read_replica::{AfterError, PreferredReadReplica};
 use record::DecodeOptions;
 
 /// Called when the group moves partitions, from inside [`Consumer::poll`] (or
@@ -169,6 +171,8 @@ struct PartitionState {
     buffered: bool,
     high_watermark: i64,
     log_start_offset: i64,
+    /// The replica the leader named to read from (KIP-392), while it holds.
+    read_replica: PreferredReadReplica,
 }
 
 impl PartitionState {
@@ -186,6 +190,7 @@ impl PartitionState {
             buffered: false,
             high_watermark: -1,
             log_start_offset: -1,
+            read_replica: PreferredReadReplica::default(),
         }
     }
 
@@ -419,6 +424,7 @@ impl Consumer {
                 IsolationLevel::ReadUncommitted => 0,
                 IsolationLevel::ReadCommitted => 1,
             },
+            rack_id: config.client_rack.clone(),
             decode: DecodeOptions {
                 check_crcs: config.check_crcs,
                 max_inflated_bytes: config.max_batch_inflated_bytes,
@@ -974,6 +980,14 @@ impl Consumer {
                 self.metadata_stale = true;
                 self.node_backoff
                     .insert(o.node, Instant::now() + self.config.retry_backoff);
+                // A read replica that failed: back to the leader (KIP-392).
+                for tp in &o.requested {
+                    if let Some(st) = self.parts.get_mut(tp)
+                        && st.read_replica.clear_if(o.node)
+                    {
+                        tracing::debug!(partition = %tp_name(tp), node = o.node, "read replica failed: fetching from the leader");
+                    }
+                }
                 if matches!(e, ClientError::UnsupportedApi { .. }) {
                     self.pending_error = Some(e);
                 } else {
@@ -996,8 +1010,29 @@ impl Consumer {
             if p.log_start_offset >= 0 {
                 st.log_start_offset = p.log_start_offset;
             }
+            if p.error_code != 0 {
+                let refresh = refresh_metadata_error(p.error_code);
+                match read_replica::after_error(&mut st.read_replica, o.node, p.error_code, refresh)
+                {
+                    AfterError::Keep => {}
+                    AfterError::BackToLeader => {
+                        tracing::debug!(partition = %tp_name(&p.tp), node = o.node, error_code = p.error_code, "read replica cannot serve the position: fetching from the leader");
+                        continue;
+                    }
+                    AfterError::BackToLeaderAndHandle => {
+                        tracing::debug!(partition = %tp_name(&p.tp), node = o.node, error_code = p.error_code, "read replica refused: fetching from the leader");
+                    }
+                }
+            }
             match p.error_code {
                 0 => {
+                    if let Some(node) = p.preferred_read_replica
+                        && node != o.node
+                    {
+                        tracing::debug!(partition = %tp_name(&p.tp), leader = o.node, read_replica = node, "preferred read replica");
+                        st.read_replica
+                            .set(node, Instant::now(), self.config.metadata_max_age);
+                    }
                     let d = p.decoded;
                     if d.records.is_empty() && d.error.is_none() {
                         // Nothing for the application (or only control batches): move on.
@@ -1089,17 +1124,26 @@ impl Consumer {
             }
         }
         let mut by_node: BTreeMap<i32, Vec<FetchPartition>> = BTreeMap::new();
-        for (tp, st) in &self.parts {
+        for (tp, st) in &mut self.parts {
             let Some(offset) = st.position else {
                 continue;
             };
             if st.paused || st.in_flight || st.buffered || st.awaiting_validation {
                 continue;
             }
-            let Some(&(node, leader_epoch)) = self.leaders.get(tp).filter(|l| l.0 >= 0) else {
+            let Some(&(leader, leader_epoch)) = self.leaders.get(tp).filter(|l| l.0 >= 0) else {
                 self.metadata_stale = true;
                 continue;
             };
+            // KIP-392: the replica the leader named, while it holds and the metadata lists it.
+            let brokers = self.admin.cluster().brokers();
+            let (node, unlisted) =
+                read_replica::fetch_node(&mut st.read_replica, leader, now, |n| {
+                    brokers.iter().any(|b| b.node_id == n)
+                });
+            if unlisted {
+                self.metadata_stale = true;
+            }
             if self.fetchers.get(&node).is_some_and(|f| f.in_flight)
                 || self.node_backoff.get(&node).is_some_and(|t| *t > now)
             {
