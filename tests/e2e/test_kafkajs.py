@@ -14,11 +14,11 @@ COUNT = 1000
 IDEMPOTENT_COUNT = 200
 
 
-def _run_scenario(bootstrap: str, topic: str) -> dict:
+def _run_scenario(bootstrap: str, topic: str, replication_factor: int = 1) -> dict:
     if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
         pytest.fail(f"kafkajs is not installed in {NODE_DIR}: run `npm ci` there (scripts/test does)")
     proc = subprocess.run(
-        [node_path(), str(NODE_DIR / "kafkajs_scenario.js"), bootstrap, topic, str(COUNT)],
+        [node_path(), str(NODE_DIR / "kafkajs_scenario.js"), bootstrap, topic, str(COUNT), str(replication_factor)],
         cwd=NODE_DIR,
         env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"},
         capture_output=True,

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import NewTopic
 
+from confluent_kafka import KafkaError
+
 from conftest import Broker, free_port
-from e2e_util import admin_client, wait_for
+from e2e_util import admin_client, assert_all_delivered, gen_records, kcat_consume_all, produce_confluent, wait_for
 from group_util import GROUP_SETTINGS
 from test_cluster import Cluster, vltava_cli
 from test_replication import (
@@ -45,21 +47,25 @@ def dump_logs(request, nodes) -> None:
             print(f"\n===== {b.data_dir} stderr (tail) =====\n{b.stderr_tail()}")
 
 
-@pytest.mark.timeout(300)
-def test_reassignment_to_other_brokers_under_load_loses_nothing(request, tmp_path_factory, tmp_path):
-    c = start_cluster(tmp_path_factory.mktemp("reassign"))
-    ctrl4 = free_port()
-    node4 = Broker(
-        Path(tempfile.mkdtemp(prefix="node4-", dir=tmp_path)),
+def observer(c: Cluster, base: Path, node_id: int = 4) -> Broker:
+    """A broker beside the cluster's three voters, following the metadata as an observer."""
+    return Broker(
+        Path(tempfile.mkdtemp(prefix=f"node{node_id}-", dir=base)),
         {
             **GROUP_SETTINGS,
             **FAST,
-            "node.id": 4,
-            "controller.listen": f"127.0.0.1:{ctrl4}",
+            "node.id": node_id,
+            "controller.listen": f"127.0.0.1:{free_port()}",
             "controller.quorum.bootstrap.servers": ",".join(f"127.0.0.1:{p}" for p in c.controller_ports.values()),
         },
         port=free_port(),
     )
+
+
+@pytest.mark.timeout(300)
+def test_reassignment_to_other_brokers_under_load_loses_nothing(request, tmp_path_factory, tmp_path):
+    c = start_cluster(tmp_path_factory.mktemp("reassign"))
+    node4 = observer(c, tmp_path)
     try:
         node4.start(timeout=60)
         everyone = {**c.nodes, 4: node4}
@@ -161,4 +167,40 @@ def test_leadership_returns_to_the_preferred_replica_by_itself(request, tmp_path
         print(f"leadership back {time.monotonic() - t0:.1f} s after the restart")
     finally:
         dump_logs(request, c.nodes.values())
+        c.close()
+
+
+@pytest.mark.timeout(240)
+def test_two_of_three_replicas_down_refuses_acks_all_until_one_returns(request, tmp_path_factory, tmp_path):
+    """Replicas on brokers 1, 2 and 4 while the controller quorum is 1, 2 and 3: with 2 and 4
+    down the quorum still has a majority, the ISR shrinks to the leader alone, and acks=all is
+    refused with NOT_ENOUGH_REPLICAS (min.insync.replicas=2) until broker 4 is back in sync."""
+    c = start_cluster(tmp_path_factory.mktemp("twodown"))
+    node4 = observer(c, tmp_path)
+    try:
+        node4.start(timeout=60)
+        c.wait_brokers({1, 2, 3, 4}, via=[*c.nodes.values(), node4])
+        admin = admin_client(c.bootstrap(1))
+        admin.create_topics(
+            [NewTopic("twodown", num_partitions=1, replica_assignment=[[1, 2, 4]], config={"min.insync.replicas": "2"})]
+        )["twodown"].result(30)
+        wait_for(lambda: 0 in partitions(c.bootstrap(1), "twodown"), 30, "the topic in metadata")
+        conf = {"acks": "all", "message.send.max.retries": 0, "enable.idempotence": False, "message.timeout.ms": 10000}
+        assert_all_delivered(produce_confluent(c.bootstrap(1), "twodown", gen_records(20, null_values=False), conf=conf))
+
+        c.nodes[2].kill()
+        node4.kill()
+        wait_for(lambda: partitions(c.bootstrap(1), "twodown")[0][2] == [1], 30, "the ISR down to broker 1")
+        results = produce_confluent(c.bootstrap(1), "twodown", gen_records(5, null_values=False), conf=conf)
+        codes = {err.code() if err else None for (err, _, _) in results}
+        assert codes == {KafkaError.NOT_ENOUGH_REPLICAS}, results
+
+        node4.start(timeout=60)
+        wait_for(lambda: sorted(partitions(c.bootstrap(1), "twodown")[0][2]) == [1, 4], 60, "broker 4 back in sync")
+        results = produce_confluent(c.bootstrap(1), "twodown", gen_records(5, null_values=False), conf=conf)
+        assert_all_delivered(results)
+        assert len(kcat_consume_all(node4.bootstrap, "twodown")) == 25
+    finally:
+        dump_logs(request, [*c.nodes.values(), node4])
+        node4.kill() if node4.is_running() else None
         c.close()

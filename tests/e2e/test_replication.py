@@ -394,3 +394,23 @@ def test_a_group_keeps_consuming_and_its_committed_offsets_when_its_coordinator_
         assert sum(final.values()) == total, final
     finally:
         consumer.close()
+
+
+@pytest.mark.timeout(240)
+def test_kafkajs_and_kcat_on_replicated_partitions(rcluster):
+    from test_kafkajs import COUNT, IDEMPOTENT_COUNT, _run_scenario
+
+    c = rcluster
+    # kafkajs creates an RF=3 topic and writes with its default acks=-1 (gzip, then idempotent).
+    out = _run_scenario(c.bootstrap(2), "js-rep", replication_factor=3)
+    assert out["created"] is True
+    assert all(s["errorCode"] == 0 for s in out["sent"] + out["idempotent"]), out["sent"][:5]
+    for _, replicas, _ in partitions(c.bootstrap(1), "js-rep").values():
+        assert sorted(replicas) == [1, 2, 3]
+    high = {int(o["partition"]): int(o["high"]) for o in out["offsets"]}
+    assert sum(high.values()) == COUNT + IDEMPOTENT_COUNT, high
+    # kcat reads it all back, bootstrapped at each node in turn.
+    for i in c.nodes:
+        got = kcat_consume_all(c.bootstrap(i), "js-rep")
+        assert sorted((g.partition, g.offset) for g in got) == [(p, o) for p in sorted(high) for o in range(high[p])]
+    assert_replicas_identical(c, "js-rep", 2)

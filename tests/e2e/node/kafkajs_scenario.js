@@ -2,17 +2,18 @@
 // a gzip producer and an idempotent producer. Prints one JSON object on stdout; pytest checks it
 // and then reads the records back with confluent-kafka.
 //
-// usage: node kafkajs_scenario.js BOOTSTRAP TOPIC COUNT
+// usage: node kafkajs_scenario.js BOOTSTRAP TOPIC COUNT [REPLICATION_FACTOR]
 'use strict';
 
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
-const [bootstrap, topic, countArg] = process.argv.slice(2);
+const [bootstrap, topic, countArg, rfArg] = process.argv.slice(2);
 if (!bootstrap || !topic || !countArg) {
-  console.error('usage: node kafkajs_scenario.js BOOTSTRAP TOPIC COUNT');
+  console.error('usage: node kafkajs_scenario.js BOOTSTRAP TOPIC COUNT [REPLICATION_FACTOR]');
   process.exit(2);
 }
 const count = parseInt(countArg, 10);
+const replicationFactor = rfArg ? parseInt(rfArg, 10) : 1;
 const IDEMPOTENT_COUNT = 200;
 
 // Never hang: whatever happens, stop after 100 s.
@@ -36,12 +37,12 @@ async function main() {
   await admin.connect();
   try {
     out.created = await admin.createTopics({
-      topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
+      topics: [{ topic, numPartitions: 2, replicationFactor }],
       waitForLeaders: true,
       timeout: 30000,
     });
     out.createdAgain = await admin.createTopics({
-      topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
+      topics: [{ topic, numPartitions: 2, replicationFactor }],
       waitForLeaders: true,
       timeout: 30000,
     });

@@ -51,10 +51,16 @@ impl ReplicaManager {
         }
         let mut next = HashMap::with_capacity(image.topics.len());
         let mut first_error = None;
+        let eligible: BTreeMap<i32, i64> = image
+            .brokers
+            .values()
+            .filter(|b| b.is_usable())
+            .map(|b| (b.id, b.epoch))
+            .collect();
         for t in image.topics.values() {
             let configs = image.topic_configs(&t.name).cloned().unwrap_or_default();
             let old = current.get(&t.name).filter(|o| o.id == t.id);
-            match self.topic_from_image(t, configs, old) {
+            match self.topic_from_image(t, configs, old, &eligible) {
                 Ok(topic) => {
                     next.insert(t.name.clone(), topic);
                 }
@@ -145,6 +151,7 @@ impl ReplicaManager {
         t: &TopicImage,
         configs: BTreeMap<String, String>,
         old: Option<&Arc<Topic>>,
+        eligible: &BTreeMap<i32, i64>,
     ) -> Result<Arc<Topic>, TopicError> {
         let configs_changed = old.is_none_or(|o| o.configs != configs);
         let log_config = self.config.log_config(&configs);
@@ -207,6 +214,7 @@ impl ReplicaManager {
                         replication,
                         self.node_id,
                     );
+                    local.set_eligible_brokers(eligible);
                 } else {
                     local.become_follower(p.leader, p.leader_epoch);
                 }

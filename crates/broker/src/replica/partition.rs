@@ -304,6 +304,19 @@ impl Partition {
         self.wake_waiters();
     }
 
+    /// On a leader, tells the leader state which brokers are registered, unfenced and not
+    /// shutting down (with their registration epochs): only they join the ISR or hold the
+    /// high watermark while they catch up.
+    pub(super) fn set_eligible_brokers(&self, eligible: &std::collections::BTreeMap<i32, i64>) {
+        let now = now_ms();
+        let role = &mut *lock(&self.role);
+        if let Role::Leader(state) = role
+            && let Some(hw) = state.set_eligible_brokers(eligible.clone(), now)
+        {
+            self.publish_high_watermark(hw);
+        }
+    }
+
     /// Makes this replica a follower of `leader` (-1: none) in `leader_epoch`. Producers
     /// waiting for acks=all on it are answered NOT_LEADER_OR_FOLLOWER.
     pub(super) fn become_follower(&self, leader: i32, leader_epoch: i32) {

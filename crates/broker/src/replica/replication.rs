@@ -224,6 +224,9 @@ pub struct LeaderState {
     no_proposal_before_ms: i64,
     /// The latest `now_ms` any event carried.
     last_now_ms: i64,
+    /// Brokers that are registered, unfenced and not shutting down, with their registration
+    /// epochs, as the last metadata said; `None` until the shell says (everyone counts).
+    eligible: Option<BTreeMap<i32, i64>>,
 }
 
 impl LeaderState {
@@ -264,6 +267,7 @@ impl LeaderState {
             next_proposal_id: 1,
             no_proposal_before_ms: i64::MIN,
             last_now_ms: now_ms,
+            eligible: None,
         };
         state.set_membership(replicas, isr);
         let members: Vec<i32> = state.isr.clone();
@@ -320,6 +324,34 @@ impl LeaderState {
         }
         self.no_proposal_before_ms = i64::MIN;
         self.update_high_watermark(now_ms)
+    }
+
+    /// Which brokers may join the ISR and hold the high watermark for joining (Kafka's
+    /// `isReplicaIsrEligible`): those registered, unfenced and not in controlled shutdown, by
+    /// registration epoch. A follower outside the ISR that was caught up when its broker died
+    /// would otherwise hold the high watermark, and every acks=all produce, for up to
+    /// replica.lag.time.max.ms after the controller fenced it. Returns the new high watermark
+    /// if it moved.
+    pub fn set_eligible_brokers(
+        &mut self,
+        eligible: BTreeMap<i32, i64>,
+        now_ms: i64,
+    ) -> Option<u64> {
+        self.observe(now_ms);
+        self.eligible = Some(eligible);
+        self.update_high_watermark(now_ms)
+    }
+
+    /// Whether follower `id` may join the ISR: its broker is eligible, and the incarnation
+    /// that fetched is the registered one (KIP-903; an epoch of -1 is a fetcher that does not
+    /// send one).
+    fn is_isr_eligible(&self, id: i32, f: &Follower) -> bool {
+        match &self.eligible {
+            None => true,
+            Some(brokers) => brokers.get(&id).is_some_and(|registered| {
+                f.broker_epoch.is_none_or(|e| e == -1 || e == *registered)
+            }),
+        }
     }
 
     /// New settings. They apply from the next event (that event returns any high watermark
@@ -652,6 +684,7 @@ impl LeaderState {
             && self.replicas.contains(&id)
             && self.isr.binary_search(&id).is_err()
             && !f.is_barred(now_ms)
+            && self.is_isr_eligible(id, f)
             && f.log_end_offset
                 .is_some_and(|l| l >= self.high_watermark && l >= self.epoch_start_offset)
     }
@@ -737,7 +770,11 @@ impl LeaderState {
             }
         }
         for (id, f) in &self.followers {
-            if maximal.contains(id) || !self.replicas.contains(id) || f.is_barred(now_ms) {
+            if maximal.contains(id)
+                || !self.replicas.contains(id)
+                || f.is_barred(now_ms)
+                || !self.is_isr_eligible(*id, f)
+            {
                 continue;
             }
             if let Some(end) = f.log_end_offset
@@ -954,6 +991,44 @@ mod tests {
         let _ = s.on_follower_fetch(2, 7, 10, 1);
         assert_eq!(s.on_follower_fetch(3, 7, 9, 2).proposal, None);
         assert!(s.on_follower_fetch(3, 7, 10, 3).proposal.is_some());
+    }
+
+    #[test]
+    fn a_fenced_follower_outside_the_isr_stops_holding_the_high_watermark() {
+        // Follower 3 was caught up when its broker died; the controller fenced it and took
+        // it out of the ISR. min.insync=2 with {1, 2} left.
+        let mut s = leader(&[1, 2, 3], &[1, 2, 3], 2);
+        let _ = s.on_local_append(10);
+        let _ = s.on_follower_fetch(2, 7, 10, 1);
+        let _ = s.on_follower_fetch(3, 9, 10, 1);
+        assert_eq!(s.high_watermark(), 10);
+        let _ = s.update_metadata(5, 11, &[1, 2, 3], &[1, 2], 2);
+        let _ = s.on_local_append(20);
+        let _ = s.on_follower_fetch(2, 7, 20, 3);
+        assert_eq!(
+            s.high_watermark(),
+            10,
+            "without broker states, a caught-up follower is waited for (Kafka's rule)"
+        );
+        let alive = BTreeMap::from([(1, 1), (2, 7)]);
+        assert_eq!(
+            s.set_eligible_brokers(alive, 4),
+            Some(20),
+            "fenced 3 no longer counts"
+        );
+        // Back with a new registration, at the high watermark: it joins, with its new epoch.
+        let back = BTreeMap::from([(1, 1), (2, 7), (3, 12)]);
+        assert_eq!(s.set_eligible_brokers(back, 5), None);
+        assert_eq!(
+            s.on_follower_fetch(3, 9, 20, 6).proposal,
+            None,
+            "its old incarnation may not"
+        );
+        let p = s
+            .on_follower_fetch(3, 12, 20, 7)
+            .proposal
+            .expect("expansion");
+        assert_eq!(p.new_isr, vec![(1, -1), (2, 7), (3, 12)]);
     }
 
     #[test]

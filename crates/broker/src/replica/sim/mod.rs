@@ -815,6 +815,13 @@ impl Live {
                         config,
                         id,
                     );
+                    let eligible: BTreeMap<i32, i64> = image
+                        .brokers
+                        .values()
+                        .filter(|b| b.is_usable())
+                        .map(|b| (b.id, b.epoch))
+                        .collect();
+                    local.set_eligible_brokers(&eligible);
                 } else {
                     local.become_follower(p.leader, p.leader_epoch);
                     if p.leader >= 0 {
