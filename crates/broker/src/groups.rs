@@ -380,13 +380,22 @@ impl GroupManager {
 
     /// Persists the metadata of every group whose state changed, and hands completions to
     /// their parked requests. Called after every state machine step.
-    fn after_step(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) {
-        self.settle(core, completions);
+    fn after_step(
+        &self,
+        core: &mut GroupCoordinator,
+        completions: Vec<Completion>,
+    ) -> Vec<Written> {
+        let written = self.settle(core, completions);
         // Deadlines may have moved: let the timer task recompute its sleep.
         self.timers.notify_one();
+        written
     }
 
-    fn settle(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) {
+    /// Persists the group metadata the step changed, and delivers its completions once that is
+    /// replicated. Returns what was written, for a caller answering the step's own request.
+    fn settle(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) -> Vec<Written> {
+        // The last offset written per offsets partition in this step.
+        let mut written: Vec<Written> = Vec::new();
         for group in core.take_dirty() {
             let record = OffsetsRecord::Group {
                 value: core
@@ -394,25 +403,53 @@ impl GroupManager {
                     .map(|s| crate::offsets::encode_group_value(&s)),
                 group: group.clone(),
             };
-            if let Err(e) = self.persist(&group, &[record]) {
-                tracing::warn!(group, error = %e, "cannot persist group metadata");
-            }
-        }
-        let mut parked = lock(&self.parked);
-        for c in completions {
-            match parked.remove(&c.token) {
-                Some(tx) => {
-                    tracing::debug!(token = c.token, "delivering completion");
-                    if tx.send(c.response).is_err() {
-                        tracing::debug!(
-                            token = c.token,
-                            "parked request gone before its completion"
-                        );
+            match self.persist_at(&group, &[record]) {
+                Ok(Some((partition, epoch, last))) => {
+                    match written
+                        .iter_mut()
+                        .find(|(p, _, _)| Arc::ptr_eq(p, &partition))
+                    {
+                        Some(w) => *w = (partition, epoch, last.max(w.2)),
+                        None => written.push((partition, epoch, last)),
                     }
                 }
-                None => tracing::debug!(token = c.token, "completion for an unknown token"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(group, error = %e, "cannot persist group metadata"),
             }
         }
+        let deliveries: Vec<(u64, oneshot::Sender<CompletedResponse>, CompletedResponse)> = {
+            let mut parked = lock(&self.parked);
+            completions
+                .into_iter()
+                .filter_map(|c| match parked.remove(&c.token) {
+                    Some(tx) => Some((c.token, tx, c.response)),
+                    None => {
+                        tracing::debug!(token = c.token, "completion for an unknown token");
+                        None
+                    }
+                })
+                .collect()
+        };
+        if deliveries.is_empty() {
+            return written;
+        }
+        // JoinGroup and SyncGroup answers go out once the in-sync replicas have the group
+        // metadata of this step (Kafka's storeGroup with acks=-1), so that a coordinator
+        // failover keeps the generation the members were told. The wait runs as a task: the
+        // state machine lock is not held across it.
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(handle) if !written.is_empty() => {
+                let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
+                let waits = written.clone();
+                handle.spawn(async move {
+                    let error = wait_replicated(waits, timeout).await;
+                    deliver(deliveries, error);
+                });
+            }
+            _ => deliver(deliveries, None),
+        }
+        written
     }
 
     /// Runs a parking request: `step` is called under the state machine lock with a fresh
@@ -424,6 +461,7 @@ impl GroupManager {
         step: impl FnOnce(&mut GroupCoordinator, u64) -> (Outcome<R>, Vec<Completion>) + Send + 'static,
         from_completion: impl FnOnce(CompletedResponse) -> Option<R>,
         on_timeout: impl FnOnce() -> R,
+        on_error: impl FnOnce(i16) -> R,
     ) -> R {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -438,11 +476,11 @@ impl GroupManager {
                 completions = completions.len(),
                 "group step"
             );
-            me.after_step(&mut core, completions);
-            outcome
+            let written = me.after_step(&mut core, completions);
+            (outcome, written)
         })
         .await;
-        let outcome = match outcome {
+        let (outcome, written) = match outcome {
             Ok(o) => o,
             Err(e) => {
                 lock(&self.parked).remove(&token);
@@ -457,7 +495,13 @@ impl GroupManager {
         match outcome {
             Outcome::Now(r) => {
                 lock(&self.parked).remove(&token);
-                r
+                // An answer given at once (a SyncGroup completing the round) waits for the
+                // group metadata it announces like the parked ones do.
+                let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
+                match wait_replicated(written, timeout).await {
+                    None => r,
+                    Some(code) => on_error(code),
+                }
             }
             Outcome::Parked => {
                 let received = tokio::time::timeout(max_wait, rx).await;
@@ -497,7 +541,11 @@ impl GroupManager {
                 CompletedResponse::Join(j) => Some(j),
                 CompletedResponse::Sync(_) => None,
             },
-            || join_failed(member_id, ResponseError::RebalanceInProgress.code()),
+            {
+                let member_id = member_id.clone();
+                || join_failed(member_id, ResponseError::RebalanceInProgress.code())
+            },
+            move |code| join_failed(member_id, code),
         )
         .await
     }
@@ -529,12 +577,8 @@ impl GroupManager {
                 CompletedResponse::Sync(s) => Some(s),
                 CompletedResponse::Join(_) => None,
             },
-            || crate::group::SyncResult {
-                error_code: ResponseError::RebalanceInProgress.code(),
-                protocol_type: None,
-                protocol_name: None,
-                assignment: Bytes::new(),
-            },
+            || sync_failed(ResponseError::RebalanceInProgress.code()),
+            sync_failed,
         )
         .await
     }
@@ -890,6 +934,63 @@ impl GroupManager {
                 me.settle(&mut core, completions);
             })
             .await;
+        }
+    }
+}
+
+/// A group metadata append: the offsets partition, the leader epoch and the last offset.
+type Written = (Arc<Partition>, i32, i64);
+
+/// Waits until the in-sync replicas have every append; the error to answer with if not.
+async fn wait_replicated(written: Vec<Written>, timeout: Duration) -> Option<i16> {
+    let mut error = None;
+    for (partition, epoch, last) in written {
+        match partition
+            .wait_for_high_watermark(epoch, last, timeout)
+            .await
+        {
+            AckWait::Replicated => {}
+            AckWait::NotLeader => error = Some(ResponseError::NotCoordinator.code()),
+            AckWait::TimedOut { .. } => {
+                error.get_or_insert(ResponseError::CoordinatorNotAvailable.code());
+            }
+        }
+    }
+    if let Some(code) = error {
+        tracing::warn!(
+            code,
+            "group metadata not replicated in time: answering with an error"
+        );
+    }
+    error
+}
+
+fn sync_failed(error_code: i16) -> crate::group::SyncResult {
+    crate::group::SyncResult {
+        error_code,
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
+/// Hands completed responses to their parked requests; with `error`, each answer is replaced by
+/// that error (the group metadata it announced did not reach the in-sync replicas).
+fn deliver(
+    deliveries: Vec<(u64, oneshot::Sender<CompletedResponse>, CompletedResponse)>,
+    error: Option<i16>,
+) {
+    for (token, tx, response) in deliveries {
+        let response = match (error, response) {
+            (None, r) => r,
+            (Some(code), CompletedResponse::Join(j)) => {
+                CompletedResponse::Join(join_failed(j.member_id, code))
+            }
+            (Some(code), CompletedResponse::Sync(_)) => CompletedResponse::Sync(sync_failed(code)),
+        };
+        tracing::debug!(token, "delivering completion");
+        if tx.send(response).is_err() {
+            tracing::debug!(token, "parked request gone before its completion");
         }
     }
 }
