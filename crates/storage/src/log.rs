@@ -1087,7 +1087,9 @@ impl Log {
     /// Locates what [`Log::read`] would return without copying it: byte ranges of segment
     /// files, each holding whole batches, that stay readable (even if the segment is deleted
     /// or replaced meanwhile) after the log's lock is released. Appends only add bytes after
-    /// them, so their contents never change.
+    /// them, and a truncation cuts or empties the files it removes records from and never
+    /// writes at those positions again, so a range reads as it was or ends early (the sender
+    /// then closes its connection); it never yields other records.
     pub fn read_regions(
         &self,
         offset: u64,
@@ -1645,13 +1647,33 @@ impl Log {
                     .last()
                     .is_some_and(|s| s.base_offset() >= offset)
             {
-                if let Some(seg) = self.segments.pop() {
+                if let Some(mut seg) = self.segments.pop() {
+                    seg.empty_data_file()?;
                     seg.delete()?;
                     self.dir_seq += 1;
                 }
             }
             let interval = self.config.index_interval_bytes;
-            self.active()?.truncate_to(offset, interval)?;
+            let active = self.active()?;
+            let size_before = active.size();
+            active.truncate_to(offset, interval)?;
+            if active.size() < size_before {
+                // The cut file positions are never written again, so a reader that took a
+                // range of them before the truncation gets the end of the file, not other
+                // records: appends go to a new segment, or, if nothing is left in this one, to
+                // a new file in its place.
+                if active.is_empty() {
+                    let base = active.base_offset();
+                    if let Some(seg) = self.segments.pop() {
+                        seg.delete()?;
+                    }
+                    let fresh = self.new_segment(base)?;
+                    self.segments.push(fresh);
+                    self.dir_seq += 1;
+                } else {
+                    self.roll()?;
+                }
+            }
         }
         let log_end = self.log_end_offset();
         if log_end < offset
@@ -1685,7 +1707,8 @@ impl Log {
     /// Deletes every segment and starts an empty one at `offset`, the new log start.
     fn restart_at(&mut self, offset: u64) -> Result<(), StorageError> {
         let replaced = (|| {
-            for seg in self.segments.drain(..) {
+            for mut seg in self.segments.drain(..) {
+                seg.empty_data_file()?;
                 seg.delete()?;
             }
             let segment = self.new_segment(offset)?;

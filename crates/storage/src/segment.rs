@@ -965,6 +965,15 @@ impl Segment {
         Ok(())
     }
 
+    /// Empties the data file of a segment a truncation removes, before it is deleted: a reader
+    /// still sending a range of it from an open descriptor then meets the end of the file
+    /// (and ends its connection) instead of sending the records that were cut.
+    pub(crate) fn empty_data_file(&mut self) -> io::Result<()> {
+        self.change_seq += 1;
+        self.size = 0;
+        self.log.truncate(0)
+    }
+
     /// Deletes the segment's files.
     pub(crate) fn delete(self) -> io::Result<()> {
         for ext in ["log", "index", "timeindex"] {

@@ -749,3 +749,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_range_read_before_a_truncation_never_yields_the_records_appended_after_it() -> TestResult {
+    // Small segments: the first two batches share one, later batches roll.
+    for (specs, cut) in [
+        // Cut inside the active segment, which keeps its first batch.
+        (vec![(0, 5, 1), (5, 5, 1)], 5),
+        // Cut at the base of a later segment, which goes.
+        (vec![(0, 20, 1), (20, 20, 1), (40, 20, 1)], 40),
+        // Cut inside an earlier segment: the later one goes, the earlier one is cut.
+        (vec![(0, 5, 1), (5, 5, 1), (10, 20, 1), (30, 20, 1)], 5),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let mut log = Log::open(dir.path(), cfg(500), 0, NOW)?;
+        log.append_as_follower(&leader_batches(&specs), NOW)?;
+        let before = log.read_regions(cut, usize::MAX, u64::MAX, true)?;
+        assert!(!before.regions.is_empty());
+        log.truncate_to(cut)?;
+        // The new leader's records at the same offsets, in another epoch: bytes that differ.
+        let new = leader_batches(&[(cut, 3, 2), (cut + 3, 3, 2)]);
+        log.append_as_follower(&new, NOW)?;
+        for r in &before.regions {
+            let mut out = Vec::new();
+            assert!(
+                r.read_into(&mut out).is_err(),
+                "cut at {cut}: a range read before the truncation still reads {} bytes",
+                out.len()
+            );
+        }
+        let now_served = served(&log)?;
+        assert_eq!(
+            &now_served[now_served.len() - 2..],
+            &bytes_of(&new)[..],
+            "cut at {cut}"
+        );
+        log.close()?;
+        let log = Log::open(dir.path(), cfg(500), 0, NOW)?;
+        assert_eq!(log.log_end_offset(), cut + 6, "cut at {cut}: reopened");
+        assert_eq!(served(&log)?, now_served, "cut at {cut}: reopened");
+    }
+    Ok(())
+}
