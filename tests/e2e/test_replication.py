@@ -414,3 +414,18 @@ def test_kafkajs_and_kcat_on_replicated_partitions(rcluster):
         got = kcat_consume_all(c.bootstrap(i), "js-rep")
         assert sorted((g.partition, g.offset) for g in got) == [(p, o) for p in sorted(high) for o in range(high[p])]
     assert_replicas_identical(c, "js-rep", 2)
+
+
+@pytest.mark.timeout(180)
+def test_flush_on_append_on_every_replica_still_acknowledges_and_replicates(rcluster):
+    """flush.on.append on an RF=3 topic: the leader counts only what it fsynced toward the high
+    watermark and followers fsync before they report a log end, so acks=all waits for an fsync
+    on every in-sync replica; writes still flow and the replicas still match."""
+    c = rcluster
+    create_replicated(c.bootstrap(1), "flushed", 2, {"min.insync.replicas": "2", "flush.on.append": "true"})
+    records = gen_records(2000, null_values=False)
+    results = produce_confluent(c.bootstrap(1), "flushed", records, conf={"enable.idempotence": True, "acks": "all"})
+    assert_all_delivered(results)
+    got = kcat_consume_all(c.bootstrap(2), "flushed")
+    assert sorted((g.partition, g.offset) for g in got) == sorted((p, o) for (_, p, o) in results)
+    assert_replicas_identical(c, "flushed", 2)
