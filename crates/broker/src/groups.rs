@@ -380,22 +380,19 @@ impl GroupManager {
 
     /// Persists the metadata of every group whose state changed, and hands completions to
     /// their parked requests. Called after every state machine step.
-    fn after_step(
-        &self,
-        core: &mut GroupCoordinator,
-        completions: Vec<Completion>,
-    ) -> Vec<Written> {
-        let written = self.settle(core, completions);
+    fn after_step(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) -> Settled {
+        let settled = self.settle(core, completions);
         // Deadlines may have moved: let the timer task recompute its sleep.
         self.timers.notify_one();
-        written
+        settled
     }
 
     /// Persists the group metadata the step changed, and delivers its completions once that is
     /// replicated. Returns what was written, for a caller answering the step's own request.
-    fn settle(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) -> Vec<Written> {
+    fn settle(&self, core: &mut GroupCoordinator, completions: Vec<Completion>) -> Settled {
         // The last offset written per offsets partition in this step.
         let mut written: Vec<Written> = Vec::new();
+        let mut persist_error = None;
         for group in core.take_dirty() {
             let record = OffsetsRecord::Group {
                 value: core
@@ -414,9 +411,18 @@ impl GroupManager {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(group, error = %e, "cannot persist group metadata"),
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "cannot persist group metadata");
+                    // What the step's answers announce is not stored: they become this error
+                    // (NOT_COORDINATOR when the offsets partition moved away).
+                    persist_error.get_or_insert(e.code());
+                }
             }
         }
+        let settled = Settled {
+            written,
+            persist_error,
+        };
         let deliveries: Vec<(u64, oneshot::Sender<CompletedResponse>, CompletedResponse)> = {
             let mut parked = lock(&self.parked);
             completions
@@ -431,7 +437,7 @@ impl GroupManager {
                 .collect()
         };
         if deliveries.is_empty() {
-            return written;
+            return settled;
         }
         // JoinGroup and SyncGroup answers go out once the in-sync replicas have the group
         // metadata of this step (Kafka's storeGroup with acks=-1), so that a coordinator
@@ -439,17 +445,17 @@ impl GroupManager {
         // state machine lock is not held across it.
         let runtime = tokio::runtime::Handle::try_current();
         match runtime {
-            Ok(handle) if !written.is_empty() => {
+            Ok(handle) if settled.persist_error.is_none() && !settled.written.is_empty() => {
                 let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
-                let waits = written.clone();
+                let waits = settled.written.clone();
                 handle.spawn(async move {
                     let error = wait_replicated(waits, timeout).await;
                     deliver(deliveries, error);
                 });
             }
-            _ => deliver(deliveries, None),
+            _ => deliver(deliveries, settled.persist_error),
         }
-        written
+        settled
     }
 
     /// Runs a parking request: `step` is called under the state machine lock with a fresh
@@ -476,11 +482,11 @@ impl GroupManager {
                 completions = completions.len(),
                 "group step"
             );
-            let written = me.after_step(&mut core, completions);
-            (outcome, written)
+            let settled = me.after_step(&mut core, completions);
+            (outcome, settled)
         })
         .await;
-        let (outcome, written) = match outcome {
+        let (outcome, settled) = match outcome {
             Ok(o) => o,
             Err(e) => {
                 lock(&self.parked).remove(&token);
@@ -497,8 +503,11 @@ impl GroupManager {
                 lock(&self.parked).remove(&token);
                 // An answer given at once (a SyncGroup completing the round) waits for the
                 // group metadata it announces like the parked ones do.
+                if let Some(code) = settled.persist_error {
+                    return on_error(code);
+                }
                 let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
-                match wait_replicated(written, timeout).await {
+                match wait_replicated(settled.written, timeout).await {
                     None => r,
                     Some(code) => on_error(code),
                 }
@@ -941,14 +950,20 @@ impl GroupManager {
 /// A group metadata append: the offsets partition, the leader epoch and the last offset.
 type Written = (Arc<Partition>, i32, i64);
 
-/// Waits until the in-sync replicas have every append; the error to answer with if not.
+/// What a state machine step stored: the appends to wait for, and the first failed one's code.
+struct Settled {
+    written: Vec<Written>,
+    persist_error: Option<i16>,
+}
+
+/// Waits until the in-sync replicas have every append, `timeout` in all; the error to answer
+/// with if not.
 async fn wait_replicated(written: Vec<Written>, timeout: Duration) -> Option<i16> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut error = None;
     for (partition, epoch, last) in written {
-        match partition
-            .wait_for_high_watermark(epoch, last, timeout)
-            .await
-        {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match partition.wait_for_high_watermark(epoch, last, left).await {
             AckWait::Replicated => {}
             AckWait::NotLeader => error = Some(ResponseError::NotCoordinator.code()),
             AckWait::TimedOut { .. } => {

@@ -213,6 +213,25 @@ pub enum MetadataRecord {
 }
 
 impl MetadataRecord {
+    /// The version this record is written in: the oldest that holds it, so that a node of the
+    /// previous release still replays every log that uses nothing newer (a reassignment's
+    /// lists are the only version-1 content).
+    fn version(&self) -> u16 {
+        match self {
+            MetadataRecord::Partition(r)
+                if !r.removing_replicas.is_empty() || !r.adding_replicas.is_empty() =>
+            {
+                1
+            }
+            MetadataRecord::PartitionChange(r)
+                if r.removing_replicas.is_some() || r.adding_replicas.is_some() =>
+            {
+                1
+            }
+            _ => 0,
+        }
+    }
+
     /// Kafka's record type number (its `apiKey` in the metadata schema).
     pub fn type_id(&self) -> u16 {
         match self {
@@ -252,10 +271,10 @@ impl MetadataRecord {
     }
 }
 
-/// The version a record type is written in today. Each type has its own version so that one
-/// can change without the others; a reader accepts the versions up to it, never a newer one.
-/// PartitionRecord and PartitionChangeRecord are at 1 (reassignment's adding and removing
-/// replicas); everything else at 0.
+/// The newest version of a record type this build knows. Each type has its own version so
+/// that one can change without the others; a reader accepts the versions up to it, never a
+/// newer one. PartitionRecord and PartitionChangeRecord are at 1 (reassignment's adding and
+/// removing replicas); everything else at 0.
 fn record_version(type_id: u16) -> u16 {
     match type_id {
         3 | 5 => 1,
@@ -307,9 +326,10 @@ pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
     let mut body = Vec::new();
     for record in records {
         body.clear();
-        encode_body(record, &mut body);
+        let version = record.version();
+        encode_body(record, version, &mut body);
         put_uvarint(&mut out, u64::from(record.type_id()));
-        put_uvarint(&mut out, u64::from(record_version(record.type_id())));
+        put_uvarint(&mut out, u64::from(version));
         put_uvarint(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
     }
@@ -353,7 +373,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, RecordDecodeErr
     Ok(records)
 }
 
-fn encode_body(record: &MetadataRecord, out: &mut Vec<u8>) {
+fn encode_body(record: &MetadataRecord, version: u16, out: &mut Vec<u8>) {
     match record {
         MetadataRecord::RegisterBroker(r) => {
             put_i32(out, r.broker_id);
@@ -386,8 +406,10 @@ fn encode_body(record: &MetadataRecord, out: &mut Vec<u8>) {
             put_i32(out, r.leader);
             put_i32(out, r.leader_epoch);
             put_i32(out, r.partition_epoch);
-            put_ids(out, &r.removing_replicas);
-            put_ids(out, &r.adding_replicas);
+            if version >= 1 {
+                put_ids(out, &r.removing_replicas);
+                put_ids(out, &r.adding_replicas);
+            }
         }
         MetadataRecord::Config(r) => {
             out.push(r.resource_type as u8);
@@ -412,7 +434,8 @@ fn encode_body(record: &MetadataRecord, out: &mut Vec<u8>) {
                 }
                 None => out.push(0),
             }
-            for ids in [&r.replicas, &r.removing_replicas, &r.adding_replicas] {
+            let lists = [&r.replicas, &r.removing_replicas, &r.adding_replicas];
+            for ids in &lists[..if version >= 1 { 3 } else { 1 }] {
                 match ids {
                     Some(ids) => {
                         out.push(1);

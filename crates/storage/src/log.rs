@@ -1664,12 +1664,21 @@ impl Log {
                 // a new file in its place.
                 if active.is_empty() {
                     let base = active.base_offset();
-                    if let Some(seg) = self.segments.pop() {
-                        seg.delete()?;
-                    }
-                    let fresh = self.new_segment(base)?;
-                    self.segments.push(fresh);
+                    let replaced = (|| {
+                        if let Some(seg) = self.segments.pop() {
+                            seg.delete()?;
+                        }
+                        let fresh = self.new_segment(base)?;
+                        self.segments.push(fresh);
+                        Ok::<(), StorageError>(())
+                    })();
                     self.dir_seq += 1;
+                    if let Err(e) = replaced {
+                        // Maybe without an active segment: reopening finds what is left.
+                        self.offline =
+                            Some(format!("could not replace the segment at {base}: {e}"));
+                        return Err(e);
+                    }
                 } else {
                     self.roll()?;
                 }

@@ -318,6 +318,16 @@ impl LeaderState {
             } else {
                 self.grant_joiners(&old_isr, now_ms);
             }
+        } else if leader_epoch == self.leader_epoch
+            && partition_epoch == self.partition_epoch
+            && (replicas != self.replicas.as_slice() || !same_members(isr, &self.isr))
+        {
+            // The state an answer to our own proposal already took, seen in full: that answer
+            // carried the ISR but not the replica set, which a reassignment completed in the
+            // same batch changes (a removed replica must stop holding the high watermark).
+            let old_isr = std::mem::take(&mut self.isr);
+            self.set_membership(replicas, isr);
+            self.grant_joiners(&old_isr, now_ms);
         }
         for f in self.followers.values_mut() {
             f.join_barred_until_ms = None;
@@ -792,6 +802,14 @@ impl LeaderState {
     }
 }
 
+/// Whether `isr` (any order) holds exactly the members of `sorted`.
+fn same_members(isr: &[i32], sorted: &[i32]) -> bool {
+    let mut isr = isr.to_vec();
+    isr.sort_unstable();
+    isr.dedup();
+    isr == sorted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,6 +1009,30 @@ mod tests {
         let _ = s.on_follower_fetch(2, 7, 10, 1);
         assert_eq!(s.on_follower_fetch(3, 7, 9, 2).proposal, None);
         assert!(s.on_follower_fetch(3, 7, 10, 3).proposal.is_some());
+    }
+
+    #[test]
+    fn a_replica_removed_with_the_isr_change_that_completed_a_reassignment_stops_counting() {
+        // Replicas {1,2,3} moving to {1,2,4}: 4 joins, and the controller's answer (the ISR,
+        // the final partition epoch) comes before the image that also drops 3 from the replicas.
+        let mut s = leader(&[1, 2, 4, 3], &[1, 2, 3], 2);
+        let _ = s.on_local_append(10);
+        let _ = s.on_follower_fetch(2, 7, 10, 1);
+        let _ = s.on_follower_fetch(3, 8, 10, 1);
+        let p = s.on_follower_fetch(4, 9, 10, 2).proposal.expect("4 joins");
+        let answer = ProposalResult::Committed {
+            isr: vec![1, 2, 4],
+            leader_epoch: 5,
+            partition_epoch: 12,
+        };
+        let _ = s.on_proposal_result(p.id, answer, 3);
+        assert_eq!(s.isr(), &[1, 2, 4]);
+        // The image of that same partition epoch: replica 3 is gone.
+        let _ = s.update_metadata(5, 12, &[1, 2, 4], &[1, 2, 4], 4);
+        let _ = s.on_local_append(20);
+        let _ = s.on_follower_fetch(2, 7, 20, 5);
+        let e = s.on_follower_fetch(4, 9, 20, 5);
+        assert_eq!(e.high_watermark_moved, Some(20), "3 no longer holds it");
     }
 
     #[test]

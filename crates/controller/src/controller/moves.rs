@@ -6,11 +6,11 @@
 //! A reassignment to target replicas T from replicas R first makes the replica set T followed
 //! by R − T, with `adding` = T − R and `removing` = R − T. The partition keeps its leader and
 //! ISR; the added replicas start fetching, and the leader proposes them into the ISR as any
-//! follower that caught up. The AlterPartition that makes every added replica in sync also
-//! completes the reassignment: the replica set becomes T, the removed replicas leave the ISR,
-//! and a leader that was removed hands over to the first in-sync replica of T. A removed
-//! replica that is still needed for the ISR (none of T in sync yet) keeps the reassignment
-//! waiting rather than shrinking the ISR to nothing.
+//! follower that caught up. The AlterPartition that makes every replica of T in sync (the
+//! added ones and any kept one that lagged) also completes the reassignment: the replica set
+//! becomes T, the removed replicas leave the ISR, and a leader that was removed hands over to
+//! the first in-sync replica of T. Until then the removed replicas keep their copies, so the
+//! move never leaves fewer in-sync copies of what was acknowledged than there were.
 
 use std::collections::BTreeSet;
 
@@ -442,9 +442,8 @@ fn cancel_one(batch: &mut Batch<'_>, topic: &str, index: i32) -> Result<(), Cont
         .copied()
         .filter(|r| !p.adding_replicas.contains(r))
         .collect();
-    // The original order: the removing replicas were appended after the targets, so the
-    // original replicas are not in their first order any more; the preferred one is kept
-    // first where it survives.
+    // As Kafka's revert: the replicas minus the added ones, in their current order (the kept
+    // targets first, then the ones that were leaving), not necessarily the order before.
     let change = revert_change(topic, index, topic_id, &p, original)?;
     tracing::info!(topic, partition = index, "partition reassignment cancelled");
     batch.push(MetadataRecord::PartitionChange(change));
@@ -491,8 +490,7 @@ fn revert_change(
     Ok(change)
 }
 
-/// Completes the reassignment of a partition once every added replica is in its ISR (and some
-/// target replica is in sync to lead): the replica set becomes the target, removed replicas
+/// Completes the reassignment of a partition once every target replica is in its ISR: the replica set becomes the target, removed replicas
 /// leave the ISR, and a removed leader hands over to the first in-sync target replica.
 pub(super) fn maybe_complete_reassignment(batch: &mut Batch<'_>, topic_id: Uuid, index: i32) {
     let image = batch.image();
@@ -503,10 +501,16 @@ pub(super) fn maybe_complete_reassignment(batch: &mut Batch<'_>, topic_id: Uuid,
     else {
         return;
     };
-    if !p.is_reassigning() || !p.adding_replicas.iter().all(|r| p.isr.contains(r)) {
+    if !p.is_reassigning() {
         return;
     }
     let target = p.target_replicas();
+    // Every target replica in sync, not only the added ones (Kafka's
+    // PartitionReassignmentReplicas): a lagging target replica would otherwise leave the
+    // removed replicas' copies as the only ones of what was acknowledged.
+    if !target.iter().all(|r| p.isr.contains(r)) {
+        return;
+    }
     let isr: Vec<i32> = p
         .isr
         .iter()

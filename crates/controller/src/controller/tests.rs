@@ -1437,26 +1437,55 @@ fn reassignment_is_validated_and_can_be_cancelled() {
 }
 
 #[test]
-fn metadata_records_of_version_zero_still_decode() {
-    // A log written before reassignment existed holds version-0 partition records.
-    let record = MetadataRecord::PartitionChange(PartitionChangeRecord {
+fn partition_records_are_written_in_version_zero_unless_they_carry_a_reassignment() {
+    // A log written before reassignment existed holds version-0 partition records, and a node
+    // of that release must still replay logs that use no reassignment.
+    let plain = MetadataRecord::PartitionChange(PartitionChangeRecord {
         topic_id: Uuid::from_u128(5),
         partition_id: 1,
         isr: Some(vec![1, 2]),
         leader: Some(2),
-        replicas: None,
         ..Default::default()
     });
-    let v1 = crate::records::encode_batch(std::slice::from_ref(&record));
-    // The v1 body ends with two absent options; a v0 one stops before them.
-    let mut v0 = v1.clone();
-    v0.truncate(v0.len() - 2);
-    // Frame: format, count, type, version, length.
-    assert_eq!(v0[3], 1, "the version byte");
-    v0[3] = 0;
-    v0[4] -= 2;
-    assert_eq!(
-        crate::records::decode_batch(&v0).expect("v0 decodes"),
-        vec![record]
-    );
+    let moving = MetadataRecord::PartitionChange(PartitionChangeRecord {
+        topic_id: Uuid::from_u128(5),
+        partition_id: 1,
+        replicas: Some(vec![2, 3, 1]),
+        adding_replicas: Some(vec![3]),
+        removing_replicas: Some(vec![1]),
+        ..Default::default()
+    });
+    for (record, version) in [(plain, 0u8), (moving, 1)] {
+        let bytes = crate::records::encode_batch(std::slice::from_ref(&record));
+        // Frame: format, count, type, version, length.
+        assert_eq!(bytes[3], version, "{record:?}");
+        assert_eq!(
+            crate::records::decode_batch(&bytes).expect("decodes"),
+            vec![record]
+        );
+    }
+}
+
+#[test]
+fn reassignment_waits_for_a_lagging_target_replica_not_only_the_added_ones() {
+    let (mut h, leader, [f1, f2]) = Harness::three_replicas();
+    // f2 lags: out of the ISR but alive. Moving to {leader, f2} adds nobody.
+    h.alter(leader, "t", h.proposal("t", 0, &[leader, f1]))
+        .expect("shrink");
+    assert_eq!(h.reassign("t", 0, Some(&[leader, f2])), Ok(()));
+    let p = h.partition("t", 0).clone();
+    assert!(p.is_reassigning(), "f1's copy stays until f2 is in sync");
+    assert_eq!(p.removing_replicas, vec![f1]);
+    assert!(p.adding_replicas.is_empty());
+    // f2 catches up: now it completes.
+    h.alter(leader, "t", h.proposal("t", 0, &[leader, f1, f2]))
+        .expect("expand");
+    let p = h.partition("t", 0).clone();
+    assert!(!p.is_reassigning());
+    assert_eq!(p.replicas, vec![leader, f2]);
+    let mut isr = p.isr.clone();
+    isr.sort();
+    let mut want = vec![leader, f2];
+    want.sort();
+    assert_eq!(isr, want);
 }
