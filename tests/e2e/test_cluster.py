@@ -94,6 +94,13 @@ class Cluster:
                 b.kill()
 
 
+def print_logs_if_failed(request, nodes) -> None:
+    """Prints the stderr tail of every node when the test that ran them failed."""
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        for b in nodes:
+            print(f"\n===== {b.data_dir} stderr (tail) =====\n{b.stderr_tail()}")
+
+
 @pytest.fixture
 def cluster(request, tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("cluster"))
@@ -101,10 +108,7 @@ def cluster(request, tmp_path_factory):
         c.start()
         yield c
     finally:
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed:
-            for i, b in c.nodes.items():
-                print(f"\n===== node {i} stderr (tail) =====\n{b.stderr_tail()}")
+        print_logs_if_failed(request, c.nodes.values())
         c.close()
 
 

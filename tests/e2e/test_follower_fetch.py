@@ -27,7 +27,7 @@ from confluent_kafka.admin import NewTopic
 import rawkafka
 from conftest import vltava_bin
 from e2e_util import admin_client, assert_all_delivered, consume_confluent, gen_records, produce_confluent, wait_for
-from test_cluster import Cluster
+from test_cluster import Cluster, print_logs_if_failed
 
 TOPIC = "closest"
 PARTITIONS = 3
@@ -58,10 +58,7 @@ def start_rack_cluster(request, tmp_path_factory, monkeypatch, selector: str | N
         c.start()
         yield c
     finally:
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed:
-            for i, b in c.nodes.items():
-                print(f"\n===== node {i} stderr (tail) =====\n{b.stderr_tail()}")
+        print_logs_if_failed(request, c.nodes.values())
         c.close()
 
 

@@ -14,7 +14,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from e2e_util import assert_all_delivered, base_conf, gen_records, produce_confluent, wait_for
-from test_reassignment import dump_logs, start_cluster
+from test_cluster import print_logs_if_failed
+from test_reassignment import start_cluster
 from test_replication import create_replicated, java_hash, partitions
 
 
@@ -62,5 +63,5 @@ def test_a_group_gets_no_assignment_until_its_metadata_is_replicated(request, tm
             os.kill(paused.pid, signal.SIGCONT)
         if consumer is not None:
             consumer.close()
-        dump_logs(request, c.nodes.values())
+        print_logs_if_failed(request, c.nodes.values())
         c.close()

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError
 from conftest import Broker, free_port
 from e2e_util import admin_client, assert_all_delivered, gen_records, kcat_consume_all, produce_confluent, wait_for
 from group_util import GROUP_SETTINGS
-from test_cluster import Cluster, vltava_cli
+from test_cluster import Cluster, print_logs_if_failed, vltava_cli
 from test_replication import (
     FAST,
     KafkaPythonProducer,
@@ -38,13 +38,6 @@ def start_cluster(base: Path, extra: dict | None = None) -> Cluster:
         b.settings.update(extra or {})
     c.start()
     return c
-
-
-def dump_logs(request, nodes) -> None:
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed:
-        for b in nodes:
-            print(f"\n===== {b.data_dir} stderr (tail) =====\n{b.stderr_tail()}")
 
 
 def observer(c: Cluster, base: Path, node_id: int = 4) -> Broker:
@@ -130,7 +123,7 @@ def test_reassignment_to_other_brokers_under_load_loses_nothing(request, tmp_pat
         out = vltava_cli("cluster", "elect-leaders", *cli)
         assert "no leader election needed" in out, out
     finally:
-        dump_logs(request, [*c.nodes.values(), node4])
+        print_logs_if_failed(request, [*c.nodes.values(), node4])
         node4.kill() if node4.is_running() else None
         c.close()
 
@@ -166,7 +159,7 @@ def test_leadership_returns_to_the_preferred_replica_by_itself(request, tmp_path
         )
         print(f"leadership back {time.monotonic() - t0:.1f} s after the restart")
     finally:
-        dump_logs(request, c.nodes.values())
+        print_logs_if_failed(request, c.nodes.values())
         c.close()
 
 
@@ -201,6 +194,6 @@ def test_two_of_three_replicas_down_refuses_acks_all_until_one_returns(request, 
         assert_all_delivered(results)
         assert len(kcat_consume_all(node4.bootstrap, "twodown")) == 25
     finally:
-        dump_logs(request, [*c.nodes.values(), node4])
+        print_logs_if_failed(request, [*c.nodes.values(), node4])
         node4.kill() if node4.is_running() else None
         c.close()

@@ -19,7 +19,7 @@ from confluent_kafka.admin import NewTopic
 
 from e2e_util import admin_client, assert_all_delivered, base_conf, gen_records, kcat_consume_all, produce_confluent, wait_for
 from group_util import committed_offsets
-from test_cluster import Cluster
+from test_cluster import Cluster, print_logs_if_failed
 
 FAST = {
     # A killed broker is fenced, and its leaderships move, within ~3 s.
@@ -37,10 +37,7 @@ def rcluster(request, tmp_path_factory):
         c.start()
         yield c
     finally:
-        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-        if failed:
-            for i, b in c.nodes.items():
-                print(f"\n===== node {i} stderr (tail) =====\n{b.stderr_tail()}")
+        print_logs_if_failed(request, c.nodes.values())
         c.close()
 
 

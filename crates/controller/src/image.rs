@@ -69,6 +69,16 @@ impl PartitionImage {
         !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
     }
 
+    /// The replica set before the reassignment in progress (the replicas, if none is), in the
+    /// current order.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
+
     /// The replica set a reassignment in progress moves to (the replicas, if none is).
     pub fn target_replicas(&self) -> Vec<i32> {
         self.replicas

@@ -347,19 +347,22 @@ impl Controller {
             ));
         }
         // A new target replaces one in progress, computed from the replicas before it.
-        let original: Vec<i32> = p
-            .replicas
-            .iter()
-            .copied()
-            .filter(|r| !p.adding_replicas.contains(r))
-            .collect();
+        let original = p.original_replicas();
         let same_set = |a: &[i32], b: &[i32]| a.len() == b.len() && a.iter().all(|r| b.contains(r));
         let change = if same_set(target, &original) {
             if !p.is_reassigning() && target == p.replicas.as_slice() {
                 return Ok(());
             }
             // Back to (a reordering of) the original set: nothing to copy, done at once.
-            revert_change(topic, index, topic_id, &p, target.to_vec())?
+            replica_set_change(
+                topic,
+                index,
+                topic_id,
+                &p,
+                target.to_vec(),
+                Vec::new(),
+                Vec::new(),
+            )?
         } else {
             let adding: Vec<i32> = target
                 .iter()
@@ -373,37 +376,7 @@ impl Controller {
                 .collect();
             let mut replicas = target.to_vec();
             replicas.extend(removing.iter().copied());
-            // Replicas of the replaced reassignment that the new target drops leave the ISR
-            // now; they were never part of the partition's durable set.
-            let isr: Vec<i32> = p
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| replicas.contains(r))
-                .collect();
-            if isr.is_empty() {
-                return Err(ControllerError::new(
-                    ResponseError::ReassignmentInProgress,
-                    format!(
-                        "{topic}-{index}: no in-sync replica would remain; let the reassignment in progress finish first"
-                    ),
-                ));
-            }
-            let mut change = PartitionChangeRecord {
-                topic_id,
-                partition_id: index,
-                replicas: Some(replicas),
-                adding_replicas: Some(adding),
-                removing_replicas: Some(removing),
-                ..Default::default()
-            };
-            if isr != p.isr {
-                if !isr.contains(&p.leader) {
-                    change.leader = Some(isr[0]);
-                }
-                change.isr = Some(isr);
-            }
-            change
+            replica_set_change(topic, index, topic_id, &p, replicas, adding, removing)?
         };
         tracing::info!(topic, partition = index, ?target, "partition reassignment");
         batch.push(MetadataRecord::PartitionChange(change));
@@ -436,28 +409,27 @@ fn cancel_one(batch: &mut Batch<'_>, topic: &str, index: i32) -> Result<(), Cont
             format!("{topic}-{index} is not being reassigned"),
         ));
     }
-    let original: Vec<i32> = p
-        .replicas
-        .iter()
-        .copied()
-        .filter(|r| !p.adding_replicas.contains(r))
-        .collect();
     // As Kafka's revert: the replicas minus the added ones, in their current order (the kept
     // targets first, then the ones that were leaving), not necessarily the order before.
-    let change = revert_change(topic, index, topic_id, &p, original)?;
+    let original = p.original_replicas();
+    let change = replica_set_change(topic, index, topic_id, &p, original, Vec::new(), Vec::new())?;
     tracing::info!(topic, partition = index, "partition reassignment cancelled");
     batch.push(MetadataRecord::PartitionChange(change));
     Ok(())
 }
 
-/// The change that puts a partition back on (an ordering of) its replicas before the
-/// reassignment: the added replicas leave the replica set and the ISR.
-fn revert_change(
+/// The change that gives a partition the replica set `replicas`, with a reassignment's
+/// `adding` / `removing` lists (empty ones end it): replicas outside the set leave the ISR, and
+/// a leader outside it hands over to the first remaining member. Refused when no in-sync
+/// replica would remain.
+fn replica_set_change(
     topic: &str,
     index: i32,
     topic_id: Uuid,
     p: &PartitionImage,
     replicas: Vec<i32>,
+    adding: Vec<i32>,
+    removing: Vec<i32>,
 ) -> Result<PartitionChangeRecord, ControllerError> {
     let isr: Vec<i32> = p
         .isr
@@ -469,7 +441,7 @@ fn revert_change(
         return Err(ControllerError::new(
             ResponseError::ReassignmentInProgress,
             format!(
-                "{topic}-{index}: none of the replicas {replicas:?} is in sync; the reassignment cannot be undone now"
+                "{topic}-{index}: none of the replicas {replicas:?} is in sync; let the reassignment in progress finish first"
             ),
         ));
     }
@@ -477,8 +449,8 @@ fn revert_change(
         topic_id,
         partition_id: index,
         replicas: Some(replicas),
-        adding_replicas: Some(Vec::new()),
-        removing_replicas: Some(Vec::new()),
+        adding_replicas: Some(adding),
+        removing_replicas: Some(removing),
         ..Default::default()
     };
     if !isr.contains(&p.leader) {
@@ -490,8 +462,9 @@ fn revert_change(
     Ok(change)
 }
 
-/// Completes the reassignment of a partition once every target replica is in its ISR: the replica set becomes the target, removed replicas
-/// leave the ISR, and a removed leader hands over to the first in-sync target replica.
+/// Completes the reassignment of a partition once every target replica is in its ISR: the
+/// replica set becomes the target, removed replicas leave the ISR, and a removed leader hands
+/// over to the first in-sync target replica.
 pub(super) fn maybe_complete_reassignment(batch: &mut Batch<'_>, topic_id: Uuid, index: i32) {
     let image = batch.image();
     let Some(p) = image
