@@ -25,10 +25,12 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{Controller, ControllerConfig, ControllerError};
 use crate::image::MetadataImage;
+use crate::raft::election;
 use crate::raft::log_store::{LogStoreError, MetadataLogStore};
 use crate::raft::network::{
     ControllerRpcHandler, Network, NetworkConfig, RaftService, call_controller,
 };
+use crate::raft::prevote::PreVoteState;
 use crate::raft::state_machine::{MetadataStateMachine, StateMachineError, StateReader};
 use crate::raft::tcp::{TcpConfig, TcpTransport, serve_service};
 use crate::raft::wire::ANY_NODE;
@@ -199,6 +201,12 @@ impl QuorumNode {
         let raft = MetadataRaft::new(id, raft_config, network, log, sm)
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
+        // Controller nodes stand for election only after a pre-vote (`raft::prevote`), so
+        // openraft's own timer is off there; brokers without the role never stand.
+        let pre_vote = Arc::new(PreVoteState::new(config.timing.election_timeout_max_ms));
+        if config.controller_role {
+            raft.runtime_config().elect(false);
+        }
 
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let inner = Arc::new(Inner {
@@ -214,7 +222,8 @@ impl QuorumNode {
         let mut tasks = Vec::new();
         if let Some(listener) = listener {
             let service = RaftService::new(raft.clone(), net_config.clone())
-                .with_controller(Arc::new(Handler(Arc::clone(&inner))));
+                .with_controller(Arc::new(Handler(Arc::clone(&inner))))
+                .with_pre_vote(Arc::clone(&pre_vote));
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let stopped = async move {
@@ -228,6 +237,17 @@ impl QuorumNode {
             }));
         }
         if config.controller_role {
+            tasks.push(tokio::spawn(election::run_elections(
+                raft.clone(),
+                Arc::clone(&transport),
+                net_config.clone(),
+                pre_vote,
+                election::ElectionTiming {
+                    election_timeout_min_ms: config.timing.election_timeout_min_ms,
+                    election_timeout_max_ms: config.timing.election_timeout_max_ms,
+                },
+                shutdown_rx.clone(),
+            )));
             let inner = Arc::clone(&inner);
             let controller_config = config.controller.clone();
             let stop = shutdown_rx.clone();
@@ -318,7 +338,7 @@ impl QuorumNode {
     pub fn client(&self, bootstrap: Vec<String>) -> ControllerClient {
         ControllerClient {
             local: Some(Arc::clone(&self.inner)),
-            transport: Arc::new(TcpTransport::new(TcpConfig::default())),
+            transport: Arc::new(TcpTransport::new(controller_rpc_tcp())),
             net_config: NetworkConfig::new(
                 self.inner.cluster_id.clone(),
                 raft_id(self.inner.node_id),
@@ -1021,6 +1041,16 @@ pub struct ControllerClient {
     hint: Mutex<Option<(i32, String)>>,
 }
 
+/// The transport settings of controller clients. Their connections carry nothing but
+/// controller RPCs, some of which wait for a commit ([`COMMIT_TIMEOUT`]), so the peer may
+/// rightly be silent for longer than on a raft connection, where heartbeats flow.
+fn controller_rpc_tcp() -> TcpConfig {
+    TcpConfig {
+        read_timeout: COMMIT_TIMEOUT + Duration::from_secs(5),
+        ..TcpConfig::default()
+    }
+}
+
 /// Made-up transport keys for bootstrap addresses, far from real node ids.
 const BOOTSTRAP_KEY_BASE: RaftNodeId = u64::MAX / 2;
 
@@ -1030,7 +1060,7 @@ impl ControllerClient {
     pub fn remote(cluster_id: String, node_id: i32, bootstrap: Vec<String>) -> Self {
         ControllerClient {
             local: None,
-            transport: Arc::new(TcpTransport::new(TcpConfig::default())),
+            transport: Arc::new(TcpTransport::new(controller_rpc_tcp())),
             net_config: NetworkConfig::new(cluster_id, raft_id(node_id)),
             bootstrap,
             hint: Mutex::new(None),

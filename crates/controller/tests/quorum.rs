@@ -21,8 +21,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use vltava_controller::raft::election::{ElectionTiming, run_elections};
 use vltava_controller::raft::log_store::MetadataLogStore;
 use vltava_controller::raft::network::{Network, NetworkConfig, RaftService};
+use vltava_controller::raft::prevote::PreVoteState;
 use vltava_controller::raft::sim::SimNetwork;
 use vltava_controller::raft::state_machine::MetadataStateMachine;
 use vltava_controller::raft::{
@@ -142,6 +145,8 @@ fn addr(id: RaftNodeId) -> ControllerNode {
 struct Node {
     raft: MetadataRaft,
     applied: Applied,
+    /// Stops the node's election loop.
+    stop: watch::Sender<bool>,
 }
 
 /// Leader ids `(term, node)` seen, each with the nodes that held it.
@@ -158,6 +163,9 @@ struct Cluster {
     /// Writes acknowledged by a leader: log index to payload.
     acked: BTreeMap<u64, Bytes>,
     next_write: u64,
+    /// Nodes stand for election after a pre-vote, as controller nodes do (`raft::election`);
+    /// off, openraft's own election timer runs.
+    pre_vote: bool,
 }
 
 impl Cluster {
@@ -171,6 +179,7 @@ impl Cluster {
             leaders: Arc::default(),
             acked: BTreeMap::new(),
             next_write: 0,
+            pre_vote: true,
         }
     }
 
@@ -189,16 +198,41 @@ impl Cluster {
         let raft = MetadataRaft::new(id, Arc::clone(&self.config), network, log, sm)
             .await
             .expect("raft starts");
-        self.net
-            .register(id, Arc::new(RaftService::new(raft.clone(), net_config)));
+        let (stop, stopped) = watch::channel(false);
+        let mut service = RaftService::new(raft.clone(), net_config.clone());
+        if self.pre_vote {
+            let state = Arc::new(PreVoteState::new(self.config.election_timeout_max));
+            raft.runtime_config().elect(false);
+            service = service.with_pre_vote(Arc::clone(&state));
+            tokio::spawn(run_elections(
+                raft.clone(),
+                self.net.transport(id),
+                net_config,
+                state,
+                ElectionTiming {
+                    election_timeout_min_ms: self.config.election_timeout_min,
+                    election_timeout_max_ms: self.config.election_timeout_max,
+                },
+                stopped,
+            ));
+        }
+        self.net.register(id, Arc::new(service));
         self.watch_leadership(id, &raft);
-        self.nodes.insert(id, Node { raft, applied });
+        self.nodes.insert(
+            id,
+            Node {
+                raft,
+                applied,
+                stop,
+            },
+        );
     }
 
     /// Stops node `id`; its data dir stays for a restart.
     async fn stop(&mut self, id: RaftNodeId) {
         self.net.unregister(id);
         if let Some(node) = self.nodes.remove(&id) {
+            let _ = node.stop.send(true);
             node.raft.shutdown().await.expect("raft shuts down");
         }
     }
@@ -559,6 +593,59 @@ async fn membership_changes_keep_committed_writes() {
         c.net.set_loss(0.0);
         c.converge_and_check().await;
         c.shutdown().await;
+    }
+}
+
+/// A follower cut off from the other voters for many election timeouts, then healed. With
+/// pre-vote its term stays where it was and the leader keeps leading; without (openraft's own
+/// timer, the control) the lone voter raises its term election after election and deposes the
+/// leader when it returns, which is what pre-vote is for.
+async fn isolated_follower_returns(seed: u64, pre_vote: bool) -> (u64, u64, bool) {
+    let _guard = SeedGuard(seed, "an_isolated_voter_does_not_depose_the_leader");
+    let mut c = Cluster::new(seed);
+    c.pre_vote = pre_vote;
+    c.bootstrap(&[1, 2, 3]).await;
+    c.write_acked(5).await;
+    let leader = c.leader(Duration::from_secs(30)).await;
+    let vote_before = c.nodes[&leader].raft.metrics().borrow().vote;
+    let follower = [1, 2, 3].into_iter().find(|&n| n != leader).unwrap();
+    c.net.isolate(follower);
+    // Twenty election timeouts alone.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let term_alone = c.nodes[&follower].raft.metrics().borrow().current_term;
+    c.net.heal();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.write_acked(5).await;
+    let leader_after = c.leader(Duration::from_secs(30)).await;
+    let vote_after = c.nodes[&leader_after].raft.metrics().borrow().vote;
+    c.converge_and_check().await;
+    c.shutdown().await;
+    (
+        vote_before.leader_id.term,
+        term_alone,
+        vote_after == vote_before,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_isolated_voter_does_not_depose_the_leader() {
+    for seed in seeds() {
+        let (term, term_alone, same_leader) = isolated_follower_returns(seed, true).await;
+        assert_eq!(
+            term_alone, term,
+            "seed {seed}: the isolated voter raised its term with pre-vote"
+        );
+        assert!(
+            same_leader,
+            "seed {seed}: the leader changed when the isolated voter returned"
+        );
+        // The control: the same schedule with openraft's own election timer.
+        let (term, term_alone, same_leader) = isolated_follower_returns(seed, false).await;
+        assert!(
+            term_alone > term && !same_leader,
+            "seed {seed}: without pre-vote the isolated voter was expected to raise its term \
+             ({term} -> {term_alone}) and depose the leader (same leader: {same_leader})"
+        );
     }
 }
 

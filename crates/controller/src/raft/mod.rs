@@ -77,8 +77,10 @@ pub trait ReplicatedState: Send + Sync + 'static {
     fn restore(&mut self, offset: u64, snapshot: &[u8]) -> Result<(), ApplyError>;
 }
 
+pub mod election;
 pub mod log_store;
 pub mod network;
+pub mod prevote;
 #[cfg(feature = "testing")]
 pub mod sim;
 pub mod state_machine;

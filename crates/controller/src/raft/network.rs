@@ -26,8 +26,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, ServerState, StorageError, StorageIOError};
 
+use super::prevote::{PreVoteRequest, PreVoteResponse, PreVoteState, VoterView, grant_pre_vote};
 use super::wire::{
     self, FatalKind, RaftReply, RaftRequest, RejectReason, RemoteFailure, RequestHeader, WireError,
     WireLimits,
@@ -272,7 +273,7 @@ fn fatal_to_wire(f: &Fatal<RaftNodeId>) -> RemoteFailure {
 /// First interval openraft waits after a peer was unreachable; doubled up to the cap.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// Longest interval between attempts to reach an unreachable peer.
-const BACKOFF_CAP: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 impl<T: Transport> RaftNetwork<MetadataRaftConfig> for PeerClient<T> {
     async fn append_entries(
@@ -354,6 +355,7 @@ pub struct RaftService {
     raft: MetadataRaft,
     config: NetworkConfig,
     controller: Option<Arc<dyn ControllerRpcHandler>>,
+    pre_vote: Option<Arc<PreVoteState>>,
 }
 
 impl RaftService {
@@ -363,7 +365,16 @@ impl RaftService {
             raft,
             config,
             controller: None,
+            pre_vote: None,
         }
+    }
+
+    /// Records leader contact in `state` and answers pre-votes from it (`super::prevote`).
+    /// Without it, pre-votes are refused as a node of a release without pre-vote refuses
+    /// them, and the candidate treats the refusal as a grant.
+    pub fn with_pre_vote(mut self, state: Arc<PreVoteState>) -> Self {
+        self.pre_vote = Some(state);
+        self
     }
 
     /// Also answers controller RPCs, with `handler`.
@@ -423,18 +434,40 @@ impl RaftService {
         }
         let reply = match request {
             RaftRequest::AppendEntries(rpc) => match self.raft.append_entries(rpc).await {
-                Ok(resp) => RaftReply::AppendEntries(resp),
+                Ok(resp) => {
+                    // Anything but "your vote is stale" means a leader this node follows.
+                    if !matches!(resp, AppendEntriesResponse::HigherVote(_)) {
+                        self.leader_contact();
+                    }
+                    RaftReply::AppendEntries(resp)
+                }
                 Err(e) => RaftReply::Error(infallible_api(e)),
             },
             RaftRequest::Vote(rpc) => match self.raft.vote(rpc).await {
-                Ok(resp) => RaftReply::Vote(resp),
+                Ok(resp) => {
+                    // Raft restarts the election timer of a voter that grants a vote, so
+                    // that it does not compete with the candidate it just voted for.
+                    if resp.vote_granted {
+                        self.leader_contact();
+                    }
+                    RaftReply::Vote(resp)
+                }
                 Err(e) => RaftReply::Error(infallible_api(e)),
             },
-            RaftRequest::InstallSnapshot(rpc) => match self.raft.install_snapshot(rpc).await {
-                Ok(resp) => RaftReply::InstallSnapshot(resp),
-                Err(RaftError::APIError(e)) => RaftReply::Error(wire::snapshot_failure(&e)),
-                Err(RaftError::Fatal(f)) => RaftReply::Error(fatal_to_wire(&f)),
-            },
+            RaftRequest::InstallSnapshot(rpc) => {
+                let sent = rpc.vote;
+                match self.raft.install_snapshot(rpc).await {
+                    Ok(resp) => {
+                        if resp.vote <= sent {
+                            self.leader_contact();
+                        }
+                        RaftReply::InstallSnapshot(resp)
+                    }
+                    Err(RaftError::APIError(e)) => RaftReply::Error(wire::snapshot_failure(&e)),
+                    Err(RaftError::Fatal(f)) => RaftReply::Error(fatal_to_wire(&f)),
+                }
+            }
+            RaftRequest::PreVote(rpc) => self.answer_pre_vote(&rpc),
             RaftRequest::Controller(body) => match &self.controller {
                 Some(handler) => RaftReply::Controller(handler.handle(body).await),
                 None => RaftReply::Error(RemoteFailure::Rejected {
@@ -444,6 +477,41 @@ impl RaftService {
             },
         };
         wire::encode_reply(header.request_id, &reply)
+    }
+
+    fn leader_contact(&self) {
+        if let Some(state) = &self.pre_vote {
+            state.contact.touch(state.now_ms());
+        }
+    }
+
+    fn answer_pre_vote(&self, rpc: &PreVoteRequest) -> RaftReply {
+        let Some(state) = &self.pre_vote else {
+            return RaftReply::Error(RemoteFailure::Rejected {
+                reason: RejectReason::Malformed,
+                message: "this node does not answer pre-votes".into(),
+            });
+        };
+        let (is_leader, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        let last_log_id = self.raft.data_metrics().borrow().last_log;
+        let view = VoterView {
+            is_leader,
+            since_contact_ms: state.contact.since_ms(state.now_ms()),
+            last_log_id,
+        };
+        let granted = grant_pre_vote(&view, rpc, state.lease_ms);
+        tracing::debug!(
+            candidate = rpc.candidate,
+            term = rpc.term,
+            granted,
+            ?view,
+            "pre-vote"
+        );
+        RaftReply::PreVote(PreVoteResponse { granted, term })
     }
 }
 
@@ -498,19 +566,73 @@ pub async fn call_controller<T: Transport>(
         cluster_id: config.cluster_id.clone(),
         target,
     };
-    let frame = wire::encode_request(&header, &RaftRequest::Controller(body), config.limits)
-        .map_err(|e| ControllerCallError::Encode(e.to_string()))?;
-    let reply = transport.call(key, node, frame, timeout).await?;
-    let (reply_id, reply) = wire::decode_reply(reply, config.limits)
-        .map_err(|e| ControllerCallError::BadReply(e.to_string()))?;
-    if reply_id != request_id {
-        return Err(ControllerCallError::BadReply(format!(
-            "reply to request {reply_id} while waiting for {request_id}"
-        )));
-    }
-    match reply {
+    match call_once(
+        transport,
+        config,
+        key,
+        header,
+        RaftRequest::Controller(body),
+        node,
+        timeout,
+    )
+    .await?
+    {
         RaftReply::Controller(body) => Ok(body),
         RaftReply::Error(f) => Err(ControllerCallError::Remote(f)),
         other => Err(ControllerCallError::BadReply(format!("{other:?}"))),
     }
+}
+
+/// Asks voter `target` at `node` for a pre-vote (`super::prevote`).
+pub async fn call_pre_vote<T: Transport>(
+    transport: &T,
+    config: &NetworkConfig,
+    target: RaftNodeId,
+    node: &ControllerNode,
+    request: PreVoteRequest,
+    timeout: Duration,
+) -> Result<PreVoteResponse, ControllerCallError> {
+    let header = RequestHeader {
+        request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+        cluster_id: config.cluster_id.clone(),
+        target,
+    };
+    match call_once(
+        transport,
+        config,
+        target,
+        header,
+        RaftRequest::PreVote(request),
+        node,
+        timeout,
+    )
+    .await?
+    {
+        RaftReply::PreVote(resp) => Ok(resp),
+        RaftReply::Error(f) => Err(ControllerCallError::Remote(f)),
+        other => Err(ControllerCallError::BadReply(format!("{other:?}"))),
+    }
+}
+
+async fn call_once<T: Transport>(
+    transport: &T,
+    config: &NetworkConfig,
+    key: RaftNodeId,
+    header: RequestHeader,
+    request: RaftRequest,
+    node: &ControllerNode,
+    timeout: Duration,
+) -> Result<RaftReply, ControllerCallError> {
+    let frame = wire::encode_request(&header, &request, config.limits)
+        .map_err(|e| ControllerCallError::Encode(e.to_string()))?;
+    let reply = transport.call(key, node, frame, timeout).await?;
+    let (reply_id, reply) = wire::decode_reply(reply, config.limits)
+        .map_err(|e| ControllerCallError::BadReply(e.to_string()))?;
+    if reply_id != header.request_id {
+        return Err(ControllerCallError::BadReply(format!(
+            "reply to request {reply_id} while waiting for {}",
+            header.request_id
+        )));
+    }
+    Ok(reply)
 }

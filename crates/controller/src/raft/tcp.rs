@@ -34,9 +34,11 @@ pub struct TcpConfig {
     pub connect_timeout: Duration,
     /// Longest wait for one frame to be written.
     pub write_timeout: Duration,
-    /// Longest silence from a peer while requests to it are outstanding, and longest wait for
-    /// the rest of a frame once its length has arrived. Longer than any request takes to serve,
-    /// so it only catches dead peers; each request has its own, shorter, timeout.
+    /// Longest silence from a peer after a request was written to it, and longest wait for
+    /// the rest of a frame once its length has arrived. The server answers requests
+    /// concurrently and the leader sends heartbeats many times a second, so a live peer is
+    /// never silent this long even while it serves a slow request; each request has its own,
+    /// shorter, timeout.
     pub read_timeout: Duration,
     /// How long the server keeps a connection with no request on it.
     pub idle_timeout: Duration,
@@ -53,7 +55,7 @@ impl Default for TcpConfig {
         Self {
             connect_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(120),
             max_connections: 64,
             max_in_flight_per_connection: 16,
@@ -191,10 +193,13 @@ async fn drive(addr: String, mut rx: mpsc::Receiver<Outgoing>, config: TcpConfig
     let mut reader = tokio::spawn(read_replies(read, frames_tx, config.limits));
     let mut pending: HashMap<u64, ReplySender> = HashMap::new();
     let mut next = Some(first);
-    // When the peer was last heard from, or when it last owed us nothing: the read timeout runs
-    // from there, not from our last request, so a steady stream of heartbeats to a dead peer
-    // cannot keep its connection open.
-    let mut heard = tokio::time::Instant::now();
+    // The first request written since the peer last sent anything: the read timeout runs from
+    // there. Every request is answered, so a peer that sends nothing for that long while it
+    // owes replies is gone (partitioned away, paused, dead). Requests whose callers gave up
+    // still count: dropping them from the reckoning let a steady stream of timed-out
+    // heartbeats keep a dead connection open until the kernel's send buffer filled, and then
+    // TCP's backed-off retransmissions kept it stuck for seconds after the network healed.
+    let mut unanswered_since: Option<tokio::time::Instant> = None;
     let why = loop {
         if let Some(out) = next.take() {
             // Callers that timed out have dropped their receivers; forget them here rather than
@@ -204,12 +209,16 @@ async fn drive(addr: String, mut rx: mpsc::Receiver<Outgoing>, config: TcpConfig
                 let _ = out.reply.send(Err(TransportError::Broken(e.clone())));
                 break e;
             }
-            if pending.is_empty() {
-                heard = tokio::time::Instant::now();
-            }
+            unanswered_since.get_or_insert_with(tokio::time::Instant::now);
             pending.insert(out.request_id, out.reply);
         }
-        let silence = tokio::time::sleep_until(heard + config.read_timeout);
+        let silent_since = unanswered_since;
+        let silence = async move {
+            match silent_since {
+                Some(t) => tokio::time::sleep_until(t + config.read_timeout).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             out = rx.recv() => match out {
                 Some(out) => next = Some(out),
@@ -217,7 +226,7 @@ async fn drive(addr: String, mut rx: mpsc::Receiver<Outgoing>, config: TcpConfig
             },
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    heard = tokio::time::Instant::now();
+                    unanswered_since = None;
                     // No one waiting means the caller gave up on this reply.
                     if let Some(tx) = wire::peek_request_id(&frame).and_then(|id| pending.remove(&id)) {
                         let _ = tx.send(Ok(frame));
@@ -228,7 +237,7 @@ async fn drive(addr: String, mut rx: mpsc::Receiver<Outgoing>, config: TcpConfig
                     _ => "connection closed".to_owned(),
                 },
             },
-            () = silence, if !pending.is_empty() => {
+            () = silence => {
                 break format!("no reply from {addr} within {:?}", config.read_timeout);
             }
         }
@@ -611,5 +620,45 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("never reconnected: {last:?}");
+    }
+
+    /// A peer that accepts, reads and never answers, like one behind a partition that drops
+    /// packets, gets its connection dropped after the read timeout even though every caller
+    /// gives up long before (as openraft's heartbeats do), and the next call redials it.
+    #[tokio::test]
+    async fn a_peer_silent_to_abandoned_requests_is_redialed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let node = node(&listener);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while tokio::io::AsyncReadExt::read(&mut stream, &mut sink)
+                        .await
+                        .is_ok_and(|n| n > 0)
+                    {}
+                }));
+            }
+        });
+        let t = TcpTransport::new(TcpConfig {
+            read_timeout: Duration::from_millis(300),
+            ..TcpConfig::default()
+        });
+        for i in 0..30u64 {
+            let r = t
+                .call(2, &node, request(100 + i, 1), Duration::from_millis(40))
+                .await;
+            assert!(r.is_err(), "a silent peer answered: {r:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            n >= 2,
+            "the silent connection was never dropped ({n} connection(s) in 1.5 s)"
+        );
     }
 }

@@ -30,6 +30,7 @@ use openraft::{
     SnapshotSegmentId, StoredMembership, Vote,
 };
 
+use super::prevote::{PreVoteRequest, PreVoteResponse};
 use super::{ControllerNode, MetadataPayload, MetadataRaftConfig, RaftNodeId};
 
 /// The version of the body format this build writes and the only one it reads.
@@ -52,10 +53,12 @@ const KIND_APPEND_ENTRIES: u8 = 1;
 const KIND_VOTE: u8 = 2;
 const KIND_INSTALL_SNAPSHOT: u8 = 3;
 const KIND_CONTROLLER: u8 = 4;
+const KIND_PRE_VOTE: u8 = 5;
 const KIND_APPEND_ENTRIES_REPLY: u8 = 0x81;
 const KIND_VOTE_REPLY: u8 = 0x82;
 const KIND_INSTALL_SNAPSHOT_REPLY: u8 = 0x83;
 const KIND_CONTROLLER_REPLY: u8 = 0x84;
+const KIND_PRE_VOTE_REPLY: u8 = 0x85;
 const KIND_ERROR_REPLY: u8 = 0xff;
 
 /// Size limits of the codec, shared by both ends of a connection.
@@ -163,6 +166,9 @@ pub enum RaftRequest {
     /// A controller RPC (`crate::rpc`), carried as its encoded body. Its header may name
     /// [`ANY_NODE`] as target: a node that joins by a bootstrap address knows no node id yet.
     Controller(Bytes),
+    /// A voter's question before it stands for election (`super::prevote`). A node of a
+    /// release without pre-vote refuses it as malformed.
+    PreVote(PreVoteRequest),
 }
 
 /// The target of a controller RPC sent to an address whose node id the sender does not know.
@@ -182,6 +188,7 @@ impl PartialEq for RaftRequest {
             (Self::Vote(a), Self::Vote(b)) => a == b,
             (Self::InstallSnapshot(a), Self::InstallSnapshot(b)) => a == b,
             (Self::Controller(a), Self::Controller(b)) => a == b,
+            (Self::PreVote(a), Self::PreVote(b)) => a == b,
             _ => false,
         }
     }
@@ -198,6 +205,8 @@ pub enum RaftReply {
     InstallSnapshot(InstallSnapshotResponse<RaftNodeId>),
     /// A controller RPC's reply body (`crate::rpc`).
     Controller(Bytes),
+    /// The answer to a pre-vote.
+    PreVote(PreVoteResponse),
     /// The request failed on the remote node.
     Error(RemoteFailure),
 }
@@ -320,6 +329,7 @@ pub fn encode_request(
         RaftRequest::Vote(_) => KIND_VOTE,
         RaftRequest::InstallSnapshot(_) => KIND_INSTALL_SNAPSHOT,
         RaftRequest::Controller(_) => KIND_CONTROLLER,
+        RaftRequest::PreVote(_) => KIND_PRE_VOTE,
     };
     let mut w = Writer::start(kind, header.request_id);
     w.str(&header.cluster_id);
@@ -346,6 +356,11 @@ pub fn encode_request(
             w.bool(r.done);
         }
         RaftRequest::Controller(body) => w.bytes(body),
+        RaftRequest::PreVote(r) => {
+            w.varint(r.candidate);
+            w.varint(r.term);
+            w.opt_log_id(&r.last_log_id);
+        }
     }
     w.finish(limits)
 }
@@ -395,6 +410,16 @@ pub fn decode_request(
             })
         }
         KIND_CONTROLLER => RaftRequest::Controller(r.bytes("controller request")?),
+        KIND_PRE_VOTE => {
+            let candidate = r.varint("candidate")?;
+            let term = r.varint("pre-vote term")?;
+            let last_log_id = r.opt_log_id()?;
+            RaftRequest::PreVote(PreVoteRequest {
+                candidate,
+                term,
+                last_log_id,
+            })
+        }
         other => return Err(WireError::UnexpectedKind(other)),
     };
     r.end()?;
@@ -416,6 +441,7 @@ pub fn encode_reply(request_id: u64, reply: &RaftReply) -> Bytes {
         RaftReply::Vote(_) => KIND_VOTE_REPLY,
         RaftReply::InstallSnapshot(_) => KIND_INSTALL_SNAPSHOT_REPLY,
         RaftReply::Controller(_) => KIND_CONTROLLER_REPLY,
+        RaftReply::PreVote(_) => KIND_PRE_VOTE_REPLY,
         RaftReply::Error(_) => KIND_ERROR_REPLY,
     };
     let mut w = Writer::start(kind, request_id);
@@ -439,6 +465,10 @@ pub fn encode_reply(request_id: u64, reply: &RaftReply) -> Bytes {
         }
         RaftReply::InstallSnapshot(r) => w.vote(&r.vote),
         RaftReply::Controller(body) => w.bytes(body),
+        RaftReply::PreVote(r) => {
+            w.bool(r.granted);
+            w.varint(r.term);
+        }
         RaftReply::Error(e) => match e {
             RemoteFailure::Fatal { kind, message } => {
                 w.u8(1);
@@ -494,6 +524,11 @@ pub fn decode_reply(frame: Bytes, limits: WireLimits) -> Result<(u64, RaftReply)
             RaftReply::InstallSnapshot(InstallSnapshotResponse { vote: r.vote()? })
         }
         KIND_CONTROLLER_REPLY => RaftReply::Controller(r.bytes("controller reply")?),
+        KIND_PRE_VOTE_REPLY => {
+            let granted = r.bool("pre-vote granted")?;
+            let term = r.varint("pre-vote term")?;
+            RaftReply::PreVote(PreVoteResponse { granted, term })
+        }
         KIND_ERROR_REPLY => RaftReply::Error(match r.u8("error reply")? {
             1 => {
                 let kind = match r.u8("fatal kind")? {
@@ -977,6 +1012,13 @@ mod tests {
                     })
                 }),
             vec(any::<u8>(), 0..64).prop_map(|b| RaftRequest::Controller(Bytes::from(b))),
+            (any::<u64>(), any::<u64>(), opt_log_id()).prop_map(
+                |(candidate, term, last_log_id)| RaftRequest::PreVote(PreVoteRequest {
+                    candidate,
+                    term,
+                    last_log_id,
+                })
+            ),
         ]
     }
 
@@ -1024,6 +1066,8 @@ mod tests {
                 RemoteFailure::Rejected { reason, message }
             )),
             vec(any::<u8>(), 0..64).prop_map(|b| RaftReply::Controller(Bytes::from(b))),
+            (any::<bool>(), any::<u64>())
+                .prop_map(|(granted, term)| RaftReply::PreVote(PreVoteResponse { granted, term })),
         ]
     }
 
