@@ -48,7 +48,7 @@ FAST_SETTINGS = {
     "group.min.session.timeout.ms": 1000,
 }
 
-NS_RE = re.compile(r"^vtv-(\d+)-n\d+$")
+NS_RE = re.compile(r"^vtv-(\d+)-(?:n\d+|probe|netem)$")
 ACTIVE_RE = re.compile(r"this node is the active controller node=(\d+) term=(\d+)")
 LINK_RE = re.compile(r"^(?:vtv-br-(\d+)|vtv(\d+)h\d+)$")
 
@@ -85,6 +85,40 @@ def nft_available() -> str | None:
     if shutil.which("nft") is None:
         return "`nft` (nftables) not found: apt-get install -y nftables"
     return None
+
+
+_NETEM: list[str | None] = []
+
+
+def netem_available() -> str | None:
+    """None if `tc qdisc ... netem` works here, else why not. Probed once with a real qdisc on
+    the loopback of a throwaway namespace (the tc binary may be there without the kernel module)."""
+    if _NETEM:
+        return _NETEM[0]
+    reason = None
+    if shutil.which("tc") is None:
+        reason = "`tc` not found"
+    else:
+        probe = f"vtv-{os.getpid()}-netem"
+        try:
+            run(["ip", "netns", "add", probe])
+            run(["ip", "netns", "exec", probe, "ip", "link", "set", "lo", "up"])
+            out = run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
+            if out.returncode != 0:
+                reason = f"tc netem: {out.stderr.strip() or out.returncode}"
+        except RuntimeError as exc:
+            reason = str(exc)
+        finally:
+            run(["ip", "netns", "del", probe], check=False)
+    _NETEM.append(reason)
+    return reason
+
+
+def _is_stopped(pid: int | None) -> bool:
+    try:
+        return pid is not None and Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "T"
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -177,6 +211,7 @@ class Node:
         self.starts = 0
         self._log = None
         self.isolated = False
+        self.paused = False
 
     @property
     def bootstrap(self) -> str:
@@ -227,6 +262,8 @@ class Node:
         raise RuntimeError(f"node {self.id} not accepting on {self.bootstrap} within {timeout:.0f}s:\n{self.stderr_tail()}")
 
     def kill(self) -> None:
+        """SIGKILL (kill -9); the data directory stays for a restart."""
+        self.paused = False
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.kill(self.proc.pid, signal.SIGCONT)  # a paused process still dies, but be sure
@@ -237,6 +274,46 @@ class Node:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def restart(self, timeout: float = 60) -> None:
+        """Start again on the same data directory (after a kill or a SIGTERM)."""
+        if self.is_running():
+            return
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def pause(self) -> None:
+        if self.is_running():
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def terminate(self, timeout: float = 30) -> float:
+        """SIGTERM (the broker's controlled shutdown) and wait for the exit; SIGKILL after
+        `timeout`. Returns how long the shutdown took."""
+        t0 = time.monotonic()
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return time.monotonic() - t0
+
+    def log_paths(self) -> list[Path]:
+        return sorted(self.workdir.glob("stderr-*.log"))
 
     def stderr_tail(self, limit: int = 6000) -> str:
         text = "\n".join(
@@ -273,6 +350,7 @@ class NetnsCluster:
         self.nodes: dict[int, Node] = {
             i: Node(self, i, a, self.base / f"node{i}", dict(self.settings)) for i, a in self.addrs.items()
         }
+        self.busy: dict[int, int] = {}  # node -> how many running faults act on it (nemesis.py)
         self._created_ns: list[str] = []
         self._created_links: list[str] = []
         self._closed = False
@@ -405,6 +483,90 @@ class NetnsCluster:
             node = self.nodes[i]
             node.nsexec(["nft", "delete", "table", "inet", NFT_TABLE], check=False)
             node.isolated = False
+
+    # Every nemesis loads its rules into a table of its own (``vtvchaos_<tag>``) in the namespace
+    # of the node it acts on, so two faults on one node, or on two, never edit each other's rules
+    # and healing one is deleting its table.
+    def nft_table_name(self, tag: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]+", tag):
+            raise ValueError(f"bad nft tag {tag!r}")
+        return f"{NFT_TABLE}_{tag}"
+
+    def nft_load(self, node_id: int, tag: str, input_rules: list[str], output_rules: list[str]) -> str:
+        """Load a table with an input and an output chain holding these rules (one per line)."""
+        reason = nft_available()
+        if reason:
+            raise RuntimeError(reason)
+        name = self.nft_table_name(tag)
+        chains = []
+        for chain, hook, rules in (("input", "input", input_rules), ("output", "output", output_rules)):
+            body = "".join(f"    {r}\n" for r in rules)
+            chains.append(f"  chain {chain} {{\n    type filter hook {hook} priority -10; policy accept;\n{body}  }}\n")
+        ruleset = f"table inet {name} {{\n{''.join(chains)}}}\n"
+        node = self.nodes[node_id]
+        node.nsexec(["nft", "delete", "table", "inet", name], check=False)
+        node.nsexec(["nft", "-f", "-"], stdin=ruleset)
+        return name
+
+    def nft_unload(self, node_id: int, tag: str) -> None:
+        self.nodes[node_id].nsexec(["nft", "delete", "table", "inet", self.nft_table_name(tag)], check=False)
+
+    def peer_addrs(self, node_id: int, among: Iterable[int] | None = None) -> list[str]:
+        ids = among if among is not None else self.nodes
+        return [self.addrs[i] for i in ids if i != node_id]
+
+    def block(self, node_id: int, tag: str, addrs: list[str], incoming: bool = True, outgoing: bool = True) -> None:
+        """Drop, in node `node_id`'s namespace, packets from (`incoming`) and to (`outgoing`) `addrs`."""
+        s = ", ".join(addrs)
+        self.nft_load(
+            node_id, tag,
+            [f"ip saddr {{ {s} }} drop"] if incoming else [],
+            [f"ip daddr {{ {s} }} drop"] if outgoing else [],
+        )
+
+    def random_loss(self, node_id: int, tag: str, percent: int) -> None:
+        """Drop `percent`% of the packets the node sends and receives on eth0, at random (nftables
+        numgen: the fallback where the kernel has no netem)."""
+        rule = f'iifname "eth0" numgen random mod 100 < {int(percent)} drop'
+        self.nft_load(node_id, tag, [rule], [rule.replace("iifname", "oifname")])
+
+    def tc_qdisc(self, node_id: int, spec: list[str]) -> None:
+        """Replace the root qdisc of the node's eth0 (its egress), e.g. ``["netem", "delay", "100ms"]``."""
+        self.nodes[node_id].nsexec(["tc", "qdisc", "replace", "dev", "eth0", "root", *spec])
+
+    def tc_clear(self, node_id: int) -> None:
+        self.nodes[node_id].nsexec(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+
+    def chaos_tables(self, node_id: int) -> list[str]:
+        out = self.nodes[node_id].nsexec(["nft", "list", "tables"], check=False).stdout
+        return [line.split()[-1] for line in out.splitlines() if line.split() and line.split()[-1].startswith(NFT_TABLE)]
+
+    def qdiscs(self, node_id: int) -> str:
+        return self.nodes[node_id].nsexec(["tc", "qdisc", "show", "dev", "eth0"], check=False).stdout.strip()
+
+    def heal_all(self, restart_timeout: float = 60) -> list[str]:
+        """Undo every fault whatever made it: SIGCONT to every process, delete every chaos nft
+        table and any root qdisc, restart every node that is not running. Returns what it did."""
+        done = []
+        for i, node in self.nodes.items():
+            if node.paused or (node.is_running() and _is_stopped(node.pid)):
+                node.resume()
+                done.append(f"SIGCONT node {i}")
+            if shutil.which("nft"):
+                for t in self.chaos_tables(i):
+                    node.nsexec(["nft", "delete", "table", "inet", t], check=False)
+                    done.append(f"nft table {t} deleted on node {i}")
+            node.isolated = False
+            if shutil.which("tc") and re.search(r"qdisc (netem|tbf|htb)", self.qdiscs(i)):
+                self.tc_clear(i)
+                done.append(f"qdisc removed on node {i}")
+        down = [node for node in self.nodes.values() if not node.is_running()]
+        for node in down:  # all first: a restarting node may need the others for a quorum
+            node.spawn()
+            done.append(f"node {node.id} restarted")
+        for node in down:
+            node.wait_ready(restart_timeout)
+        return done
 
     def active_controller(self) -> int | None:
         """The node that last logged becoming the active controller (highest term), or None."""

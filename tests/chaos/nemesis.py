@@ -1,0 +1,487 @@
+"""Nemeses: the faults a chaos run injects into a NetnsCluster (issue 12).
+
+Each nemesis is planned from a seeded ``random.Random`` (``plan``: its parameters, e.g. which node
+to kill, which partition's leader to isolate), then started and stopped by the runner:
+
+* ``start(cluster, rng)`` resolves what only the running cluster knows (the current leader of the
+  planned partition, the active controller) and injects the fault; ``rng`` is the fault's own
+  generator, used only to break ties among such runtime choices;
+* ``stop(cluster)`` heals exactly what ``start`` did (restart, SIGCONT, delete its nft table or
+  qdisc), so two nemeses on different nodes compose;
+* ``describe()`` says what was done, to whom, with what mechanism.
+
+``cluster.busy`` counts the faults acting on each node; runtime choices avoid busy nodes where
+they can, so an overlapping pair acts on different nodes. ``NetnsCluster.heal_all`` undoes
+anything left whatever made it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import ClassVar
+
+import netns
+
+TOPIC_SETTLE_S = 60.0  # a rolling restart waits this long at most for a full ISR per node
+
+
+# ----------------------------------------------------------------------------- cluster views
+def _healthy_nodes(cluster: netns.NetnsCluster, exclude: set[int] = frozenset()) -> list[netns.Node]:
+    return [
+        n for i, n in sorted(cluster.nodes.items())
+        if i not in exclude and n.is_running() and not n.paused and not cluster.busy.get(i)
+    ]
+
+
+def layout(cluster: netns.NetnsCluster, topic: str, exclude: set[int] = frozenset(),
+           timeout: float = 5) -> dict[int, tuple[int, list[int], list[int]]]:
+    """partition -> (leader, replicas, isr) as the first healthy node answers (not one under a
+    fault: a cut-off node's metadata is stale). Empty if none answers."""
+    from confluent_kafka.admin import AdminClient
+
+    for node in _healthy_nodes(cluster, exclude) or [n for n in cluster.nodes.values() if n.is_running() and not n.paused]:
+        try:
+            admin = AdminClient({"bootstrap.servers": node.bootstrap, "broker.address.family": "v4",
+                                 "log_level": 3, "socket.timeout.ms": int(timeout * 1000)})
+            md = admin.list_topics(topic, timeout=timeout)
+            t = md.topics.get(topic)
+            if t is None or t.error is not None:
+                continue
+            return {p.id: (p.leader, list(p.replicas), list(p.isrs)) for p in t.partitions.values()}
+        except Exception:
+            continue
+    return {}
+
+
+def settled(cluster: netns.NetnsCluster, topics: list[str], timeout: float = 5) -> str | None:
+    """None when every running node reports, for every partition of `topics`, a leader, the full
+    ISR, and the same leader as the others; else what is not yet so."""
+    from confluent_kafka.admin import AdminClient
+
+    leaders: dict[tuple[str, int], set[int]] = {}
+    for i, node in sorted(cluster.nodes.items()):
+        if not node.is_running():
+            return f"node {i} not running"
+        admin = AdminClient({"bootstrap.servers": node.bootstrap, "broker.address.family": "v4",
+                             "log_level": 3, "socket.timeout.ms": int(timeout * 1000)})
+        for topic in topics:
+            # One topic per request: an all-topics Metadata answer leaves internal topics out.
+            try:
+                t = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+            except Exception as exc:
+                return f"node {i}: metadata: {exc}"
+            if t is None or t.error is not None or not t.partitions:
+                return f"node {i}: topic {topic} missing ({t.error if t else 'absent'})"
+            for p in t.partitions.values():
+                if p.leader < 0:
+                    return f"node {i}: {topic}-{p.id} has no leader"
+                if sorted(p.isrs) != sorted(p.replicas):
+                    return f"node {i}: {topic}-{p.id} isr {sorted(p.isrs)} of {sorted(p.replicas)}"
+                leaders.setdefault((topic, p.id), set()).add(p.leader)
+    split = {k: v for k, v in leaders.items() if len(v) > 1}
+    if split:
+        return f"nodes disagree on leaders: {split}"
+    return None
+
+
+def wait_settled(cluster: netns.NetnsCluster, topics: list[str], timeout: float) -> tuple[bool, float, str | None]:
+    t0 = time.monotonic()
+    why = None
+    while time.monotonic() - t0 < timeout:
+        why = settled(cluster, topics)
+        if why is None:
+            return True, time.monotonic() - t0, None
+        time.sleep(0.5)
+    return False, time.monotonic() - t0, why
+
+
+# ----------------------------------------------------------------------------- base
+class Nemesis:
+    kind: ClassVar[str] = ""
+    # Acts on the whole cluster's connectivity or every node in turn: never overlapped.
+    exclusive: ClassVar[bool] = False
+    # Needs an acks=1 producer on its partition (the runner adds one).
+    needs_acks1: ClassVar[bool] = False
+
+    def __init__(self, fid: int, params: dict, topic: str):
+        self.fid = fid
+        self.params = dict(params)
+        self.topic = topic
+        self.nodes: list[int] = []
+        self.detail = ""
+        self.t_start: float | None = None
+        self.t_end: float | None = None
+        self._marked: list[int] = []
+
+    # planning ---------------------------------------------------------------
+    @classmethod
+    def plan(cls, rng: random.Random, n_nodes: int, n_partitions: int, avoid: set[int]) -> dict:
+        return {}
+
+    def planned_nodes(self) -> set[int]:
+        """Nodes the plan fixes (empty where the target is only known at run time)."""
+        out = set()
+        if "node" in self.params:
+            out.add(self.params["node"])
+        return out
+
+    @property
+    def tag(self) -> str:
+        return f"f{self.fid}"
+
+    # running ----------------------------------------------------------------
+    def _mark(self, cluster: netns.NetnsCluster, nodes: list[int]) -> None:
+        self.nodes = sorted(nodes)
+        for i in nodes:
+            cluster.busy[i] = cluster.busy.get(i, 0) + 1
+        self._marked = list(nodes)
+
+    def _unmark(self, cluster: netns.NetnsCluster) -> None:
+        for i in self._marked:
+            cluster.busy[i] = max(0, cluster.busy.get(i, 0) - 1)
+        self._marked = []
+
+    def start(self, cluster: netns.NetnsCluster, rng: random.Random) -> None:
+        raise NotImplementedError
+
+    def stop(self, cluster: netns.NetnsCluster) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.params}" + (f": {self.detail}" if self.detail else "")
+
+    def fault_op(self) -> dict:
+        return {"op": "fault", "id": self.fid, "kind": self.kind, "nodes": list(self.nodes),
+                "t_start": self.t_start, "t_end": self.t_end, "detail": self.describe()}
+
+
+def _pick_node(rng: random.Random, n_nodes: int, avoid: set[int]) -> int:
+    free = [i for i in range(1, n_nodes + 1) if i not in avoid]
+    return rng.choice(free or list(range(1, n_nodes + 1)))
+
+
+def _free_leader(cluster: netns.NetnsCluster, topic: str, want: int, rng: random.Random) -> tuple[int, int, str]:
+    """(partition, its leader, note): the planned partition's leader unless that node is under
+    another fault, then a partition led by a node that is not, then any free node."""
+    lay = layout(cluster, topic)
+    busy = {i for i, k in cluster.busy.items() if k}
+    if want in lay and lay[want][0] > 0 and lay[want][0] not in busy:
+        return want, lay[want][0], ""
+    others = sorted(p for p, (ldr, _, _) in lay.items() if ldr > 0 and ldr not in busy)
+    if others:
+        p = rng.choice(others)
+        return p, lay[p][0], f"leader of p{want} busy or unknown ({lay.get(want)}), took p{p}"
+    node = _pick_node(rng, cluster.n, busy)
+    return want, node, f"no free leader in {lay}, took node {node}"
+
+
+# ----------------------------------------------------------------------------- processes
+class Kill(Nemesis):
+    """kill -9, and at stop a restart on the same data directory."""
+    kind = "kill"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid)}
+
+    def start(self, cluster, rng):
+        node = self.params["node"]
+        self._mark(cluster, [node])
+        cluster.nodes[node].kill()
+        self.detail = f"SIGKILL node {node}"
+
+    def stop(self, cluster):
+        t = time.monotonic()
+        for i in self.nodes:
+            cluster.nodes[i].restart(60)
+        self.detail += f", restarted (listening after {time.monotonic() - t:.1f}s)"
+        self._unmark(cluster)
+
+
+class Pause(Nemesis):
+    """SIGSTOP, SIGCONT at stop: the process keeps its sockets and wakes up with stale state."""
+    kind = "pause"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid)}
+
+    def start(self, cluster, rng):
+        node = self.params["node"]
+        self._mark(cluster, [node])
+        cluster.nodes[node].pause()
+        self.detail = f"SIGSTOP node {node}"
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            cluster.nodes[i].resume()
+        self.detail += ", SIGCONT"
+        self._unmark(cluster)
+
+
+class KillLeaderAcks1(Nemesis):
+    """kill -9 the leader of a partition an acks=1 producer writes to, after holding its
+    followers back for a moment: what it acknowledged in that moment is on no other replica, and
+    the next leader comes from the ISR without it — lost by design of acks=1, an expected loss.
+    (Without the hold the followers are milliseconds behind and a kill rarely finds anything
+    unfetched.) The hold is an nft drop between the leader and the other nodes, shorter than the
+    broker session timeout, so the ISR is unchanged when the leader dies."""
+    kind = "kill-leader-acks1"
+    needs_acks1 = True
+    HOLD_S = 0.6
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"partition": rng.randrange(n_partitions)}
+
+    def planned_nodes(self):
+        return set()
+
+    def start(self, cluster, rng):
+        p, leader, note = _free_leader(cluster, self.topic, self.params["partition"], rng)
+        self._mark(cluster, [leader])
+        cluster.block(leader, self.tag, cluster.peer_addrs(leader))
+        time.sleep(self.HOLD_S)
+        cluster.nodes[leader].kill()
+        cluster.nft_unload(leader, self.tag)
+        self.detail = (f"node {leader}, leader of p{p} under the acks=1 producer, cut from its followers for "
+                       f"{self.HOLD_S}s then SIGKILL" + (f" ({note})" if note else ""))
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            cluster.nodes[i].restart(60)
+        self.detail += ", restarted"
+        self._unmark(cluster)
+
+
+class RollingRestart(Nemesis):
+    """SIGTERM every node in turn (controlled shutdown), each back and every ISR full before the
+    next. Runs to completion inside start()."""
+    kind = "rolling-restart"
+    exclusive = True
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        order = list(range(1, n_nodes + 1))
+        rng.shuffle(order)
+        return {"order": order}
+
+    def planned_nodes(self):
+        return set(self.params["order"])
+
+    def start(self, cluster, rng):
+        self._mark(cluster, list(self.params["order"]))
+        steps = []
+        for i in self.params["order"]:
+            took = cluster.nodes[i].terminate(30)
+            t = time.monotonic()
+            cluster.nodes[i].restart(60)
+            up = time.monotonic() - t
+            ok, waited, why = wait_settled(cluster, [self.topic], TOPIC_SETTLE_S)
+            steps.append(f"node {i}: SIGTERM exit {took:.1f}s, up {up:.1f}s, ISR full {waited:.1f}s"
+                         + ("" if ok else f" NOT SETTLED ({why})"))
+            if not ok:
+                raise RuntimeError(f"rolling restart: after node {i}: {why}")
+        self.detail = "; ".join(steps)
+
+    def stop(self, cluster):
+        self._unmark(cluster)
+
+
+# ----------------------------------------------------------------------------- network (nftables)
+class IsolateLeader(Nemesis):
+    """Cut the leader of a partition off from the other nodes (and sometimes the clients)."""
+    kind = "isolate-leader"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"partition": rng.randrange(n_partitions), "client_reachable": rng.random() < 0.6}
+
+    def planned_nodes(self):
+        return set()
+
+    def _target(self, cluster, rng) -> tuple[int, str]:
+        p, leader, note = _free_leader(cluster, self.topic, self.params["partition"], rng)
+        return leader, f"leader of p{p}" + (f" ({note})" if note else "")
+
+    def start(self, cluster, rng):
+        node, why = self._target(cluster, rng)
+        self._mark(cluster, [node])
+        addrs = cluster.peer_addrs(node)
+        if not self.params["client_reachable"]:
+            addrs.append(cluster.root_addr)
+        cluster.block(node, self.tag, addrs)
+        who = "other nodes" + ("" if self.params["client_reachable"] else " and clients")
+        self.detail = f"node {node} ({why}) cut off from the {who} (nft drop both ways)"
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            cluster.nft_unload(i, self.tag)
+        self._unmark(cluster)
+
+
+class IsolateController(IsolateLeader):
+    kind = "isolate-controller"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"client_reachable": rng.random() < 0.6}
+
+    def _target(self, cluster, rng):
+        ctl = cluster.active_controller()
+        busy = {i for i, k in cluster.busy.items() if k}
+        if ctl is not None and ctl not in busy:
+            return ctl, "active controller"
+        node = _pick_node(rng, cluster.n, busy)
+        return node, f"active controller {ctl} busy or unknown, took node {node}"
+
+
+class Split(Nemesis):
+    """Majority | minority (3|2 of 5, 2|1 of 3): the minority's nodes drop the majority's."""
+    kind = "split"
+    exclusive = True
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        ids = list(range(1, n_nodes + 1))
+        minority = sorted(rng.sample(ids, n_nodes // 2))
+        return {"minority": minority, "client_reachable": rng.random() < 0.7}
+
+    def start(self, cluster, rng):
+        minority = self.params["minority"]
+        majority = [i for i in cluster.nodes if i not in minority]
+        self._mark(cluster, list(cluster.nodes))
+        for i in minority:
+            addrs = [cluster.addrs[j] for j in majority]
+            if not self.params["client_reachable"]:
+                addrs.append(cluster.root_addr)
+            cluster.block(i, self.tag, addrs)
+        self.nodes = sorted(minority)
+        self.detail = f"minority {minority} | majority {majority}" + ("" if self.params["client_reachable"] else ", minority cut from clients")
+
+    def stop(self, cluster):
+        for i in self.params["minority"]:
+            cluster.nft_unload(i, self.tag)
+        self._unmark(cluster)
+
+
+class Bridge(Nemesis):
+    """Two sides that cannot see each other and one node that sees both."""
+    kind = "bridge"
+    exclusive = True
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        ids = list(range(1, n_nodes + 1))
+        rng.shuffle(ids)
+        bridge, rest = ids[0], ids[1:]
+        half = len(rest) // 2
+        return {"bridge": bridge, "sides": [sorted(rest[:half]), sorted(rest[half:])]}
+
+    def start(self, cluster, rng):
+        a, c = self.params["sides"]
+        self._mark(cluster, list(cluster.nodes))
+        for side, other in ((a, c), (c, a)):
+            for i in side:
+                cluster.block(i, self.tag, [cluster.addrs[j] for j in other])
+        self.nodes = sorted(a + c)
+        self.detail = f"{a} and {c} cannot see each other, node {self.params['bridge']} sees both"
+
+    def stop(self, cluster):
+        for i in self.params["sides"][0] + self.params["sides"][1]:
+            cluster.nft_unload(i, self.tag)
+        self._unmark(cluster)
+
+
+class OneWay(Nemesis):
+    """A node drops only what comes in from the other nodes, or only what it sends them."""
+    kind = "one-way"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid), "direction": rng.choice(["in", "out"])}
+
+    def start(self, cluster, rng):
+        node, d = self.params["node"], self.params["direction"]
+        self._mark(cluster, [node])
+        cluster.block(node, self.tag, cluster.peer_addrs(node), incoming=d == "in", outgoing=d == "out")
+        self.detail = f"node {node} drops {'incoming packets from' if d == 'in' else 'outgoing packets to'} the other nodes"
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            cluster.nft_unload(i, self.tag)
+        self._unmark(cluster)
+
+
+# ----------------------------------------------------------------------------- network (loss, delay)
+class Loss(Nemesis):
+    """Random packet loss on a node's interface: tc netem where the kernel has it, else an
+    nftables ``numgen random`` drop (both directions)."""
+    kind = "loss"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid), "percent": rng.choice([5, 10, 20, 30, 50])}
+
+    def start(self, cluster, rng):
+        node, pct = self.params["node"], self.params["percent"]
+        self._mark(cluster, [node])
+        if netns.netem_available() is None:
+            cluster.tc_qdisc(node, ["netem", "loss", f"{pct}%"])
+            self.mech = "netem"
+            self.detail = f"node {node}: netem loss {pct}% (egress)"
+        else:
+            cluster.random_loss(node, self.tag, pct)
+            self.mech = "nft"
+            self.detail = f"node {node}: nftables numgen drop of {pct}% in and out (no netem: {netns.netem_available()})"
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            if getattr(self, "mech", "") == "netem":
+                cluster.tc_clear(i)
+            else:
+                cluster.nft_unload(i, self.tag)
+        self._unmark(cluster)
+
+
+class Delay(Nemesis):
+    """Delay on a node's egress: tc netem delay where the kernel has it; without netem a tbf
+    rate limit, which delays by queueing (up to its latency bound, then drops) — a slow link
+    rather than a fixed delay, and the description says so."""
+    kind = "delay"
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid), "ms": rng.choice([50, 100, 200, 400]),
+                "kbit": rng.choice([256, 512, 1024])}
+
+    def start(self, cluster, rng):
+        node = self.params["node"]
+        self._mark(cluster, [node])
+        ms = self.params["ms"]
+        if netns.netem_available() is None:
+            cluster.tc_qdisc(node, ["netem", "delay", f"{ms}ms", f"{ms // 4}ms"])
+            self.detail = f"node {node}: netem delay {ms}ms ±{ms // 4}ms (egress)"
+        else:
+            kbit = self.params["kbit"]
+            cluster.tc_qdisc(node, ["tbf", "rate", f"{kbit}kbit", "burst", "16kb", "latency", f"{ms}ms"])
+            self.detail = (f"node {node}: no netem ({netns.netem_available()}), tbf slow link {kbit} kbit/s with "
+                           f"queueing up to {ms} ms, then drops (egress)")
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            cluster.tc_clear(i)
+        self._unmark(cluster)
+
+
+NEMESES: dict[str, type[Nemesis]] = {
+    cls.kind: cls
+    for cls in (Kill, Pause, IsolateLeader, IsolateController, Split, Bridge, OneWay, Loss, Delay,
+                RollingRestart, KillLeaderAcks1)
+}
+KINDS = list(NEMESES)
+
+
+def make(kind: str, fid: int, params: dict, topic: str) -> Nemesis:
+    return NEMESES[kind](fid, params, topic)
