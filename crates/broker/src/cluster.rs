@@ -293,6 +293,7 @@ impl ControllerNode {
             Some(listener),
         )
         .await?;
+        crate::disk::halt_when_metadata_log_fails(node.failed());
         tracing::info!(
             node_id = meta.node_id,
             cluster_id = %meta.cluster_id,
@@ -348,6 +349,7 @@ impl Cluster {
             .unwrap_or_default();
         let node_config = quorum_config(config, meta, voters, bootstrap_records, Some(node_id));
         let node = QuorumNode::start(node_config, controller_listener).await?;
+        crate::disk::halt_when_metadata_log_fails(node.failed());
         let client = node.client(config.quorum_bootstrap_servers());
         let (host, port) = advertised;
         let cluster = Arc::new(Cluster {

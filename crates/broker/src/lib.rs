@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod errors;
 pub mod group;
 pub mod group_handlers;

@@ -373,6 +373,24 @@ impl QuorumNode {
         &self.inner.raft
     }
 
+    /// Resolves, with the reason, once raft has stopped on its own: the metadata log could
+    /// not be written or read, or raft's core panicked. Never resolves for a shutdown.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut metrics = self.inner.raft.metrics();
+        async move {
+            loop {
+                if let Err(fatal) = &metrics.borrow_and_update().running_state
+                    && !matches!(fatal, openraft::error::Fatal::Stopped)
+                {
+                    return fatal.to_string();
+                }
+                if metrics.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
     /// The active controller's node id, as far as this node knows.
     pub fn leader_id(&self) -> Option<i32> {
         self.inner

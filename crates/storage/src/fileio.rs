@@ -302,6 +302,10 @@ impl DataFile {
 
 /// The operating system's file system, shared.
 pub(crate) fn real_fs() -> Arc<dyn Fs> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(fs) = crate::faultfs::from_env() {
+        return fs;
+    }
     RealFs::shared()
 }
 

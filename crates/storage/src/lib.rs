@@ -8,6 +8,8 @@ mod cleaner;
 mod config;
 mod epoch;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faultfs;
 mod fileio;
 mod group_commit;
 mod index;

@@ -4,6 +4,7 @@
 use vltava_storage::{CleanOptions, StorageError};
 
 use super::{ReplicaManager, now_ms};
+use crate::disk;
 
 impl ReplicaManager {
     /// Deletes segments past retention in every partition.
@@ -14,7 +15,7 @@ impl ReplicaManager {
                 let deleted = {
                     let mut log = p.log();
                     let hw = log.high_watermark();
-                    log.apply_retention_below(now, hw)
+                    log.apply_retention_below(now, hw).map_err(disk::on_error)
                 };
                 match deleted {
                     Ok(0) => {}
@@ -34,7 +35,7 @@ impl ReplicaManager {
         let now = now_ms();
         for t in self.all_topics() {
             for p in t.local_partitions() {
-                if let Err(e) = p.log().maybe_flush(now) {
+                if let Err(e) = p.log().maybe_flush(now).map_err(disk::on_error) {
                     tracing::warn!(topic = %t.name, partition = p.index, error = %e, "flush failed");
                 }
             }
@@ -62,7 +63,8 @@ impl ReplicaManager {
                     .copied()
                     .unwrap_or(0),
                 ..CleanOptions::default()
-            });
+            })
+            .map_err(disk::on_error);
         match result {
             Ok(cleaned) => {
                 for (tp, stats) in cleaned {
@@ -75,7 +77,7 @@ impl ReplicaManager {
 
     /// Writes recovery-point and log-start checkpoints.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
-        self.lock_logs().checkpoint()
+        self.lock_logs().checkpoint().map_err(disk::on_error)
     }
 
     /// Flushes every log, writes checkpoints and marks the shutdown clean, so the next start

@@ -16,6 +16,7 @@ use vltava_protocol::batch::BatchHeader;
 use vltava_storage::{AppendInfo, Log, ReadSlice, RegionSlice, StorageError};
 
 use super::replication::{IsrProposal, LeaderState, ProposalResult, ReplicationConfig};
+use crate::disk;
 
 /// This replica's part in the partition, as of the committed metadata.
 #[derive(Debug)]
@@ -195,7 +196,8 @@ impl PendingAppend {
             let end = self.info.last_offset + 1;
             tokio::task::spawn_blocking(move || gc.sync_through(&log, end))
                 .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+                .map_err(disk::on_error)?;
             self.partition.local_end_moved();
         }
         Ok(self.info)
@@ -420,7 +422,9 @@ impl Partition {
         let leader_epoch = state.leader_epoch();
         let (info, group_commit, moved) = {
             let mut log = self.log();
-            let info = log.append_deferred(batches, leader_epoch, now_ms())?;
+            let info = log
+                .append_deferred(batches, leader_epoch, now_ms())
+                .map_err(disk::on_error)?;
             let group_commit = log.config().flush_on_append.then(|| log.group_commit());
             // Without flush.on.append the leader's copy counts at once: consumers of a
             // single-replica partition must not wait for this connection's writer.
@@ -459,7 +463,9 @@ impl Partition {
         let leader_epoch = state.leader_epoch();
         let (info, moved) = {
             let mut log = self.log();
-            let info = log.append(batches, leader_epoch, now_ms())?;
+            let info = log
+                .append(batches, leader_epoch, now_ms())
+                .map_err(disk::on_error)?;
             let moved = (!info.duplicate)
                 .then(|| local_end_moved_in(state, &mut log))
                 .flatten();
@@ -678,9 +684,10 @@ impl Partition {
         let hw = {
             let mut log = self.log();
             if !batches.is_empty() {
-                log.append_as_follower(batches, now_ms())?;
+                log.append_as_follower(batches, now_ms())
+                    .map_err(disk::on_error)?;
                 if log.config().flush_on_append {
-                    log.flush()?;
+                    log.flush().map_err(disk::on_error)?;
                 }
             }
             // A follower's high watermark only moves up (truncation aside).
@@ -707,7 +714,7 @@ impl Partition {
         };
         let mut log = self.log();
         let before = log.log_end_offset();
-        log.truncate_to(offset)?;
+        log.truncate_to(offset).map_err(disk::on_error)?;
         if before > log.log_end_offset() {
             tracing::info!(topic = %self.topic, partition = self.index, from = before, to = log.log_end_offset(), "truncated diverging log");
         }
@@ -725,7 +732,9 @@ impl Partition {
             return Ok(false);
         };
         tracing::info!(topic = %self.topic, partition = self.index, offset, "follower log restarted at the leader's log start");
-        self.log().truncate_fully_and_start_at(offset)?;
+        self.log()
+            .truncate_fully_and_start_at(offset)
+            .map_err(disk::on_error)?;
         Ok(true)
     }
 
@@ -742,7 +751,7 @@ impl Partition {
         let mut log = self.log();
         let target = leader_log_start.min(log.high_watermark());
         if target > log.log_start_offset() {
-            log.delete_records_before(target)?;
+            log.delete_records_before(target).map_err(disk::on_error)?;
         }
         Ok(())
     }
