@@ -49,6 +49,7 @@ impl ReplicaManager {
             }
             tracing::info!(topic = %name, "deleted topic");
         }
+        crate::disk::set_registered_brokers(image.brokers.len());
         let mut next = HashMap::with_capacity(image.topics.len());
         let mut first_error = None;
         let eligible: BTreeMap<i32, i64> = image
