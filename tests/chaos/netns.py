@@ -40,6 +40,7 @@ DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "vltava"
 KAFKA_PORT = 9092
 CONTROLLER_PORT = 9093
 NFT_TABLE = "vtvchaos"
+GUARD_METRIC = "4093"  # marks the "unreachable" fallback route of a run's /24 (see _setup_network)
 
 FAST_SETTINGS = {
     "broker.session.timeout.ms": 3000,
@@ -159,6 +160,25 @@ def sweep_stale() -> list[str]:
             continue
         run(["ip", "link", "del", name], check=False)
         removed.append(f"link {name}")
+    # Fallback routes whose bridge is gone (no live vtv bridge holds an address in that /24).
+    bridges = set()
+    for line in run(["ip", "-4", "-o", "addr", "show"], check=False).stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[1].startswith("vtv-br-"):
+            try:
+                bridges.add(ipaddress.ip_interface(parts[3]).network)
+            except ValueError:
+                pass
+    for line in run(["ip", "-4", "route", "show", "type", "unreachable"], check=False).stdout.splitlines():
+        parts = line.split()
+        if "metric" in parts and parts[parts.index("metric") + 1] == GUARD_METRIC and len(parts) > 1:
+            try:
+                net = ipaddress.ip_network(parts[1])
+            except ValueError:
+                continue
+            if net not in bridges:
+                run(["ip", "route", "del", "unreachable", str(net), "metric", GUARD_METRIC], check=False)
+                removed.append(f"route unreachable {net}")
     for d in Path(tempfile.gettempdir()).glob("vtv-chaos-*-*"):
         m = re.match(r"^vtv-chaos-(\d+)-", d.name)
         if m and d.is_dir() and not pid_alive(int(m.group(1))) and not (d / "KEEP").exists():
@@ -353,10 +373,16 @@ class NetnsCluster:
         self.busy: dict[int, int] = {}  # node -> how many running faults act on it (nemesis.py)
         self._created_ns: list[str] = []
         self._created_links: list[str] = []
+        self._guard_route = False
         self._closed = False
 
     # ------------------------------------------------------------------ network
     def _setup_network(self) -> None:
+        # A fallback route for the run's /24 that answers "unreachable" locally: should the bridge
+        # vanish under a live run (deleted by hand, or by another process's sweep), the clients'
+        # packets to the nodes' addresses stop here instead of following the default route.
+        run(["ip", "route", "add", "unreachable", str(self.subnet), "metric", GUARD_METRIC])
+        self._guard_route = True
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         self._created_links.append(self.bridge)
         run(["ip", "addr", "add", f"{self.root_addr}/{self.subnet.prefixlen}", "dev", self.bridge])
@@ -418,6 +444,9 @@ class NetnsCluster:
         for link in reversed(self._created_links):
             if run(["ip", "link", "show", link], check=False).returncode == 0:
                 run(["ip", "link", "del", link], check=False)
+        if self._guard_route:
+            run(["ip", "route", "del", "unreachable", str(self.subnet), "metric", GUARD_METRIC], check=False)
+            self._guard_route = False
         if self in NetnsCluster._live:
             NetnsCluster._live.remove(self)
         if self.keep_dir:

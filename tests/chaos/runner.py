@@ -412,6 +412,9 @@ def run_once(seed: int, seconds: float = 60.0, nemeses: list[str] | None = None,
     extra = "\n".join(["", "faults:"] + [f"  #{f['id']} {f['kind']} nodes {f['nodes']}: {f['detail']}" for f in res.faults]
                       + ["notes:"] + [f"  {n}" for n in res.notes]
                       + (["harness errors:"] + [f"  {e}" for e in res.harness_errors] if res.harness_errors else []))
+    if not run_dir.is_dir():
+        res.harness_errors.append(f"the run directory {run_dir} disappeared during the run (deleted from outside)")
+        run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.txt").write_text(text + "\n" + extra + "\n")
     print(text)
     print(extra)
