@@ -110,6 +110,7 @@ class Nemesis:
         self.topic = topic
         self.nodes: list[int] = []
         self.detail = ""
+        self.note = ""
         self.t_start: float | None = None
         self.t_end: float | None = None
         self._marked: list[int] = []
@@ -142,6 +143,19 @@ class Nemesis:
             cluster.busy[i] = max(0, cluster.busy.get(i, 0) - 1)
         self._marked = []
 
+    def _planned_node(self, cluster: netns.NetnsCluster, rng: random.Random) -> int:
+        """The planned node, unless a fault that resolved its target at run time (the leader of a
+        partition, the controller) already acts on it: then another free node, noted."""
+        node = self.params["node"]
+        busy = {i for i, k in cluster.busy.items() if k}
+        if node in busy:
+            free = [i for i in sorted(cluster.nodes) if i not in busy]
+            if free:
+                other = rng.choice(free)
+                self.note = f"planned node {node} under another fault, took node {other}; "
+                return other
+        return node
+
     def start(self, cluster: netns.NetnsCluster, rng: random.Random) -> None:
         raise NotImplementedError
 
@@ -149,7 +163,7 @@ class Nemesis:
         raise NotImplementedError
 
     def describe(self) -> str:
-        return f"{self.kind} {self.params}" + (f": {self.detail}" if self.detail else "")
+        return f"{self.kind} {self.params}" + (f": {self.note}{self.detail}" if self.detail or self.note else "")
 
     def fault_op(self) -> dict:
         return {"op": "fault", "id": self.fid, "kind": self.kind, "nodes": list(self.nodes),
@@ -186,7 +200,7 @@ class Kill(Nemesis):
         return {"node": _pick_node(rng, n_nodes, avoid)}
 
     def start(self, cluster, rng):
-        node = self.params["node"]
+        node = self._planned_node(cluster, rng)
         self._mark(cluster, [node])
         cluster.nodes[node].kill()
         self.detail = f"SIGKILL node {node}"
@@ -208,7 +222,7 @@ class Pause(Nemesis):
         return {"node": _pick_node(rng, n_nodes, avoid)}
 
     def start(self, cluster, rng):
-        node = self.params["node"]
+        node = self._planned_node(cluster, rng)
         self._mark(cluster, [node])
         cluster.nodes[node].pause()
         self.detail = f"SIGSTOP node {node}"
@@ -403,7 +417,7 @@ class OneWay(Nemesis):
         return {"node": _pick_node(rng, n_nodes, avoid), "direction": rng.choice(["in", "out"])}
 
     def start(self, cluster, rng):
-        node, d = self.params["node"], self.params["direction"]
+        node, d = self._planned_node(cluster, rng), self.params["direction"]
         self._mark(cluster, [node])
         cluster.block(node, self.tag, cluster.peer_addrs(node), incoming=d == "in", outgoing=d == "out")
         self.detail = f"node {node} drops {'incoming packets from' if d == 'in' else 'outgoing packets to'} the other nodes"
@@ -425,7 +439,7 @@ class Loss(Nemesis):
         return {"node": _pick_node(rng, n_nodes, avoid), "percent": rng.choice([5, 10, 20, 30, 50])}
 
     def start(self, cluster, rng):
-        node, pct = self.params["node"], self.params["percent"]
+        node, pct = self._planned_node(cluster, rng), self.params["percent"]
         self._mark(cluster, [node])
         if netns.netem_available() is None:
             cluster.tc_qdisc(node, ["netem", "loss", f"{pct}%"])
@@ -457,7 +471,7 @@ class Delay(Nemesis):
                 "kbit": rng.choice([256, 512, 1024])}
 
     def start(self, cluster, rng):
-        node = self.params["node"]
+        node = self._planned_node(cluster, rng)
         self._mark(cluster, [node])
         ms = self.params["ms"]
         if netns.netem_available() is None:
