@@ -486,7 +486,9 @@ def append_results(results: list[RunResult], argv: list[str], path: Path = RESUL
     if not path.exists():
         path.write_text("# Chaos campaign results\n\nAppended by `scripts/chaos` (tests/chaos/runner.py), one section per campaign.\n")
     lines = ["", f"## {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} commit {commit}", "",
-             f"`{' '.join(['scripts/chaos', *argv])}`, netem: {netns.netem_available() or 'available'}", ""]
+             f"`{' '.join(['scripts/chaos', *argv])}`; netem: "
+             + (f"unavailable ({netns.netem_available()}), so loss by nftables numgen and delay by a tbf slow link"
+                if netns.netem_available() else "available"), ""]
     lines += table(results) + [""] + [f"- {t}" for t in totals(results)]
     for r in results:
         if not r.ok():
