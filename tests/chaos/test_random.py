@@ -26,6 +26,9 @@ import netns  # noqa: E402
 import runner  # noqa: E402
 import segments  # noqa: E402
 
+# kafka-python's own use of importlib.resources, once per client.
+pytestmark = pytest.mark.filterwarnings("ignore:.*_text is deprecated:DeprecationWarning")
+
 # What their 45 s schedules hold on three nodes and four partitions (test_default_seeds_cover_the_nemeses
 # keeps the list honest when the generator changes):
 #   19: delay; isolate-leader with a one-way loss beside it; isolate-controller with the acks=1 leader kill
