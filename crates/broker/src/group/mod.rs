@@ -36,6 +36,8 @@ mod coordinator;
 mod state;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 use bytes::Bytes;
