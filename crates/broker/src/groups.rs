@@ -55,7 +55,11 @@ pub struct GroupManager {
     rm: Arc<ReplicaManager>,
     core: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
-    parked: Mutex<HashMap<u64, oneshot::Sender<CompletedResponse>>>,
+    /// Parked JoinGroup/SyncGroup requests by token, with their group.
+    parked: Mutex<HashMap<u64, (String, oneshot::Sender<CompletedResponse>)>>,
+    /// Each group's latest group-metadata append, which every JoinGroup and SyncGroup answer
+    /// of the group waits for (see [`GroupManager::settle`]).
+    group_writes: Mutex<HashMap<String, Written>>,
     next_token: AtomicU64,
     timers: Notify,
     /// Partitions of `__consumer_offsets` (the topic's count once it exists).
@@ -102,6 +106,7 @@ impl GroupManager {
             core: Mutex::new(GroupCoordinator::new(group_config)),
             offsets: Mutex::new(OffsetStore::default()),
             parked: Mutex::new(HashMap::new()),
+            group_writes: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             timers: Notify::new(),
             partitions: AtomicI32::new(partitions),
@@ -207,6 +212,7 @@ impl GroupManager {
         let mut core = lock(&self.core);
         let (groups, completions) = core.unload(moved);
         lock(&self.offsets).unload(moved);
+        lock(&self.group_writes).retain(|g, _| !moved(g));
         self.after_step(&mut core, completions);
         tracing::info!(
             partitions = ?partitions,
@@ -402,6 +408,7 @@ impl GroupManager {
             };
             match self.persist_at(&group, &[record]) {
                 Ok(Some((partition, epoch, last))) => {
+                    self.record_group_write(&group, (Arc::clone(&partition), epoch, last));
                     match written
                         .iter_mut()
                         .find(|(p, _, _)| Arc::ptr_eq(p, &partition))
@@ -423,12 +430,18 @@ impl GroupManager {
             written,
             persist_error,
         };
+        let mut groups: Vec<String> = Vec::new();
         let deliveries: Vec<(u64, oneshot::Sender<CompletedResponse>, CompletedResponse)> = {
             let mut parked = lock(&self.parked);
             completions
                 .into_iter()
                 .filter_map(|c| match parked.remove(&c.token) {
-                    Some(tx) => Some((c.token, tx, c.response)),
+                    Some((group, tx)) => {
+                        if !groups.contains(&group) {
+                            groups.push(group);
+                        }
+                        Some((c.token, tx, c.response))
+                    }
                     None => {
                         tracing::debug!(token = c.token, "completion for an unknown token");
                         None
@@ -439,15 +452,16 @@ impl GroupManager {
         if deliveries.is_empty() {
             return settled;
         }
-        // JoinGroup and SyncGroup answers go out once the in-sync replicas have the group
-        // metadata of this step (Kafka's storeGroup with acks=-1), so that a coordinator
-        // failover keeps the generation the members were told. The wait runs as a task: the
-        // state machine lock is not held across it.
+        // JoinGroup and SyncGroup answers go out once the in-sync replicas have their group's
+        // metadata (Kafka's storeGroup with acks=-1), so that a coordinator failover keeps the
+        // generation the members were told. Not only this step's writes: a step that wrote
+        // nothing may still announce a generation whose record an earlier step is writing. The
+        // wait runs as a task: the state machine lock is not held across it.
+        let waits = self.with_group_writes(settled.written.clone(), &groups);
         let runtime = tokio::runtime::Handle::try_current();
         match runtime {
-            Ok(handle) if settled.persist_error.is_none() && !settled.written.is_empty() => {
+            Ok(handle) if settled.persist_error.is_none() && !waits.is_empty() => {
                 let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
-                let waits = settled.written.clone();
                 handle.spawn(async move {
                     let error = wait_replicated(waits, timeout).await;
                     deliver(deliveries, error);
@@ -458,11 +472,45 @@ impl GroupManager {
         settled
     }
 
-    /// Runs a parking request: `step` is called under the state machine lock with a fresh
-    /// token, on the blocking pool (it may append group metadata to `__consumer_offsets`); a
-    /// parked request then waits for its completion (bounded by `max_wait`).
+    /// Remembers `write` as `group`'s latest group-metadata append. Entries whose append the
+    /// in-sync replicas already have are dropped once the map grows, so it stays as large as
+    /// the groups with a write in flight, not as all groups ever seen.
+    fn record_group_write(&self, group: &str, write: Written) {
+        let mut writes = lock(&self.group_writes);
+        if writes.len() >= GROUP_WRITES_PRUNE_AT {
+            writes.retain(|_, (p, _, last)| p.watermarks().high_watermark <= *last);
+        }
+        writes.insert(group.to_string(), write);
+    }
+
+    /// `written` plus the latest group-metadata append of each of `groups`, one wait per
+    /// partition (its highest offset).
+    fn with_group_writes(&self, mut written: Vec<Written>, groups: &[String]) -> Vec<Written> {
+        let writes = lock(&self.group_writes);
+        for (partition, _, last) in groups.iter().filter_map(|g| writes.get(g)) {
+            // In the partition's current epoch: while this node leads it, its own appends are
+            // in its log whatever epoch they were made in (losing leadership unloads the
+            // groups and forgets their entries), and the wait ends NOT_COORDINATOR if it no
+            // longer leads.
+            let epoch = partition.leader_epoch();
+            match written
+                .iter_mut()
+                .find(|(p, e, _)| Arc::ptr_eq(p, partition) && *e == epoch)
+            {
+                Some(w) => w.2 = w.2.max(*last),
+                None => written.push((Arc::clone(partition), epoch, *last)),
+            }
+        }
+        written
+    }
+
+    /// Runs a parking request of `group`: `step` is called under the state machine lock with
+    /// a fresh token, on the blocking pool (it may append group metadata to
+    /// `__consumer_offsets`); a parked request then waits for its completion (bounded by
+    /// `max_wait`).
     async fn run_parked<R: Send + 'static>(
         self: &Arc<Self>,
+        group: String,
         max_wait: Duration,
         step: impl FnOnce(&mut GroupCoordinator, u64) -> (Outcome<R>, Vec<Completion>) + Send + 'static,
         from_completion: impl FnOnce(CompletedResponse) -> Option<R>,
@@ -471,7 +519,7 @@ impl GroupManager {
     ) -> R {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.parked).insert(token, tx);
+        lock(&self.parked).insert(token, (group.clone(), tx));
         let me = Arc::clone(self);
         let outcome = tokio::task::spawn_blocking(move || {
             let mut core = lock(&me.core);
@@ -501,13 +549,15 @@ impl GroupManager {
         match outcome {
             Outcome::Now(r) => {
                 lock(&self.parked).remove(&token);
-                // An answer given at once (a SyncGroup completing the round) waits for the
-                // group metadata it announces like the parked ones do.
+                // An answer given at once (a SyncGroup completing the round, or a follower's
+                // SyncGroup in a group the leader's just made Stable) waits for the group
+                // metadata it announces like the parked ones do.
                 if let Some(code) = settled.persist_error {
                     return on_error(code);
                 }
                 let timeout = Duration::from_millis(self.rm.config().offsets_commit_timeout_ms());
-                match wait_replicated(settled.written, timeout).await {
+                let waits = self.with_group_writes(settled.written, &[group]);
+                match wait_replicated(waits, timeout).await {
                     None => r,
                     Some(code) => on_error(code),
                 }
@@ -544,6 +594,7 @@ impl GroupManager {
                 .max(0) as u64,
         ) + Duration::from_secs(60);
         self.run_parked(
+            args.group_id.clone(),
             wait,
             move |core, token| core.join_group(token, args, version, now_ms()),
             |r| match r {
@@ -580,6 +631,7 @@ impl GroupManager {
             };
         }
         self.run_parked(
+            args.group_id.clone(),
             Duration::from_secs(330),
             move |core, token| core.sync_group(token, args, now_ms()),
             |r| match r {
@@ -949,6 +1001,9 @@ impl GroupManager {
 
 /// A group metadata append: the offsets partition, the leader epoch and the last offset.
 type Written = (Arc<Partition>, i32, i64);
+
+/// Size of [`GroupManager::group_writes`] at which replicated entries are dropped.
+const GROUP_WRITES_PRUNE_AT: usize = 1024;
 
 /// What a state machine step stored: the appends to wait for, and the first failed one's code.
 struct Settled {

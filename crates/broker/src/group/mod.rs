@@ -22,7 +22,13 @@
 //! happened; [`GroupCoordinator::group_snapshot`] gives what to write (`None`: a tombstone).
 //! Kafka answers the SyncGroup requests of a completed assignment (and the JoinGroup of a
 //! replaced static member) only after that record is written; the async layer should persist
-//! dirty groups before it delivers the completions of the same event to keep that order.
+//! dirty groups before it delivers the completions of the same event to keep that order, and
+//! hold every JoinGroup and SyncGroup answer of a group until the group's latest record is
+//! stored, not only the records of the event that produced the answer: the leader's SyncGroup
+//! makes the group Stable at once, and a follower's SyncGroup arriving while that record is
+//! still being written is answered with its assignment by an event that wrote nothing. Answered
+//! early, it could outlive a coordinator failover that loses the record, and run with a
+//! generation the next rebalance hands out again (found by `sim`; `groups.rs` waits for it).
 //! [`GroupCoordinator::restore`] reloads a snapshot at start or on coordinator failover.
 //!
 //! Not here: COORDINATOR_LOAD_IN_PROGRESS (14) and NOT_COORDINATOR (16) are the async layer's

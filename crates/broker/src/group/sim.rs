@@ -33,19 +33,18 @@
 //! flight), drops the rest, fails every connection (parked requests fail as lost connections),
 //! and after a load delay restores a new coordinator from the durable record.
 //!
-//! Known coordinator bug, found by this simulation: the leader's SyncGroup makes the group
+//! Found by this simulation, and fixed in `groups.rs`: the leader's SyncGroup makes the group
 //! Stable at once, before its GroupMetadata record is durable, so a follower's SyncGroup that
-//! arrives while that write is in flight is answered immediately with its assignment (that
-//! call made nothing dirty, so under the contract nothing holds its answer). A failover that
-//! loses the write restores the previous generation, and the next rebalance hands the same
-//! generation number out again, while that follower still runs with the lost one. Kafka keeps
-//! the group in CompletingRebalance until the record is stored, so followers are answered only
-//! then. `known_bug_seed_326_*` is the shortest seeded schedule, and
-//! `known_bug_lost_generation_*` scripts the consequence: two members own one partition at the
-//! same generation and the coordinator accepts both. The main test runs every seed under the
-//! contract; a seed whose only failure is this one runs again with [`Shell::Barrier`] (every
-//! JoinGroup/SyncGroup answer also waits for the writes in flight), where it must pass every
-//! check; those seeds are listed.
+//! arrives while that write is in flight is answered immediately with its assignment by a call
+//! that made nothing dirty. Had that answer gone out, a failover losing the write would
+//! restore the previous generation, and the next rebalance would hand the same generation
+//! number out again while that follower still runs with the lost one. Kafka keeps the group in
+//! CompletingRebalance until the record is stored; `groups.rs` instead holds every JoinGroup
+//! and SyncGroup answer of a group until the group's latest record is stored, which
+//! [`Shell::GroupBarrier`] models and every seed runs under. [`Shell::PerCall`] is the
+//! contract before the fix (a call's answers wait only for that call's writes):
+//! `per_call_answers_lose_a_generation_seed_326` shows the shortest seeded schedule losing a
+//! generation under it and keeping it under the barrier.
 //!
 //! Checked after every step (one event: a delivery, a timer, a consumer's poll, a fault):
 //! 1. Exclusive ownership: no partition is considered its own by two consumers that both hold a
@@ -537,11 +536,12 @@ impl View {
 /// How the modelled async layer orders answers after group-metadata writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shell {
-    /// What `mod.rs` prescribes: a call's answers wait for the writes that call made dirty.
-    Contract,
-    /// Also every JoinGroup/SyncGroup answer waits for the writes still in flight. Stricter
-    /// than the contract; it sidesteps the bug `known_bug_*` below reproduces.
-    Barrier,
+    /// The contract before the fix: a call's answers wait only for the writes that call made
+    /// dirty. Kept to show what it loses.
+    PerCall,
+    /// What `groups.rs` does: every JoinGroup/SyncGroup answer of the group also waits for the
+    /// group's writes still in flight (the simulation has one group, so: every write).
+    GroupBarrier,
 }
 
 /// How to run a seed.
@@ -1020,7 +1020,7 @@ impl Sim {
         }
         answers.extend(own);
         let mut t = release.unwrap_or(self.now);
-        if self.shell == Shell::Barrier
+        if self.shell == Shell::GroupBarrier
             && !self.writes.is_empty()
             && answers
                 .iter()
@@ -2145,7 +2145,7 @@ impl Sim {
                     self.announced = self.announced.max(generation);
                     let durable = self.durable.as_ref().map_or(0, |d| d.generation_id);
                     if durable < generation {
-                        if self.shell == Shell::Barrier {
+                        if self.shell == Shell::GroupBarrier {
                             return Err(format!(
                                 "an assignment of generation {generation} went out while the durable record is at {durable}"
                             ));
@@ -2253,23 +2253,14 @@ fn classic_group_survives_seeded_fault_schedules() {
     };
     let single = seeds.len() == 1;
     let mut total = Stats::default();
-    let mut lost_generation = Vec::new();
     let started = std::time::Instant::now();
     for &seed in &seeds {
-        let contract = Opts::new(Shell::Contract);
-        let mut run = run_seed(seed, &contract);
-        let mut opts = contract;
-        if run.lost_generation {
-            // The known coordinator bug (`known_bug_*` below). Only that failure is excused,
-            // and only from the contract: the seed must pass every check with the barrier.
-            lost_generation.push(seed);
-            opts = Opts::new(Shell::Barrier);
-            run = run_seed(seed, &opts);
-        }
+        let opts = Opts::new(Shell::GroupBarrier);
+        let run = run_seed(seed, &opts);
         match run.result {
             Ok(stats) => {
                 if verbose {
-                    println!("seed {seed} ({:?}): {stats:?}", opts.shell);
+                    println!("seed {seed}: {stats:?}");
                 }
                 total.add(&stats);
             }
@@ -2282,21 +2273,11 @@ fn classic_group_survives_seeded_fault_schedules() {
         seeds.len(),
         seeds.len() as f64 / secs.max(1e-9)
     );
-    println!(
-        "{} seeds lost a generation members ran with under the mod.rs contract (known bug) and passed with the barrier: {:?}{}",
-        lost_generation.len(),
-        &lost_generation[..lost_generation.len().min(20)],
-        if lost_generation.len() > 20 {
-            " …"
-        } else {
-            ""
-        }
-    );
     if single {
         return;
     }
     // A seed replays exactly: the trace a failure prints is the run that failed.
-    let traced = Opts::new(Shell::Contract).traced();
+    let traced = Opts::new(Shell::GroupBarrier).traced();
     let (a, b) = (run_seed(seeds[0], &traced), run_seed(seeds[0], &traced));
     assert_eq!(
         format!("{:?}", a.result),
@@ -2348,226 +2329,34 @@ fn classic_group_survives_seeded_fault_schedules() {
     );
 }
 
-/// The shortest seeded schedule of the bug the next test scripts: seed 326 with only its one
+/// The shortest seeded schedule of the bug the barrier fixes: seed 326 with only its one
 /// fault, a coordinator failover while the first group record is being written, and no
 /// background loss. Three consumers (two static) form generation 1; the leader's SyncGroup at
 /// 5796 ms makes the group Stable and starts the write of its record; the SyncGroup of the
-/// static follower `i1` arrives in the same millisecond, is answered at once with partition 4
-/// (the write is another call's), and reaches it at 5799 ms; the coordinator dies at 5799 ms
-/// before the write is durable. The new coordinator loads nothing: generation 1, which `i1`
-/// runs with, no longer exists, and the next rebalance hands out generation 1 again.
+/// static follower `i1` arrives in the same millisecond. Answered at once (per call), it
+/// reaches `i1` at 5799 ms, the coordinator dies before the write is durable, and the new one
+/// restores nothing: generation 1, which `i1` runs with, is gone. Held behind the group's
+/// write (the barrier), the answer never goes out early and the run passes every check.
 #[test]
-#[ignore = "known coordinator bug: a Stable group answers SyncGroup before its assignment record is durable"]
-fn known_bug_seed_326_sync_answer_outruns_the_group_record() {
-    let opts = Opts {
+fn per_call_answers_lose_a_generation_seed_326() {
+    let per_call = Opts {
         faults: Some(vec![0]),
         no_background_loss: true,
-        ..Opts::new(Shell::Contract)
+        ..Opts::new(Shell::PerCall)
     };
-    let run = run_seed(326, &opts);
-    if let Err(e) = run.result {
-        fail(326, &opts, &e);
-    }
-}
-
-/// What the bug costs, scripted on the coordinator alone (two partitions, static members
-/// `a`, `b`, `c` and a dynamic `d`, session 10 s, rebalance timeout 6 s): a generation lost
-/// with the write of its record is handed out again, and a member still running with the lost
-/// one is accepted as a member of the new one while its partition belongs to another member.
-/// Kafka's coordinator keeps the group in CompletingRebalance until the leader's record is
-/// stored (parking late followers' SyncGroups with it) and answers them only then, so no
-/// member can hold an assignment of a generation a failover forgets.
-#[test]
-#[ignore = "known coordinator bug: a Stable group answers SyncGroup before its assignment record is durable"]
-fn known_bug_lost_generation_is_handed_out_again_and_splits_a_partition() {
-    struct Script {
-        c: GroupCoordinator,
-        token: u64,
-    }
-    impl Script {
-        fn join(
-            &mut self,
-            id: &str,
-            instance: Option<&str>,
-            tag: &str,
-            now: i64,
-        ) -> (u64, Outcome<JoinResult>, Vec<Completion>) {
-            self.token += 1;
-            let args = JoinGroupArgs {
-                group_id: GROUP.to_string(),
-                member_id: id.to_string(),
-                group_instance_id: instance.map(str::to_string),
-                client_id: tag.to_string(),
-                client_host: HOST.to_string(),
-                session_timeout_ms: 10_000,
-                rebalance_timeout_ms: 6_000,
-                protocol_type: PROTOCOL_TYPE.to_string(),
-                protocols: vec![Protocol::new(ASSIGNOR, format!("{TOPIC}|{tag}"))],
-            };
-            let (o, cs) = self.c.join_group(self.token, args, 9, now);
-            (self.token, o, cs)
-        }
-        fn parked_join(&mut self, id: &str, instance: Option<&str>, tag: &str, now: i64) -> u64 {
-            let (token, o, _) = self.join(id, instance, tag, now);
-            assert_eq!(o, Outcome::Parked, "{tag}'s JoinGroup");
-            token
-        }
-        fn join_now(
-            &mut self,
-            id: &str,
-            instance: Option<&str>,
-            tag: &str,
-            now: i64,
-        ) -> JoinResult {
-            match self.join(id, instance, tag, now).1 {
-                Outcome::Now(r) => r,
-                Outcome::Parked => panic!("{tag}'s JoinGroup was parked"),
-            }
-        }
-        fn sync(
-            &mut self,
-            id: &str,
-            instance: Option<&str>,
-            generation: i32,
-            assignments: Vec<(String, Bytes)>,
-            now: i64,
-        ) -> Outcome<SyncResult> {
-            self.token += 1;
-            let args = SyncGroupArgs {
-                group_id: GROUP.to_string(),
-                generation_id: generation,
-                member_id: id.to_string(),
-                group_instance_id: instance.map(str::to_string),
-                protocol_type: Some(PROTOCOL_TYPE.to_string()),
-                protocol_name: Some(ASSIGNOR.to_string()),
-                assignments,
-            };
-            self.c.sync_group(self.token, args, now).0
-        }
-        fn heartbeat(&mut self, id: &str, instance: &str, generation: i32, now: i64) -> i16 {
-            let args = HeartbeatArgs {
-                group_id: GROUP.to_string(),
-                member_id: id.to_string(),
-                group_instance_id: Some(instance.to_string()),
-                generation_id: generation,
-            };
-            self.c.heartbeat(args, now)
-        }
-        /// The record the last calls made dirty.
-        fn record(&mut self) -> GroupSnapshot {
-            assert_eq!(self.c.take_dirty(), vec![GROUP.to_string()]);
-            self.c.group_snapshot(GROUP).expect("a group record")
-        }
-    }
-    fn joined(cs: &[Completion], token: u64) -> JoinResult {
-        cs.iter()
-            .find_map(|c| match &c.response {
-                CompletedResponse::Join(j) if c.token == token => Some(j.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no JoinGroup answer for {token} in {cs:?}"))
-    }
-    fn owned(o: &Outcome<SyncResult>) -> Vec<i32> {
-        match o {
-            Outcome::Now(r) if r.error_code == NONE => partitions_of(&r.assignment),
-            _ => Vec::new(),
-        }
-    }
-    let cfg = GroupConfig {
-        initial_rebalance_delay_ms: 0,
-        ..GroupConfig::default()
-    };
-    let mut s = Script {
-        c: GroupCoordinator::new(cfg),
-        token: 0,
-    };
-
-    // Generation 1: a leads; a owns 0, b owns 1; its record is durable.
-    let ta = s.parked_join("", Some("a"), "a", 0);
-    let tb = s.parked_join("", Some("b"), "b", 0);
-    let tc = s.parked_join("", Some("c"), "c", 0);
-    let cs = s.c.tick(0);
-    let (ja, jb, jc) = (joined(&cs, ta), joined(&cs, tb), joined(&cs, tc));
-    let (a, b, c) = (ja.member_id.clone(), jb.member_id, jc.member_id);
-    assert_eq!((ja.generation_id, ja.leader.as_str()), (1, a.as_str()));
-    assert_eq!(s.sync(&b, Some("b"), 1, Vec::new(), 1), Outcome::Parked);
-    assert_eq!(s.sync(&c, Some("c"), 1, Vec::new(), 1), Outcome::Parked);
-    s.sync(&a, Some("a"), 1, range_assign(&ja.members, 2), 1);
-    let record_1 = s.record();
-
-    // a's process dies; b and c heartbeat until a's session expires, which rebalances; they
-    // revoke and rejoin, and b leads generation 2.
-    for t in [3_000, 6_000, 9_000] {
-        assert_eq!(s.heartbeat(&b, "b", 1, t), NONE);
-        assert_eq!(s.heartbeat(&c, "c", 1, t), NONE);
-    }
-    s.c.tick(10_001);
-    assert_eq!(s.heartbeat(&b, "b", 1, 10_010), REBALANCE_IN_PROGRESS);
-    let tb = s.parked_join(&b, Some("b"), "b", 10_010);
-    assert_eq!(s.heartbeat(&c, "c", 1, 10_020), REBALANCE_IN_PROGRESS);
-    let (_, _, cs) = s.join(&c, Some("c"), "c", 10_020);
-    let jb = joined(&cs, tb);
-    assert_eq!((jb.generation_id, jb.leader.as_str()), (2, b.as_str()));
-
-    // b's assignment makes the group Stable and starts the write of generation 2's record.
-    // c's SyncGroup comes right behind, while that write is in flight, and is answered at
-    // once: c owns partition 1 at generation 2.
-    s.sync(&b, Some("b"), 2, range_assign(&jb.members, 2), 10_030);
-    let _never_durable = s.record();
-    let c_owns = owned(&s.sync(&c, Some("c"), 2, Vec::new(), 10_031));
-
-    // The coordinator fails over before the write reaches the replicas: the new one loads
-    // generation 1. c is in a GC pause (shorter than its session); a stays dead.
-    let mut s = Script {
-        c: GroupCoordinator::new(cfg),
-        token: 100,
-    };
-    s.c.restore(record_1, 10_100);
-    assert_eq!(s.c.generation(GROUP), Some(1));
-
-    // b's SyncGroup answer died with the old coordinator: it rejoins generation 1 as a
-    // follower and gets partition 1 back.
-    assert_eq!(s.join_now(&b, Some("b"), "b", 10_200).generation_id, 1);
-    assert_eq!(
-        owned(&s.sync(&b, Some("b"), 1, Vec::new(), 10_201)),
-        vec![1]
-    );
-
-    // A new consumer d arrives; b revokes and rejoins; a and c are static and keep their
-    // places, so the join phase ends at the rebalance timeout with all four, and b, leading,
-    // gives partition 1 to itself in a new generation 2.
-    let d = s.join_now("", None, "d", 10_300).member_id;
-    let td = s.parked_join(&d, None, "d", 10_300);
-    assert_eq!(s.heartbeat(&b, "b", 1, 10_400), REBALANCE_IN_PROGRESS);
-    let tb = s.parked_join(&b, Some("b"), "b", 10_400);
-    let deadline = s.c.next_deadline().expect("the rebalance timeout");
-    let cs = s.c.tick(deadline);
-    let (jb, jd) = (joined(&cs, tb), joined(&cs, td));
-    assert_eq!((jb.generation_id, jb.leader.as_str()), (2, b.as_str()));
-    s.sync(&d, None, jd.generation_id, Vec::new(), deadline + 1);
-    let assignment = range_assign(&jb.members, 2);
-    let b_owns = owned(&s.sync(&b, Some("b"), 2, assignment, deadline + 1));
-
-    // c resumes with its generation 2, which is the coordinator's generation 2 again: its
-    // heartbeat and its offset commit are accepted while b owns partition 1 in the same
-    // generation.
-    let now = deadline + 1_000;
-    let heartbeat = s.heartbeat(&c, "c", 2, now);
-    let commit = s.c.validate_offset_commit(
-        &OffsetCommitArgs {
-            group_id: GROUP.to_string(),
-            generation_id: 2,
-            member_id: c.clone(),
-            group_instance_id: Some("c".to_string()),
-        },
-        COMMIT_VERSION,
-        now,
-    );
-    let split = c_owns.contains(&1) && b_owns.contains(&1) && commit == NONE;
+    let run = run_seed(326, &per_call);
     assert!(
-        !split,
-        "partition 1 is owned by b and by c, both at generation 2; the coordinator accepts c's heartbeat ({}) and offset commit ({})",
-        error_name(heartbeat),
-        error_name(commit)
+        run.lost_generation && run.result.is_err(),
+        "seed 326 under the per-call contract was expected to lose generation 1: {:?}",
+        run.result
     );
+    let barrier = Opts {
+        shell: Shell::GroupBarrier,
+        ..per_call
+    };
+    let run = run_seed(326, &barrier);
+    assert!(!run.lost_generation);
+    if let Err(e) = run.result {
+        fail(326, &barrier, &e);
+    }
 }
