@@ -164,22 +164,35 @@ def _check(history, final_reads, final_committed):
     return checker.check(history, final_reads, final_committed, expect_loss=False)
 
 
-def _replica_ends(c: netns.NetnsCluster, n_partitions: int) -> dict[int, dict[int, tuple[int, int]]]:
+def _replica_sets(c: netns.NetnsCluster, n_partitions: int) -> dict[int, list[int]]:
+    """partition -> its replicas (metadata; with more nodes than RF=3 the others hold nothing).
+    Without an answer: the nodes that have a directory for it."""
+    lay = nem.layout(c, TOPIC)
+    out = {}
+    for p in range(n_partitions):
+        if p in lay and lay[p][1]:
+            out[p] = sorted(lay[p][1])
+        else:
+            out[p] = [i for i, n in sorted(c.nodes.items()) if (n.data_dir / f"{TOPIC}-{p}").is_dir()]
+    return out
+
+
+def _replica_ends(c: netns.NetnsCluster, replicas: dict[int, list[int]]) -> dict[int, dict[int, tuple[int, int]]]:
     import segments
 
     out: dict[int, dict[int, tuple[int, int]]] = {}
-    for p in range(n_partitions):
+    for p, ids in replicas.items():
         out[p] = {}
-        for i, node in c.nodes.items():
-            r = segments.read_partition(node.data_dir, TOPIC, p, verify_crc=False)
+        for i in ids:
+            r = segments.read_partition(c.nodes[i].data_dir, TOPIC, p, verify_crc=False)
             out[p][i] = (len(r.records), r.records[-1].offset if r.records else -1)
     return out
 
 
-def _wait_converged(c: netns.NetnsCluster, n_partitions: int, timeout: float) -> tuple[bool, dict]:
+def _wait_converged(c: netns.NetnsCluster, replicas: dict[int, list[int]], timeout: float) -> tuple[bool, dict]:
     deadline = time.monotonic() + timeout
     while True:
-        ends = _replica_ends(c, n_partitions)
+        ends = _replica_ends(c, replicas)
         if all(len(set(v.values())) == 1 for v in ends.values()):
             return True, ends
         if time.monotonic() > deadline:
@@ -302,14 +315,15 @@ def _run_body(c: netns.NetnsCluster, res: RunResult, schedule: list[FaultSpec], 
         if problem:
             res.harness_errors.append(problem)
     nem.wait_settled(c, [TOPIC], 60)
-    conv, ends = _wait_converged(c, partitions, 30)
+    replicas = _replica_sets(c, partitions)
+    conv, ends = _wait_converged(c, replicas, 30)
     res.notes.append(f"replicas {'converged' if conv else 'NOT converged'} (records, last offset): {ends}")
     _log(res.notes[-1])
     # The final reads: every replica's files, then the Kafka API once.
     for p in parts:
         final_reads[p] = {}
-        for i, node in c.nodes.items():
-            r = segments.read_partition(node.data_dir, TOPIC, p)
+        for i in replicas[p]:
+            r = segments.read_partition(c.nodes[i].data_dir, TOPIC, p)
             final_reads[p][i] = r.pairs()
             for prob in r.problems:
                 res.harness_errors.append(f"segment read node {i} p{p}: {prob}")
