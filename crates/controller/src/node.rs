@@ -447,6 +447,21 @@ impl Inner {
         Some((leader as i32, addr))
     }
 
+    /// Resolves once this node's raft names another leader than `from` (or none): a request
+    /// in flight to `from` is then better sent again to the new one than left to time out,
+    /// which a partitioned old leader makes it do (Kafka's controller channel likewise
+    /// re-sends queued requests when the controller moves).
+    async fn leader_moved_from(&self, from: RaftNodeId) {
+        let mut metrics = self.raft.metrics();
+        if metrics
+            .wait_for(|m| m.current_leader != Some(from))
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn is_leader(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         m.state == ServerState::Leader && m.current_leader == Some(raft_id(self.node_id))
@@ -1110,7 +1125,7 @@ impl ControllerClient {
                 Some(Target::Local(inner)) => Ok(inner.submit(request.clone()).await),
                 Some(Target::Remote { key, id, addr }) => {
                     let node = ControllerNode { addr };
-                    match call_controller(
+                    let attempt = call_controller(
                         &*self.transport,
                         &self.net_config,
                         key,
@@ -1118,11 +1133,19 @@ impl ControllerClient {
                         &node,
                         body.clone(),
                         left.min(Duration::from_secs(10)),
-                    )
-                    .await
-                    {
-                        Ok(b) => decode_reply(&b).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
+                    );
+                    let moved = async {
+                        match &self.local {
+                            Some(local) if id != ANY_NODE => local.leader_moved_from(id).await,
+                            _ => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = attempt => match r {
+                            Ok(b) => decode_reply(&b).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        () = moved => Err(format!("the controller moved away from node {id}")),
                     }
                 }
                 None => Err("no controller address known".to_string()),

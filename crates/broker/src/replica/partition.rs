@@ -260,6 +260,19 @@ impl Partition {
         {
             state.set_config(config);
             let moved = state.update_metadata(leader_epoch, partition_epoch, replicas, isr, now);
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.index,
+                partition_epoch,
+                ?isr,
+                state_isr = ?state.isr(),
+                state_partition_epoch = state.partition_epoch(),
+                in_flight = state.in_flight().is_some(),
+                hw = state.high_watermark(),
+                leo = state.log_end_offset(),
+                ?moved,
+                "leader metadata"
+            );
             if let Some(hw) = moved {
                 self.publish_high_watermark(hw);
             }
@@ -312,10 +325,19 @@ impl Partition {
     pub(super) fn set_eligible_brokers(&self, eligible: &std::collections::BTreeMap<i32, i64>) {
         let now = now_ms();
         let role = &mut *lock(&self.role);
-        if let Role::Leader(state) = role
-            && let Some(hw) = state.set_eligible_brokers(eligible.clone(), now)
-        {
-            self.publish_high_watermark(hw);
+        if let Role::Leader(state) = role {
+            let moved = state.set_eligible_brokers(eligible.clone(), now);
+            tracing::debug!(
+                topic = %self.topic,
+                partition = self.index,
+                eligible = ?eligible.keys().collect::<Vec<_>>(),
+                hw = state.high_watermark(),
+                ?moved,
+                "leader eligible brokers"
+            );
+            if let Some(hw) = moved {
+                self.publish_high_watermark(hw);
+            }
         }
     }
 
