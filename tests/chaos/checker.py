@@ -668,6 +668,11 @@ class _Run:
     def measure_unavailability(self) -> None:
         rep = self.rep
         send_ops = [op for op in self.history if op.get("op") == "send" and op.get("t_invoke") is not None]
+        # Availability is what acks=all writers see: an isolated leader may go on acknowledging
+        # acks=1 writes (that are then lost) while no acks=all write gets through, and counting
+        # those would hide the outage. Only a history without acks=all sends falls back to all.
+        strong = [op for op in send_ops if str(op.get("acks", "all")) != "1"]
+        send_ops = strong or send_ops
         t_last = max((op["t_complete"] if op.get("t_complete") is not None else op["t_invoke"] for op in send_ops),
                      default=None)
         outstanding: dict[Any, list[tuple[float, float]]] = {}

@@ -553,6 +553,25 @@ def test_unavailable_per_fault_on_a_hand_built_timeline():
     assert rep.summary_row()["unavailable_max_s"] == 9.0
 
 
+def test_unavailability_counts_acks_all_writes_only():
+    """An isolated leader that keeps acknowledging acks=1 writes while no acks=all write gets
+    through is unavailable for the acks=all writers."""
+    history = timeline()
+    # acks=1 acknowledgements every 0.5 s on partition 0 across the whole run
+    history += [
+        {"op": "send", "producer": "p9", "client": "confluent", "idempotent": False, "acks": "1", "partition": 0,
+         "value": f"w-{i}", "seq": i, "status": "ok", "offset": None, "t_invoke": 9.0 + i / 2,
+         "t_complete": 9.2 + i / 2, "error": None}
+        for i in range(40)
+    ]
+    rep = checker.check(history, {})
+    assert rep.unavailable_s == pytest.approx({1: 6.0, 2: 9.0, 3: 9.0, 4: 0.0}, abs=1e-9)
+    assert rep.unavailable_any_s == pytest.approx({1: 4.0, 2: 6.0, 3: 6.0, 4: 0.0}, abs=1e-9)
+    # with only acks=1 writes in the history, they are what is measured
+    only_weak = [op for op in history if op["op"] != "send" or op["acks"] == "1"]
+    assert checker.check(only_weak, {}).unavailable_s[1] == pytest.approx(0.2, abs=1e-9)
+
+
 def write_run(run: dict, d: Path) -> None:
     d.mkdir()
     with open(d / "history.jsonl", "w") as fh:
