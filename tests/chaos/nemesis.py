@@ -428,6 +428,46 @@ class OneWay(Nemesis):
         self._unmark(cluster)
 
 
+class Disk(Nemesis):
+    """A failing disk on one node (the broker's `faultfs`, built in with the `fault-injection`
+    feature): EIO on writes, EIO on fsync, ENOSPC, or a crash that first cuts every file back to
+    its last fsync (a power loss). The broker stops on a failed disk, as Kafka's does with its
+    only log dir (`broker::disk`); at stop the disk works again and a stopped node is restarted
+    on what the disk kept."""
+    kind = "disk"
+    MODES = ("eio-write", "eio-fsync", "enospc", "crash-unsynced")
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid), "mode": rng.choice(cls.MODES)}
+
+    def start(self, cluster, rng):
+        node = self._planned_node(cluster, rng)
+        n = cluster.nodes[node]
+        if not n.disk_faults_supported():
+            raise RuntimeError(
+                "the broker under test has no disk fault injection: build it with "
+                "`cargo build -p vltava-cli --features fault-injection`"
+            )
+        self._mark(cluster, [node])
+        n.set_disk_fault(self.params["mode"])
+        self.detail = f"node {node}: disk {self.params['mode']}"
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            n = cluster.nodes[i]
+            n.set_disk_fault("none")
+            code = n.proc.poll() if n.proc is not None else None
+            if code is None:
+                self.detail += ", broker still up (no write or fsync reached the disk)"
+            else:
+                self.detail += f", broker stopped (exit {code})"
+                t = time.monotonic()
+                n.restart(60)
+                self.detail += f", restarted (listening after {time.monotonic() - t:.1f}s)"
+        self._unmark(cluster)
+
+
 # ----------------------------------------------------------------------------- network (loss, delay)
 class Loss(Nemesis):
     """Random packet loss on a node's interface: tc netem where the kernel has it, else an
@@ -492,7 +532,7 @@ class Delay(Nemesis):
 NEMESES: dict[str, type[Nemesis]] = {
     cls.kind: cls
     for cls in (Kill, Pause, IsolateLeader, IsolateController, Split, Bridge, OneWay, Loss, Delay,
-                RollingRestart, KillLeaderAcks1)
+                RollingRestart, KillLeaderAcks1, Disk)
 }
 KINDS = list(NEMESES)
 

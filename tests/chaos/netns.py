@@ -265,6 +265,11 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLTAVA_")}
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        # The broker's failing disk (vltava-storage `faultfs`, in builds with the
+        # `fault-injection` feature), driven by writing a word to this file; a start always
+        # begins with a working disk.
+        self.disk_fault_file.write_text("none\n")
+        env["VLTAVA_DISK_FAULT_FILE"] = str(self.disk_fault_file)
         # `ip netns exec` execs the broker after setns: the pid is the broker's own.
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
@@ -294,6 +299,19 @@ class Node:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    @property
+    def disk_fault_file(self) -> Path:
+        return self.workdir / "disk-fault"
+
+    def set_disk_fault(self, mode: str) -> None:
+        """`none`, `eio-write`, `eio-fsync`, `enospc` or `crash-unsynced` (see faultfs)."""
+        self.disk_fault_file.write_text(mode + "\n")
+
+    def disk_faults_supported(self) -> bool:
+        """Whether the running broker watches its disk-fault file: it says so at start."""
+        logs = self.log_paths()
+        return bool(logs) and "disk fault injection is on" in logs[-1].read_text(errors="replace")
 
     def restart(self, timeout: float = 60) -> None:
         """Start again on the same data directory (after a kill or a SIGTERM)."""
@@ -586,6 +604,9 @@ class NetnsCluster:
                     node.nsexec(["nft", "delete", "table", "inet", t], check=False)
                     done.append(f"nft table {t} deleted on node {i}")
             node.isolated = False
+            if node.disk_fault_file.exists() and node.disk_fault_file.read_text().strip() not in ("", "none"):
+                node.set_disk_fault("none")
+                done.append(f"disk of node {i} working again")
             if shutil.which("tc") and re.search(r"qdisc (netem|tbf|htb)", self.qdiscs(i)):
                 self.tc_clear(i)
                 done.append(f"qdisc removed on node {i}")
