@@ -417,6 +417,8 @@ fn every_record() -> Vec<MetadataRecord> {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            removing_replicas: vec![3],
+            adding_replicas: vec![],
         }),
         MetadataRecord::PartitionChange(PartitionChangeRecord {
             topic_id: id(2),
@@ -424,6 +426,8 @@ fn every_record() -> Vec<MetadataRecord> {
             isr: Some(vec![1]),
             leader: Some(NO_LEADER),
             replicas: None,
+            removing_replicas: Some(vec![]),
+            adding_replicas: Some(vec![4]),
         }),
         MetadataRecord::Config(ConfigRecord {
             resource_type: config_resource::TOPIC,

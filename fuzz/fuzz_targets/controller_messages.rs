@@ -147,7 +147,7 @@ fn raft_request(input: &[u8]) {
         }
         RaftRequest::InstallSnapshot(r) => snapshot_file(&r.data),
         RaftRequest::Controller(body) => controller_request(body),
-        RaftRequest::Vote(_) => {}
+        RaftRequest::Vote(_) | RaftRequest::PreVote(_) => {}
     }
     let again = wire::encode_request(&header, &request, REENCODE_LIMITS)
         .expect("a decoded request encodes");
