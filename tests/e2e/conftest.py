@@ -44,11 +44,22 @@ def vltava_bin() -> Path:
     return Path(os.environ.get("VLTAVA_BIN", str(DEFAULT_BIN))).resolve()
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (the broker binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago (the broker binds it right after) and that this test
+    process has not handed out before: the kernel readily gives the same ephemeral port to two binds in a
+    row once the first socket is closed, and a cluster picks all its ports before any node binds them
+    (a node's client port once came out equal to another node's controller port)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _PORTS_HANDED_OUT:
+            _PORTS_HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port left that this test process has not used")
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
