@@ -21,7 +21,7 @@ subcommand prints one JSON object on stdout.
             going (Metadata from the survivors every 10 ms until another broker leads, then
             Produce there) until a Produce is acknowledged by the successor
 
-Standard library only (runs with any python3).
+Standard library only (runs with any python3); the CRC-32C is tests/e2e/rawkafka.py's.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "e2e"))
 from cluster import ERRORS, Conn, Reader, kstr, now, process_running  # noqa: E402
+from rawkafka import crc32c  # noqa: E402  (standard library only without the crc32c package)
 
 METADATA, PRODUCE, CREATE_TOPICS = 3, 0, 19
 METADATA_V, PRODUCE_V, CREATE_TOPICS_V = 4, 7, 2  # all non-flexible
@@ -138,27 +140,6 @@ def parse_create_topics(r: Reader) -> tuple[int, str | None]:
 
 
 # ------------------------------------------------------------------------------ Produce v7
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    t = CRC32C_TABLE
-    for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
 def varint(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)  # zigzag
     out = bytearray()

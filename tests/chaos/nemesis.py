@@ -190,48 +190,66 @@ def _free_leader(cluster: netns.NetnsCluster, topic: str, want: int, rng: random
     return want, node, f"no free leader in {lay}, took node {node}"
 
 
+class SingleNode(Nemesis):
+    """A fault on one node chosen at planning time: the plan names the node (plus what
+    `plan_params` adds), start takes it (or a free one, see `_planned_node`) and `inflict`s the
+    fault, stop `heal`s it."""
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"node": _pick_node(rng, n_nodes, avoid), **cls.plan_params(rng)}
+
+    @classmethod
+    def plan_params(cls, rng: random.Random) -> dict:
+        return {}
+
+    def start(self, cluster, rng):
+        node = self._planned_node(cluster, rng)
+        self.check_supported(cluster, node)
+        self._mark(cluster, [node])
+        self.inflict(cluster, node)
+
+    def stop(self, cluster):
+        for i in self.nodes:
+            self.heal(cluster, i)
+        self._unmark(cluster)
+
+    def check_supported(self, cluster: netns.NetnsCluster, node: int) -> None:
+        """Raises before anything is marked when this fault cannot be injected on `node`."""
+
+    def inflict(self, cluster: netns.NetnsCluster, node: int) -> None:
+        raise NotImplementedError
+
+    def heal(self, cluster: netns.NetnsCluster, node: int) -> None:
+        raise NotImplementedError
+
+
 # ----------------------------------------------------------------------------- processes
-class Kill(Nemesis):
+class Kill(SingleNode):
     """kill -9, and at stop a restart on the same data directory."""
     kind = "kill"
 
-    @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid)}
-
-    def start(self, cluster, rng):
-        node = self._planned_node(cluster, rng)
-        self._mark(cluster, [node])
+    def inflict(self, cluster, node):
         cluster.nodes[node].kill()
         self.detail = f"SIGKILL node {node}"
 
-    def stop(self, cluster):
+    def heal(self, cluster, node):
         t = time.monotonic()
-        for i in self.nodes:
-            cluster.nodes[i].restart(60)
+        cluster.nodes[node].restart(60)
         self.detail += f", restarted (listening after {time.monotonic() - t:.1f}s)"
-        self._unmark(cluster)
 
 
-class Pause(Nemesis):
+class Pause(SingleNode):
     """SIGSTOP, SIGCONT at stop: the process keeps its sockets and wakes up with stale state."""
     kind = "pause"
 
-    @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid)}
-
-    def start(self, cluster, rng):
-        node = self._planned_node(cluster, rng)
-        self._mark(cluster, [node])
+    def inflict(self, cluster, node):
         cluster.nodes[node].pause()
         self.detail = f"SIGSTOP node {node}"
 
-    def stop(self, cluster):
-        for i in self.nodes:
-            cluster.nodes[i].resume()
+    def heal(self, cluster, node):
+        cluster.nodes[node].resume()
         self.detail += ", SIGCONT"
-        self._unmark(cluster)
 
 
 class KillLeaderAcks1(Nemesis):
@@ -408,27 +426,24 @@ class Bridge(Nemesis):
         self._unmark(cluster)
 
 
-class OneWay(Nemesis):
+class OneWay(SingleNode):
     """A node drops only what comes in from the other nodes, or only what it sends them."""
     kind = "one-way"
 
     @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid), "direction": rng.choice(["in", "out"])}
+    def plan_params(cls, rng):
+        return {"direction": rng.choice(["in", "out"])}
 
-    def start(self, cluster, rng):
-        node, d = self._planned_node(cluster, rng), self.params["direction"]
-        self._mark(cluster, [node])
+    def inflict(self, cluster, node):
+        d = self.params["direction"]
         cluster.block(node, self.tag, cluster.peer_addrs(node), incoming=d == "in", outgoing=d == "out")
         self.detail = f"node {node} drops {'incoming packets from' if d == 'in' else 'outgoing packets to'} the other nodes"
 
-    def stop(self, cluster):
-        for i in self.nodes:
-            cluster.nft_unload(i, self.tag)
-        self._unmark(cluster)
+    def heal(self, cluster, node):
+        cluster.nft_unload(node, self.tag)
 
 
-class Disk(Nemesis):
+class Disk(SingleNode):
     """A failing disk on one node (the broker's `faultfs`, built in with the `fault-injection`
     feature): EIO on writes, EIO on fsync, ENOSPC, or a crash that first cuts every file back to
     its last fsync (a power loss). The broker stops on a failed disk, as Kafka's does with its
@@ -438,49 +453,45 @@ class Disk(Nemesis):
     MODES = ("eio-write", "eio-fsync", "enospc", "crash-unsynced")
 
     @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid), "mode": rng.choice(cls.MODES)}
+    def plan_params(cls, rng):
+        return {"mode": rng.choice(cls.MODES)}
 
-    def start(self, cluster, rng):
-        node = self._planned_node(cluster, rng)
-        n = cluster.nodes[node]
-        if not n.disk_faults_supported():
+    def check_supported(self, cluster, node):
+        if not cluster.nodes[node].disk_faults_supported():
             raise RuntimeError(
                 "the broker under test has no disk fault injection: build it with "
                 "`cargo build -p vltava-cli --features fault-injection`"
             )
-        self._mark(cluster, [node])
-        n.set_disk_fault(self.params["mode"])
+
+    def inflict(self, cluster, node):
+        cluster.nodes[node].set_disk_fault(self.params["mode"])
         self.detail = f"node {node}: disk {self.params['mode']}"
 
-    def stop(self, cluster):
-        for i in self.nodes:
-            n = cluster.nodes[i]
-            n.set_disk_fault("none")
-            code = n.proc.poll() if n.proc is not None else None
-            if code is None:
-                self.detail += ", broker still up (no write or fsync reached the disk)"
-            else:
-                self.detail += f", broker stopped (exit {code})"
-                t = time.monotonic()
-                n.restart(60)
-                self.detail += f", restarted (listening after {time.monotonic() - t:.1f}s)"
-        self._unmark(cluster)
+    def heal(self, cluster, node):
+        n = cluster.nodes[node]
+        n.set_disk_fault("none")
+        code = n.proc.poll() if n.proc is not None else None
+        if code is None:
+            self.detail += ", broker still up (no write or fsync reached the disk)"
+        else:
+            self.detail += f", broker stopped (exit {code})"
+            t = time.monotonic()
+            n.restart(60)
+            self.detail += f", restarted (listening after {time.monotonic() - t:.1f}s)"
 
 
 # ----------------------------------------------------------------------------- network (loss, delay)
-class Loss(Nemesis):
+class Loss(SingleNode):
     """Random packet loss on a node's interface: tc netem where the kernel has it, else an
     nftables ``numgen random`` drop (both directions)."""
     kind = "loss"
 
     @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid), "percent": rng.choice([5, 10, 20, 30, 50])}
+    def plan_params(cls, rng):
+        return {"percent": rng.choice([5, 10, 20, 30, 50])}
 
-    def start(self, cluster, rng):
-        node, pct = self._planned_node(cluster, rng), self.params["percent"]
-        self._mark(cluster, [node])
+    def inflict(self, cluster, node):
+        pct = self.params["percent"]
         if netns.netem_available() is None:
             cluster.tc_qdisc(node, ["netem", "loss", f"{pct}%"])
             self.mech = "netem"
@@ -490,29 +501,24 @@ class Loss(Nemesis):
             self.mech = "nft"
             self.detail = f"node {node}: nftables numgen drop of {pct}% in and out (no netem: {netns.netem_available()})"
 
-    def stop(self, cluster):
-        for i in self.nodes:
-            if getattr(self, "mech", "") == "netem":
-                cluster.tc_clear(i)
-            else:
-                cluster.nft_unload(i, self.tag)
-        self._unmark(cluster)
+    def heal(self, cluster, node):
+        if getattr(self, "mech", "") == "netem":
+            cluster.tc_clear(node)
+        else:
+            cluster.nft_unload(node, self.tag)
 
 
-class Delay(Nemesis):
+class Delay(SingleNode):
     """Delay on a node's egress: tc netem delay where the kernel has it; without netem a tbf
     rate limit, which delays by queueing (up to its latency bound, then drops) — a slow link
     rather than a fixed delay, and the description says so."""
     kind = "delay"
 
     @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"node": _pick_node(rng, n_nodes, avoid), "ms": rng.choice([50, 100, 200, 400]),
-                "kbit": rng.choice([256, 512, 1024])}
+    def plan_params(cls, rng):
+        return {"ms": rng.choice([50, 100, 200, 400]), "kbit": rng.choice([256, 512, 1024])}
 
-    def start(self, cluster, rng):
-        node = self._planned_node(cluster, rng)
-        self._mark(cluster, [node])
+    def inflict(self, cluster, node):
         ms = self.params["ms"]
         if netns.netem_available() is None:
             cluster.tc_qdisc(node, ["netem", "delay", f"{ms}ms", f"{ms // 4}ms"])
@@ -523,10 +529,8 @@ class Delay(Nemesis):
             self.detail = (f"node {node}: no netem ({netns.netem_available()}), tbf slow link {kbit} kbit/s with "
                            f"queueing up to {ms} ms, then drops (egress)")
 
-    def stop(self, cluster):
-        for i in self.nodes:
-            cluster.tc_clear(i)
-        self._unmark(cluster)
+    def heal(self, cluster, node):
+        cluster.tc_clear(node)
 
 
 NEMESES: dict[str, type[Nemesis]] = {

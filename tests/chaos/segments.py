@@ -18,39 +18,16 @@ Control batches (transaction markers) carry no values and are left out.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "e2e"))
+from rawkafka import crc32c  # noqa: E402  (re-exported: test_random checks it)
 
 HEADER = struct.Struct(">qiibIhiqqqhii")  # through recordCount: 61 bytes
 HEADER_LEN = HEADER.size
 LOG_OVERHEAD = 12  # baseOffset + batchLength: batchLength counts the bytes after them
-
-try:  # a C implementation when one is installed; the table below otherwise
-    import crc32c as _crc32c_mod  # type: ignore
-
-    def crc32c(data: bytes) -> int:
-        return _crc32c_mod.crc32c(data)
-except ImportError:  # pragma: no cover - depends on the environment
-    _crc32c_mod = None
-
-    def _make_table() -> list[int]:
-        poly = 0x82F63B78  # Castagnoli, reflected
-        table = []
-        for n in range(256):
-            c = n
-            for _ in range(8):
-                c = (c >> 1) ^ poly if c & 1 else c >> 1
-            table.append(c)
-        return table
-
-    _TABLE = _make_table()
-
-    def crc32c(data: bytes) -> int:
-        crc = 0xFFFFFFFF
-        t = _TABLE
-        for b in data:
-            crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-        return crc ^ 0xFFFFFFFF
 
 
 class SegmentError(Exception):

@@ -73,25 +73,34 @@ class Reader:
 
 
 # ----------------------------------------------------------------------------- CRC-32C
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
+# The one CRC-32C of the Python tests and benchmarks (tests/chaos/segments.py and
+# bench/lib/replication.py import it): the `crc32c` package's C code where it is installed,
+# which the chaos final reads of whole segment files want, a table otherwise (standard library only).
+try:
+    import crc32c as _crc32c_c  # type: ignore
 
+    def crc32c(data: bytes) -> int:
+        return _crc32c_c.crc32c(data)
 
-_CRC_TABLE = _crc32c_table()
+except ImportError:
 
+    def _crc32c_table() -> list[int]:
+        table = []
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli, reflected
+            table.append(c)
+        return table
 
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    t = _CRC_TABLE
-    for b in data:
-        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
+    _CRC_TABLE = _crc32c_table()
+
+    def crc32c(data: bytes) -> int:
+        c = 0xFFFFFFFF
+        t = _CRC_TABLE
+        for b in data:
+            c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+        return c ^ 0xFFFFFFFF
 
 
 # ----------------------------------------------------------------------------- Fetch

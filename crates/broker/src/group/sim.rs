@@ -1670,9 +1670,34 @@ impl Sim {
         }
     }
 
+    /// What both clients do on the errors that Join, Sync, Heartbeat and OffsetCommit answers
+    /// share: forget the member id or only the generation, stop on a fenced static member, or
+    /// find the coordinator again (and, for a rebalance step, rejoin after the backoff).
+    fn on_member_error(
+        &mut self,
+        i: usize,
+        code: i16,
+        rebalancing: bool,
+        api: &str,
+    ) -> Result<(), String> {
+        let rdkafka = self.consumers[i].cfg.rdkafka;
+        match code {
+            UNKNOWN_MEMBER_ID => self.reset(i, true),
+            ILLEGAL_GENERATION => self.reset(i, !rdkafka),
+            FENCED_INSTANCE_ID => self.fatal(i),
+            NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
+                self.disconnect(i);
+                if rebalancing {
+                    self.rejoin(i, RETRY_BACKOFF_MS);
+                }
+            }
+            e => return Err(format!("{api} answered {}", error_name(e))),
+        }
+        Ok(())
+    }
+
     fn on_response(&mut self, i: usize, f: Flight, resp: Resp) -> Result<(), String> {
         let now = self.now;
-        let rdkafka = self.consumers[i].cfg.rdkafka;
         match resp {
             Resp::Join(r) => {
                 self.count_error(r.error_code);
@@ -1708,14 +1733,7 @@ impl Sim {
                         self.rejoin(i, 0);
                     }
                     REBALANCE_IN_PROGRESS => self.rejoin(i, 0),
-                    UNKNOWN_MEMBER_ID => self.reset(i, true),
-                    ILLEGAL_GENERATION => self.reset(i, !rdkafka),
-                    FENCED_INSTANCE_ID => self.fatal(i),
-                    NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
-                        self.disconnect(i);
-                        self.rejoin(i, RETRY_BACKOFF_MS);
-                    }
-                    e => return Err(format!("JoinGroup answered {}", error_name(e))),
+                    e => self.on_member_error(i, e, true, "JoinGroup")?,
                 }
             }
             Resp::Sync(s) => {
@@ -1737,14 +1755,7 @@ impl Sim {
                         c.next_commit = now + c.cfg.commit_ms;
                     }
                     REBALANCE_IN_PROGRESS => self.rejoin(i, 0),
-                    UNKNOWN_MEMBER_ID => self.reset(i, true),
-                    ILLEGAL_GENERATION => self.reset(i, !rdkafka),
-                    FENCED_INSTANCE_ID => self.fatal(i),
-                    NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
-                        self.disconnect(i);
-                        self.rejoin(i, RETRY_BACKOFF_MS);
-                    }
-                    e => return Err(format!("SyncGroup answered {}", error_name(e))),
+                    e => self.on_member_error(i, e, true, "SyncGroup")?,
                 }
             }
             Resp::Heartbeat(code) | Resp::Commit(code) => {
@@ -1773,13 +1784,7 @@ impl Sim {
                             self.rejoin(i, 0);
                         }
                     }
-                    UNKNOWN_MEMBER_ID => self.reset(i, true),
-                    ILLEGAL_GENERATION => self.reset(i, !rdkafka),
-                    FENCED_INSTANCE_ID => self.fatal(i),
-                    NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS => {
-                        self.disconnect(i)
-                    }
-                    e => return Err(format!("{:?} answered {}", f.kind, error_name(e))),
+                    e => self.on_member_error(i, e, false, &format!("{:?}", f.kind))?,
                 }
             }
             Resp::Leave(_) => {}
