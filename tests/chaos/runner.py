@@ -2,8 +2,8 @@
 
 One run (``run_once``): the seed picks the nemeses, their targets and a schedule (printed and
 saved); an RF=3, min.insync.replicas=2 topic gets producers (confluent-kafka idempotent and
-non-idempotent acks=all, kafka-python acks=all, plus an acks=1 one when the schedule kills a
-leader under it) and two group consumers while the faults run; then everything is healed, the
+non-idempotent acks=all, kafka-python acks=all, the native client idempotent acks=all through
+`vltava produce`, plus an acks=1 one when the schedule kills a leader under it) and two group consumers while the faults run; then everything is healed, the
 cluster settles (bounded), the writers finish, every partition is read from every replica's
 segment files and once through the Kafka API, the group's committed offsets are read back, and
 checker.check judges the history. The run directory keeps the seed, the schedule, the history,
@@ -279,6 +279,8 @@ def _run_body(c: netns.NetnsCluster, res: RunResult, schedule: list[FaultSpec], 
         wl.ConfluentProducer("p2", boot, TOPIC, parts, history, acks="all", idempotent=False, rate=50,
                              order="random", seed=seed),
         wl.KafkaPythonProducer("p3", boot, TOPIC, parts, history, acks="all", idempotent=False, rate=50, seed=seed),
+        wl.NativeProducer("p4", boot, TOPIC, parts, history, acks="all", idempotent=True, rate=60, seed=seed,
+                          vltava_bin=str(netns.vltava_bin())),
     ]
     if any(nem.NEMESES[s.kind].needs_acks1 for s in schedule):
         # Over every partition: whichever the killed leader leads has acks=1 writes in flight.

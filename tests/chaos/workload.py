@@ -1,8 +1,9 @@
 """Workloads of a chaos run: producers and group consumers that record every operation in the
 history format of tests/chaos/README.md (the contract with checker.py).
 
-Producers write unique values ``<producer>-<seq:08d>`` at a bounded rate, round-robin or at
-random over the partitions. A send's status:
+Producers (confluent-kafka, kafka-python, and the native client through ``vltava produce``)
+write unique values ``<producer>-<seq:08d>`` at a bounded rate, round-robin or at random over
+the partitions. A send's status:
 
 * ``ok``: acknowledged, with the offset the client reported;
 * ``fail``: the client guarantees it was not written — it refused the record before sending it
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
 import threading
 import time
 
@@ -285,6 +287,128 @@ class KafkaPythonProducer(_Producer):
         except Exception:
             pass
         self._close_out("in flight when the producer was closed")
+
+
+class NativeProducer(_Producer):
+    """The project's own client: `vltava produce --print-deliveries`, one process per partition
+    (the CLI sends all of a process's records to its `--partition`), fed one value per line on
+    stdin. Each process reports every record's outcome on stdout; the CLI says whether a failed
+    record may have been written (`unknown`, recorded as ``info``) or was refused before any
+    broker saw it (`unsent`, recorded as ``fail``)."""
+
+    def __init__(self, *args, vltava_bin: str, **kw):
+        super().__init__(*args, **kw)
+        self.client = "vltava-idempotent" if self.idempotent else "vltava"
+        self.bin = vltava_bin
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.lines: dict[int, dict[int, dict]] = {p: {} for p in self.partitions}  # partition -> line -> op
+        self.next_line = {p: 1 for p in self.partitions}
+        self.readers: list[threading.Thread] = []
+        self.stderr: dict[int, list[str]] = {p: [] for p in self.partitions}
+
+    def _command(self, partition: int) -> list[str]:
+        settings = {
+            "enable.idempotence": "true" if self.idempotent else "false",
+            "linger.ms": 5,
+            "delivery.timeout.ms": MESSAGE_TIMEOUT_MS,
+            "request.timeout.ms": REQUEST_TIMEOUT_MS,
+            "retry.backoff.ms": 100,
+            "retry.backoff.max.ms": 1000,
+            "metadata.max.age.ms": 5000,
+            "max.block.ms": 2000,
+        }
+        if not self.idempotent:
+            settings["max.in.flight.requests.per.connection"] = 1  # as for the other plain producers
+        cmd = [self.bin, "produce", self.topic, "--bootstrap-server", self.bootstrap, "--partition", str(partition),
+               "--acks", self.acks, "--timeout", "10", "--print-deliveries"]
+        for k, v in settings.items():
+            cmd += ["--set", f"{k}={v}"]
+        return cmd
+
+    def _read(self, partition: int, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:
+            fields = raw.rstrip("\n").split("\t")
+            if len(fields) < 3 or not fields[0].isdigit():
+                self.error = self.error or f"p{partition}: unreadable delivery line {raw!r}"
+                continue
+            with self.lock:
+                op = self.lines[partition].pop(int(fields[0]), None)
+            if op is None:
+                self.error = self.error or f"p{partition}: delivery of unknown line {fields[0]}"
+                continue
+            if fields[1] == "ok" and len(fields) == 4:
+                if int(fields[2]) != partition:
+                    self.error = self.error or f"p{partition}: line {fields[0]} delivered to partition {fields[2]}"
+                self._complete(op, "ok", int(fields[3]), None)
+            elif fields[1] == "unsent":
+                self._complete(op, "fail", None, fields[2])
+            else:
+                self._complete(op, "info", None, fields[2])
+
+    def _read_stderr(self, partition: int, proc: subprocess.Popen) -> None:
+        for line in proc.stderr:
+            tail = self.stderr[partition]
+            tail.append(line.rstrip())
+            del tail[:-20]
+
+    def _run(self) -> None:
+        for p in self.partitions:
+            proc = subprocess.Popen(self._command(p), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, bufsize=1)
+            self.procs[p] = proc
+            for target in (self._read, self._read_stderr):
+                t = threading.Thread(target=target, args=(p, proc), name=f"{self.name}-{target.__name__}-p{p}",
+                                     daemon=True)
+                t.start()
+                self.readers.append(t)
+        try:
+            next_t = time.monotonic()
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now < next_t:
+                    time.sleep(min(next_t - now, 0.05))
+                    continue
+                p = self._next_partition()
+                value = f"{self.name}-{self.seq:08d}"
+                op = self._op(p, value)
+                with self.lock:
+                    self.pending[op["seq"]] = op
+                    self.lines[p][self.next_line[p]] = op
+                    self.next_line[p] += 1
+                try:
+                    self.procs[p].stdin.write(value + "\n")
+                    self.procs[p].stdin.flush()
+                except (BrokenPipeError, OSError) as exc:
+                    # The process is gone: what it had not read was never handed to the client.
+                    self._complete(op, "fail", None, f"vltava produce exited ({exc})")
+                    raise RuntimeError(f"vltava produce for p{p} exited: {self.stderr[p][-3:]}") from exc
+                self.seq += 1
+                self.t_last_send = time.monotonic()
+                next_t = self._pace(next_t)
+        finally:
+            self._close_processes()
+
+    def _close_processes(self) -> None:
+        # Closing stdin ends the input: the CLI delivers (or fails) everything it read, prints
+        # each outcome and exits (1 if any record failed).
+        for proc in self.procs.values():
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        for p, proc in self.procs.items():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for t in self.readers:
+            t.join(5)
+        self._close_out("in flight when the producer was closed")
+
+    def describe(self) -> str:
+        return super().describe() + " (vltava produce, a process per partition)"
 
 
 # ----------------------------------------------------------------------------- consumers

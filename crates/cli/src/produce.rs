@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use vltava_client::ClientConfig;
 use vltava_client::producer::{
-    Acks, Header, Producer, ProducerConfig, ProducerError, ProducerRecord, parse_compression,
+    Acks, Header, Producer, ProducerConfig, ProducerError, ProducerRecord, RecordMetadata,
+    parse_compression,
 };
 
 use crate::group::ClientArgs;
@@ -45,6 +46,11 @@ pub struct ProduceArgs {
     /// Any producer setting by its Kafka name, e.g. --set linger.ms=20 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     set: Vec<(String, String)>,
+    /// Print one line per record on stdout as its outcome arrives, tab-separated:
+    /// `LINE ok PARTITION OFFSET`, `LINE unsent ERROR` (refused before it reached a broker) or
+    /// `LINE unknown ERROR` (it may have been written: a timeout, an error after retries).
+    #[arg(long)]
+    print_deliveries: bool,
 }
 
 fn non_empty(s: &str) -> Result<String, String> {
@@ -199,6 +205,64 @@ struct Tally {
     first_error: Mutex<Option<ProducerError>>,
 }
 
+/// Outcomes waiting for the `--print-deliveries` writer thread. Bounded, so that a reader that
+/// stops reading our stdout stalls the producer rather than growing memory; callbacks run on
+/// the producer's sender task, which must not wait on a pipe itself.
+const DELIVERY_LINES_MAX: usize = 65_536;
+
+/// Starts the thread that prints delivery lines; it ends when every sender is dropped.
+fn spawn_delivery_printer() -> (
+    std::sync::mpsc::SyncSender<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(DELIVERY_LINES_MAX);
+    let handle = std::thread::spawn(move || {
+        use std::io::Write;
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        while let Ok(line) = rx.recv() {
+            // Write what is already waiting, then flush: whoever reads the lines times the
+            // acknowledgements by them. A closed stdout only ends the printing.
+            let mut ok = writeln!(out, "{line}").is_ok();
+            while let (true, Ok(more)) = (ok, rx.try_recv()) {
+                ok = writeln!(out, "{more}").is_ok();
+            }
+            if !ok || out.flush().is_err() {
+                return;
+            }
+        }
+    });
+    (tx, handle)
+}
+
+/// The delivery line of record `line_no` (see `--print-deliveries`).
+fn delivery_line(line_no: u64, outcome: &Result<RecordMetadata, ProducerError>) -> String {
+    match outcome {
+        Ok(md) => format!("{line_no}\tok\t{}\t{}", md.partition, md.offset),
+        Err(e) => {
+            let kind = if never_sent(e) { "unsent" } else { "unknown" };
+            format!("{line_no}\t{kind}\t{}", one_line(e))
+        }
+    }
+}
+
+fn one_line(e: &ProducerError) -> String {
+    e.to_string().replace(['\t', '\n'], " ")
+}
+
+/// Errors the producer raises before any broker saw the record: it was certainly not written.
+/// Everything else (a timeout, a broker error after retries, a lost connection) may follow an
+/// attempt that was appended.
+fn never_sent(e: &ProducerError) -> bool {
+    matches!(
+        e,
+        ProducerError::Config(_)
+            | ProducerError::InvalidRecord(_)
+            | ProducerError::RecordTooLarge { .. }
+            | ProducerError::Serialize { .. }
+    )
+}
+
 async fn run(args: ProduceArgs, config: ProducerConfig) -> Result<(), String> {
     let mut input = spawn_reader(args.file.clone())?;
     let producer = Producer::connect(config).await.map_err(|e| e.to_string())?;
@@ -208,6 +272,7 @@ async fn run(args: ProduceArgs, config: ProducerConfig) -> Result<(), String> {
         .map(|(k, v)| Header::new(k.clone(), Bytes::from(v.clone().into_bytes())))
         .collect();
     let tally = Arc::new(Tally::default());
+    let printer = args.print_deliveries.then(spawn_delivery_printer);
     let mut line_no: u64 = 0;
     let mut stop: Option<String> = None;
     while let Some(item) = input.recv().await {
@@ -237,25 +302,42 @@ async fn run(args: ProduceArgs, config: ProducerConfig) -> Result<(), String> {
         record.partition = args.partition;
         record.headers = headers.clone();
         let t = Arc::clone(&tally);
+        let print = printer.as_ref().map(|(tx, _)| tx.clone());
         let sent = producer
-            .enqueue_with_callback(record, move |r| match r {
-                Ok(_) => {
-                    t.ok.fetch_add(1, Ordering::Relaxed);
+            .enqueue_with_callback(record, move |r| {
+                if let Some(tx) = print {
+                    // Fails only once the printer stopped on a closed stdout.
+                    let _ = tx.send(delivery_line(line_no, &r));
                 }
-                Err(e) => {
-                    t.failed.fetch_add(1, Ordering::Relaxed);
-                    let mut first = t.first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    first.get_or_insert(e);
+                match r {
+                    Ok(_) => {
+                        t.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        t.failed.fetch_add(1, Ordering::Relaxed);
+                        let mut first = t.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(e);
+                    }
                 }
             })
             .await;
         if let Err(e) = sent {
+            if let Some((tx, _)) = &printer {
+                // Refused before it was queued, whatever the error: never sent.
+                let _ = tx.send(format!("{line_no}\tunsent\t{}", one_line(&e)));
+            }
             stop = Some(e.to_string());
             break;
         }
     }
     // Everything accepted is delivered (or fails) before we report.
     producer.close().await;
+    if let Some((tx, handle)) = printer {
+        drop(tx);
+        // The callbacks' senders went with the delivered records; the thread ends on a
+        // closed channel or a closed stdout.
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
     let failed = tally.failed.load(Ordering::Relaxed);
     if failed > 0 {
         let total = failed + tally.ok.load(Ordering::Relaxed);
@@ -295,5 +377,25 @@ mod tests {
         assert!(parse_codec("LZ4").is_ok());
         assert!(parse_codec("brotli").is_err());
         assert!(parse_acks("all").is_ok() && parse_acks("-1").is_ok() && parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn delivery_lines_say_whether_a_failed_record_may_be_in_the_log() {
+        let md = RecordMetadata {
+            partition: 3,
+            offset: 41,
+            timestamp: 0,
+        };
+        assert_eq!(delivery_line(7, &Ok(md)), "7\tok\t3\t41");
+        let refused = ProducerError::InvalidRecord("partition 9 of\ta topic with 4".into());
+        assert_eq!(
+            delivery_line(8, &Err(refused)),
+            "8\tunsent\tpartition 9 of a topic with 4"
+        );
+        let after_retries = ProducerError::Timeout("delivery.timeout.ms passed".into());
+        assert_eq!(
+            delivery_line(9, &Err(after_retries)),
+            "9\tunknown\tdelivery.timeout.ms passed"
+        );
     }
 }
