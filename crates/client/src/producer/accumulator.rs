@@ -75,6 +75,10 @@ pub(crate) struct ProducerBatch {
     pub retry_at: Option<Instant>,
     /// Closed for appends (the next record would not fit).
     pub full: bool,
+    /// An attempt ended without saying whether the batch was appended (no answer, or an error
+    /// Kafka gives after the append): it may be in the log under its current producer epoch
+    /// and sequence, so it must never be sent again under others.
+    pub maybe_written: bool,
 }
 
 impl ProducerBatch {
@@ -292,6 +296,7 @@ impl Accumulator {
                 attempts: 0,
                 retry_at: None,
                 full: false,
+                maybe_written: false,
             });
             new_batch = true;
             if record.partition.is_none() && record.key.is_none() {
@@ -391,17 +396,28 @@ impl Accumulator {
     }
 
     /// After a new producer epoch: sequences restart at 0 and queued batches that had one get
-    /// a new one when next drained.
-    pub(crate) fn reset_sequences(&mut self) {
+    /// a new one when next drained, except those that may already be in the log under the old
+    /// epoch: they are taken out and returned, to be failed, because the broker would take
+    /// them again under the new epoch as new records (a duplicate that idempotence exists to
+    /// prevent). The Java client re-sequences those too; librdkafka fails them as "possibly
+    /// persisted", which is what we do.
+    pub(crate) fn reset_sequences(&mut self) -> Vec<ProducerBatch> {
+        let mut maybe_written = Vec::new();
         for tq in self.topics.values_mut() {
             for q in &mut tq.partitions {
                 q.next_sequence = 0;
                 q.acked_sequence = 0;
+                let (gone, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut q.batches)
+                    .into_iter()
+                    .partition(|b| b.maybe_written && b.base_sequence >= 0);
+                q.batches = kept;
                 for b in &mut q.batches {
                     b.base_sequence = -1;
                 }
+                maybe_written.extend(gone);
             }
         }
+        maybe_written
     }
 }
 

@@ -58,6 +58,10 @@ pub enum ProducerError {
     /// The producer was closed before the record could be accepted.
     #[error("the producer is closed")]
     Closed,
+    /// Sent without an answer under a producer epoch that then had to be bumped: the record may
+    /// be in the log or not, and is not sent again (under the new epoch it would be taken twice).
+    #[error("{0}")]
+    PossiblyPersisted(String),
 }
 
 impl ProducerError {

@@ -46,6 +46,8 @@ const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const KAFKA_STORAGE_ERROR: i16 = 56;
+const REQUEST_TIMED_OUT: i16 = 7;
+const UNKNOWN_SERVER_ERROR: i16 = -1;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
@@ -312,8 +314,12 @@ impl Sender {
                 self.current_pid = Some((id, epoch));
                 self.pid_failures = 0;
                 if self.bump_needed {
-                    self.shared.lock_acc().reset_sequences();
+                    let maybe_written = self.shared.lock_acc().reset_sequences();
                     self.bump_needed = false;
+                    for b in maybe_written {
+                        let e = self.possibly_persisted_error(&b, epoch);
+                        self.done.push((b, Err(e)));
+                    }
                 }
             }
             Err((e, true)) => {
@@ -499,6 +505,21 @@ impl Sender {
             let e = self.expired_error(&b);
             self.done.push((b, Err(e)));
         }
+    }
+
+    fn possibly_persisted_error(&self, b: &ProducerBatch, new_epoch: i16) -> ProducerError {
+        let detail = self
+            .last_error
+            .as_ref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        let old_epoch = b.wire.as_ref().map_or(-1, |w| w.2);
+        ProducerError::PossiblyPersisted(format!(
+            "{} record(s) for {}-{} may have been written: sent under producer epoch {old_epoch} \
+             without an answer, and the epoch had to be bumped to {new_epoch}, under which they \
+             would be written again{detail}",
+            b.record_count, b.topic, b.partition,
+        ))
     }
 
     fn expired_error(&self, b: &ProducerBatch) -> ProducerError {
@@ -907,6 +928,19 @@ impl Sender {
             ),
             Failure::Network(e) => (None, e),
         };
+        // Kafka answers these after appending the batch (or a network failure left no answer):
+        // the attempt may be in the log. Any other partition error means it was not appended.
+        if matches!(
+            code,
+            None | Some(
+                REQUEST_TIMED_OUT
+                    | NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                    | KAFKA_STORAGE_ERROR
+                    | UNKNOWN_SERVER_ERROR
+            )
+        ) {
+            b.maybe_written = true;
+        }
         let retriable = match code {
             None => true,
             // Refused because an earlier batch of the partition is missing: that one is being

@@ -533,6 +533,74 @@ async fn non_retriable_errors_fail_the_records_and_bump_the_epoch() -> TestResul
 }
 
 #[tokio::test]
+async fn an_epoch_bump_never_resends_a_batch_that_may_be_in_the_log() -> TestResult {
+    // Request 0 carries A (p0) and B (p1) and is never answered, but the fake appends both, as
+    // a broker whose answer was lost would. On the retry A gets OUT_OF_ORDER_SEQUENCE_NUMBER as
+    // the partition's next batch (not retriable: the epoch is bumped) and B a retriable error.
+    // B must not go again under the new epoch, where sequence 0 is new to the broker and it
+    // would be appended twice: it fails as possibly persisted. A record sent after the bump
+    // goes through under the new epoch.
+    let mut script = ok_script(2);
+    script.produce = Box::new(|n, _| {
+        if n == 0 {
+            RequestFate::Silence
+        } else {
+            RequestFate::Answer
+        }
+    });
+    script.fate = ProduceFate::Partitions(Box::new(|a, n| match (n, a.partition) {
+        (2 | 3, 0) => Some(45),
+        (2 | 3, _) => Some(codes::NOT_LEADER_OR_FOLLOWER),
+        _ => None,
+    }));
+    let (state, make) = scripted(script);
+    let fake = Fake::start(make).await;
+    let mut c = config(&fake.addr);
+    c.request_timeout = Duration::from_millis(300);
+    c.linger = Duration::from_millis(50);
+    let p = Producer::connect(c).await?;
+    let mut a = rec("t", "a");
+    a.partition = Some(0);
+    let mut b = rec("t", "b");
+    b.partition = Some(1);
+    let fa = p.enqueue(a).await?;
+    let fb = p.enqueue(b).await?;
+    let ea = tokio::time::timeout(Duration::from_secs(10), fa)
+        .await?
+        .err();
+    assert!(
+        matches!(&ea, Some(ProducerError::Broker { code: 45, .. })),
+        "{ea:?}"
+    );
+    let eb = tokio::time::timeout(Duration::from_secs(10), fb)
+        .await?
+        .err();
+    assert!(
+        matches!(&eb, Some(ProducerError::PossiblyPersisted(m)) if m.contains("t-1") && m.contains("epoch 0")),
+        "{eb:?}"
+    );
+    let mut c2 = rec("t", "c");
+    c2.partition = Some(1);
+    let md = p.send(c2).await?;
+    // B's one copy is at offset 0 of p1; C follows it.
+    assert_eq!((md.partition, md.offset), (1, 1));
+    let s = state.lock().map_err(|_| "lock")?;
+    let p1_new_epoch: Vec<_> = s
+        .attempts
+        .iter()
+        .filter(|a| a.partition == 1 && a.epoch == 1)
+        .collect();
+    assert_eq!(
+        p1_new_epoch.len(),
+        1,
+        "only C under the new epoch: {:?}",
+        s.attempts
+    );
+    assert_eq!(p1_new_epoch[0].base_sequence, 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn delivery_timeout_fails_records_that_never_get_through() -> TestResult {
     let mut script = ok_script(1);
     script.fate = ProduceFate::Partitions(Box::new(|_, _| Some(codes::NOT_LEADER_OR_FOLLOWER)));
