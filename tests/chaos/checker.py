@@ -40,9 +40,11 @@ What is checked (each finding names the value, producer, partition, offsets and 
   the last ok commit, or equal to an older ok commit, is a lost commit; any other value is a
   phantom (an offset nobody committed).
 
-Losses the configuration allows (acks=1 with a leader lost before its followers fetched, unclean
-leader election: `expect_loss=True`) are reported in `expected_losses`, not as anomalies: lost and
-moved acknowledged writes of acks=1 sends (or of every send with `expect_loss`), polls of such
+Losses the configuration allows are reported in `expected_losses`, not as anomalies: acks=1 with
+a leader lost before its followers fetched (every acks=1 send), an unclean leader election (the
+sends to the partitions a fault op names in `expected_loss: {partitions, t_from, t_to}` that were
+outstanding within that window; the unclean-election nemesis writes it), or `expect_loss=True`
+(every send). What is allowed: lost and moved acknowledged writes of such sends, polls of such
 values that the final log no longer holds, and consumer jumps that start from such a poll.
 
 Unavailability per fault: within [fault start, next later fault start or end of the writes], the
@@ -341,11 +343,31 @@ class _Run:
         self.truncated: set[tuple[int, int, Any]] = set()  # polls the final log lost, allowed by configuration
         self.incons: dict[tuple[int, int], dict] = {}  # (partition, offset) -> finding
 
-    def loss_expected(self, op: dict) -> bool:
-        return self.expect_loss or str(op.get("acks")) == "1"
+        # Faults that announce an expected loss (an unclean election): partitions and a window.
+        self.loss_windows = [
+            (op.get("id"), set(w.get("partitions") or ()), w.get("t_from"), w.get("t_to"))
+            for op in history if op.get("op") == "fault" and (w := op.get("expected_loss"))
+            and w.get("t_from") is not None and w.get("t_to") is not None
+        ]
 
-    def reason(self) -> str:
-        return "expect_loss" if self.expect_loss else "acks=1"
+    def loss_window(self, op: dict):
+        """The fault whose expected-loss window covers this send: same partition, and the send was
+        outstanding at some moment of the window."""
+        a, b = op.get("t_invoke"), op.get("t_complete")
+        for fid, parts, lo, hi in self.loss_windows:
+            if op.get("partition") in parts and a is not None and a <= hi and (b is None or b >= lo):
+                return fid
+        return None
+
+    def loss_expected(self, op: dict) -> bool:
+        return self.expect_loss or str(op.get("acks")) == "1" or self.loss_window(op) is not None
+
+    def reason(self, op: dict | None = None) -> str:
+        if self.expect_loss:
+            return "expect_loss"
+        if op is not None and str(op.get("acks")) != "1" and (fid := self.loss_window(op)) is not None:
+            return f"unclean election (fault {fid})"
+        return "acks=1"
 
     @staticmethod
     def who(op: dict) -> dict:
@@ -444,7 +466,7 @@ class _Run:
                     self.rep.expected_losses.append(
                         {"kind": "polled, then truncated", "value": v, **self.who(self.sends[v]), "partition": p,
                          "offset": o, "consumers": cs, "final": next(iter(final), None),
-                         "acks": self.sends[v].get("acks"), "reason": self.reason()}
+                         "acks": self.sends[v].get("acks"), "reason": self.reason(self.sends[v])}
                     )
                 continue
             f = self.incon(p, o, "a consumer polled another value" if holders else "polled, absent from every replica")
@@ -481,7 +503,7 @@ class _Run:
                 finding = {"value": v, **self.who(op), "partition": p, "acked_offset": op.get("offset"),
                            "acks": op.get("acks")}
                 if self.loss_expected(op):
-                    rep.expected_losses.append({"kind": "lost", **finding, "reason": self.reason()})
+                    rep.expected_losses.append({"kind": "lost", **finding, "reason": self.reason(op)})
                 else:
                     rep.lost_writes.append(finding)
                 continue
@@ -498,7 +520,7 @@ class _Run:
             if acked is not None and acked not in offsets:
                 finding = {"value": v, **self.who(op), "partition": p, "acked_offset": acked, "final_offsets": offsets}
                 if self.loss_expected(op):
-                    rep.expected_losses.append({"kind": "moved", **finding, "reason": self.reason()})
+                    rep.expected_losses.append({"kind": "moved", **finding, "reason": self.reason(op)})
                 else:
                     rep.moved_writes.append(finding)
         for p, n in sorted(unread.items(), key=lambda kv: str(kv[0])):
@@ -628,7 +650,8 @@ class _Run:
                 if finding is not None:
                     if (p, o, v) in self.truncated or (p, last, run["last_value"]) in self.truncated:
                         self.rep.expected_losses.append(
-                            {"kind": "consumer moved past a truncated read", **finding, "reason": self.reason()}
+                            {"kind": "consumer moved past a truncated read", **finding,
+                             "reason": self.reason(self.sends.get(v) or self.sends.get(run["last_value"]))}
                         )
                     else:
                         target.append(finding)

@@ -287,6 +287,95 @@ class KillLeaderAcks1(Nemesis):
         self._unmark(cluster)
 
 
+def alter_topic(cluster: netns.NetnsCluster, topic: str, configs: dict[str, str], timeout: float = 20) -> None:
+    """IncrementalAlterConfigs SET of topic settings, through any running node."""
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    boot = ",".join(n.bootstrap for n in cluster.nodes.values() if n.is_running() and not n.paused)
+    admin = AdminClient({"bootstrap.servers": boot, "broker.address.family": "v4", "log_level": 3})
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in configs.items()]
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(timeout=timeout)
+
+
+class UncleanElection(Nemesis):
+    """What unclean leader election gives up, shown rather than claimed. The topic is switched to
+    `min.insync.replicas=1` and `unclean.leader.election.enable=true` (back at stop); the
+    followers' fetches to one partition leader's Kafka port are dropped until its ISR has shrunk
+    to the leader alone (the controller's connections stay up, so the quorum and every broker's
+    registration are untouched); acks=all writes are then acknowledged by that leader only;
+    after `HOLD_S` the leader is killed, and once the controller fences it an out-of-sync
+    follower becomes leader of each partition it led. What the dead leader acknowledged alone is
+    on no other replica: an expected loss, reported as such for those partitions and that window
+    (`expected_loss` in the fault op), and a loss anywhere else is still an anomaly. In a cluster
+    of three nodes that are also the controller quorum this is the only way to it: with
+    min.insync.replicas=2, losing both replicas that hold an acknowledged write takes two of the
+    three controllers with them."""
+    kind = "unclean-election"
+    exclusive = True
+    HOLD_S = 1.5
+    WAIT_S = 25.0
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"partition": rng.randrange(n_partitions)}
+
+    def planned_nodes(self):
+        return set()
+
+    def _wait(self, cluster, what: str, pred) -> tuple[bool, dict]:
+        deadline = time.monotonic() + self.WAIT_S
+        lay: dict = {}
+        while time.monotonic() < deadline:
+            lay = layout(cluster, self.topic)
+            if lay and pred(lay):
+                return True, lay
+            time.sleep(0.2)
+        self.detail += f"; {what} not seen within {self.WAIT_S:.0f}s ({lay})"
+        return False, lay
+
+    def start(self, cluster, rng):
+        p, leader, note = _free_leader(cluster, self.topic, self.params["partition"], rng)
+        self._mark(cluster, list(cluster.nodes))
+        self.leader = leader
+        self.expected_loss = {"partitions": [], "t_from": time.monotonic(), "t_to": None}
+        alter_topic(cluster, self.topic, {"min.insync.replicas": "1", "unclean.leader.election.enable": "true"})
+        peers = ", ".join(cluster.peer_addrs(leader))
+        cluster.nft_load(leader, self.tag, [f"ip saddr {{ {peers} }} tcp dport {netns.KAFKA_PORT} drop"], [])
+        t = time.monotonic()
+        shrunk, _ = self._wait(cluster, f"ISR of p{p} shrunk to [{leader}]", lambda lay: lay.get(p, (0, [], []))[2] == [leader])
+        self.detail = (f"node {leader}, leader of p{p}" + (f" ({note})" if note else "")
+                       + f": min.insync.replicas=1 + unclean election on; followers' fetches dropped, ISR "
+                       + (f"[{leader}] after {time.monotonic() - t:.1f}s" if shrunk else "did not shrink") + self.detail)
+        time.sleep(self.HOLD_S)
+        lay = layout(cluster, self.topic)
+        alone = sorted(q for q, (ldr, _, isr) in lay.items() if ldr == leader and isr == [leader])
+        self.expected_loss["partitions"] = sorted(q for q, (ldr, _, _) in lay.items() if ldr == leader)
+        cluster.nodes[leader].kill()
+        self.expected_loss["t_to"] = time.monotonic() + 1.0  # acknowledgements already on the wire
+        cluster.nft_unload(leader, self.tag)
+        t = time.monotonic()
+        led = self.expected_loss["partitions"]
+        moved, lay = self._wait(cluster, "new leaders", lambda lay: all(lay.get(q, (leader,))[0] not in (-1, leader) for q in led))
+        self.detail += (f"; SIGKILL after {self.HOLD_S}s with ISR [{leader}] on {alone} of the partitions it led {led}; "
+                        + (f"new leaders {[lay[q][0] for q in led]} after {time.monotonic() - t:.1f}s" if moved else "no new leader"))
+
+    def stop(self, cluster):
+        t = time.monotonic()
+        cluster.nodes[self.leader].restart(60)
+        self.detail += f", node {self.leader} restarted (listening after {time.monotonic() - t:.1f}s)"
+        alter_topic(cluster, self.topic, {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"})
+        self.detail += ", topic settings restored"
+        self._unmark(cluster)
+
+    def fault_op(self) -> dict:
+        op = super().fault_op()
+        if getattr(self, "expected_loss", None):
+            op["expected_loss"] = dict(self.expected_loss)
+        return op
+
+
 class RollingRestart(Nemesis):
     """SIGTERM every node in turn (controlled shutdown), each back and every ISR full before the
     next. Runs to completion inside start()."""
@@ -536,9 +625,13 @@ class Delay(SingleNode):
 NEMESES: dict[str, type[Nemesis]] = {
     cls.kind: cls
     for cls in (Kill, Pause, IsolateLeader, IsolateController, Split, Bridge, OneWay, Loss, Delay,
-                RollingRestart, KillLeaderAcks1, Disk)
+                RollingRestart, KillLeaderAcks1, Disk, UncleanElection)
 }
 KINDS = list(NEMESES)
+# What a schedule draws from unless told otherwise: every kind that must lose nothing. The
+# unclean election loses acknowledged writes by design, and while it runs the whole topic is on
+# settings that allow that; it is run on its own (--nemesis unclean-election, test_expected_loss.py).
+DEFAULT_KINDS = [k for k in KINDS if k != UncleanElection.kind]
 
 
 def make(kind: str, fid: int, params: dict, topic: str) -> Nemesis:

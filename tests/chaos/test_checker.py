@@ -460,6 +460,29 @@ def test_any_loss_is_expected_with_expect_loss(run):
     assert [(e["value"], e["reason"]) for e in rep.expected_losses] == [(v, "expect_loss")]
 
 
+def test_unclean_election_loss_is_expected_only_in_its_partitions_and_window(run):
+    # The last acks=all send of partition 0 and of partition 2, both lost; the fault announces an
+    # expected loss on partition 0 around the first one only.
+    sends = [op for op in run["history"] if op["op"] == "send" and op["status"] == "ok" and op["acks"] == "all"
+             and op["offset"] is not None]
+    in_window = max((op for op in sends if op["partition"] == 0), key=lambda op: op["t_invoke"])
+    elsewhere = max((op for op in sends if op["partition"] == 2), key=lambda op: op["t_invoke"])
+    earlier = min((op for op in sends if op["partition"] == 0), key=lambda op: op["t_invoke"])
+    for op in (in_window, elsewhere, earlier):
+        set_record(run, op["partition"], op["offset"], None)
+    run["history"].append({"op": "fault", "id": 9, "kind": "unclean-election", "nodes": [1, 2, 3],
+                           "t_start": in_window["t_invoke"] - 0.1, "t_end": in_window["t_complete"] + 1,
+                           "detail": "unclean", "expected_loss": {"partitions": [0], "t_from": in_window["t_invoke"] - 0.1,
+                                                                  "t_to": in_window["t_complete"] + 0.5}})
+    rep = run_check(run)
+    assert [(e["kind"], e["value"], e["reason"]) for e in rep.expected_losses] == [
+        ("lost", in_window["value"], "unclean election (fault 9)")
+    ]
+    # Outside the window, or in a partition the election did not touch, a loss is still a loss.
+    assert sorted(x["value"] for x in rep.lost_writes) == sorted([elsewhere["value"], earlier["value"]])
+    assert not rep.ok()
+
+
 def test_polled_acks_1_value_truncated_is_expected(run):
     poll = next(op for op in run["history"] if op["op"] == "poll" and op["value"].startswith("p4-"))
     p, o, v = poll["partition"], poll["offset"], poll["value"]

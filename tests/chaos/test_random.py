@@ -76,7 +76,7 @@ def test_every_nemesis_kind_is_drawn_and_pairs_overlap_on_other_nodes():
         for prev, nxt in zip(singles, singles[1:]):
             ends = [x.at + x.duration for x in sched if x.id == prev.id or x.overlaps == prev.id]
             assert nxt.at >= max(ends) + runner.MIN_GAP_S - 1e-6, (prev, nxt)
-    assert seen == set(nem.KINDS), set(nem.KINDS) - seen
+    assert seen == set(nem.DEFAULT_KINDS), set(nem.DEFAULT_KINDS) - seen
     assert pairs > 20
 
 

@@ -169,7 +169,8 @@ class _Producer:
 
     def describe(self) -> str:
         return (f"{self.name}: {self.client} acks={self.acks} idempotent={self.idempotent} "
-                f"{self.order} over {self.partitions} at {self.rate:.0f}/s")
+                f"{self.order} over {self.partitions} at {self.rate:.0f}/s"
+                + (f"; replaced {len(r)} time(s) after a fatal error" if (r := getattr(self, "fatal_restarts", None)) else ""))
 
 
 class ConfluentProducer(_Producer):
@@ -191,7 +192,32 @@ class ConfluentProducer(_Producer):
             # Without idempotence a retry behind a later batch reorders; one request in flight
             # keeps "out of order within a producer" meaningful for these producers too.
             conf["max.in.flight.requests.per.connection"] = 1
+        self.conf = conf
         self.producer = Producer(conf)
+        self.fatal_restarts: list[str] = []
+
+    def _poll(self, timeout: float) -> None:
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as exc:
+            if not (exc.args and exc.args[0].fatal()):
+                raise
+            self._replace_after_fatal(exc)
+
+    def _replace_after_fatal(self, exc: KafkaException) -> None:
+        """An idempotent producer that librdkafka declared fatally failed (its sequence numbers
+        no longer match the partition's, which only follows a loss such as an unclean election)
+        takes nothing more: do what an application does, close it and start a new one (a new
+        producer id). What the old one still held gets its delivery report (``info``) or is
+        closed out as ``info``."""
+        self.fatal_restarts.append(str(exc))
+        try:
+            self.producer.purge(in_queue=True, in_flight=True)
+            self.producer.flush(5)
+        except KafkaException:
+            pass
+        self._close_out(f"in flight when the producer failed fatally: {exc}")
+        self.producer = Producer(self.conf)
 
     def _cb(self, op: dict):
         def cb(err, msg):
@@ -204,7 +230,7 @@ class ConfluentProducer(_Producer):
         while not self.stop_event.is_set():
             now = time.monotonic()
             if now < next_t:
-                self.producer.poll(min(next_t - now, 0.05))
+                self._poll(min(next_t - now, 0.05))
                 continue
             p = self._next_partition()
             value = f"{self.name}-{self.seq:08d}"
@@ -216,14 +242,16 @@ class ConfluentProducer(_Producer):
             except BufferError:
                 with self.lock:
                     self.pending.pop(op["seq"], None)
-                self.producer.poll(0.05)
+                self._poll(0.05)
                 continue
             except KafkaException as exc:
                 self._complete(op, "fail", None, f"produce() raised: {exc}")
+                if exc.args and exc.args[0].fatal():
+                    self._replace_after_fatal(exc)
             self.seq += 1
             self.t_last_send = time.monotonic()
             next_t = self._pace(next_t)
-            self.producer.poll(0)
+            self._poll(0)
         left = self.producer.flush(CLOSE_FLUSH_S)
         if left:
             self.producer.purge(in_queue=True, in_flight=True)
