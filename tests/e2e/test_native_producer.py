@@ -124,6 +124,26 @@ def test_produce_file_partition_and_acks(broker, tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_print_deliveries_reports_each_record_offset_or_failure(broker):
+    topic = "native-deliveries"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    lines = [f"v{i}".encode() for i in range(50)]
+    out = ok("produce", topic, "--bootstrap-server", broker.bootstrap, "--partition", "2", "--print-deliveries",
+             input=b"\n".join(lines) + b"\n").decode()
+    rows = [line.split("\t") for line in out.splitlines()]
+    # One line per input line, each acknowledged at the offset the record is really at.
+    assert sorted(int(r[0]) for r in rows) == list(range(1, 51)), out
+    assert all(r[1] == "ok" and r[2] == "2" for r in rows), out
+    got = {g.offset: g.value for g in consume_confluent(broker.bootstrap, topic, [2], expected=len(lines))}
+    assert {int(r[3]): lines[int(r[0]) - 1] for r in rows} == got
+    # A record the producer refuses before any broker sees it is reported unsent.
+    p = run_cli("produce", topic, "--bootstrap-server", broker.bootstrap, "--partition", "9", "--print-deliveries",
+                input=b"x\n")
+    assert p.returncode == 1
+    assert p.stdout.decode().split("\t")[:2] == ["1", "unsent"], p.stdout
+
+
+@pytest.mark.timeout(120)
 def test_produce_errors_and_bootstrap_from_environment(broker):
     topic = "native-errors"
     create_topic(broker.bootstrap, topic, 1)
