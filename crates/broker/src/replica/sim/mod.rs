@@ -1,10 +1,14 @@
 //! A seeded, deterministic, in-process simulation of partition replication: one controller and
 //! three brokers exchange messages over a simulated network that loses, delays (and so
 //! reorders) and partitions them, on a virtual millisecond clock, while brokers crash and
-//! restart and a client produces with acks=all. After every fault schedule it checks that no
-//! acknowledged write is missing from the final leader's log, that every replica holds the same
-//! batches, that a leader's high watermark never went back within its epoch, and that each
-//! replica's leader-epoch cache matches its batches.
+//! restart and a client produces with acks=all. After every event the scheduler processes (a
+//! message delivered, a node's step, a fault) it checks the invariants of [`invariants`]: one
+//! leader per epoch, the high watermark never back within an epoch, every committed-ISR member
+//! holding the batches below the leader's high watermark, committed batches kept by every later
+//! leader, committed metadata kept; a failure names the seed, the event, its virtual time and
+//! the invariant. After every fault schedule it also checks that no acknowledged write is
+//! missing from the final leader's log, that every replica holds the same batches, and that
+//! each replica's leader-epoch cache matches its batches.
 //!
 //! What runs is the project's own decision code, not a model of it:
 //! - the controller's pure state machine ([`vltava_controller::controller::Controller`]:
@@ -33,8 +37,20 @@
 //! crashes. Message loss is modelled as the loss of one request or response (a broken
 //! connection), which the sender notices by a timeout.
 //!
-//! `VLTAVA_SIM_SEED=N` runs only seed N (printed on every failure); `VLTAVA_SIM_SEEDS=N` sets
-//! how many seeds the test runs; `VLTAVA_SIM_VERBOSE=1` prints each run's statistics.
+//! Virtual time jumps over the milliseconds in which nothing is due (no message arrives, no
+//! timer of any node expires): a node would find nothing to do in them, so skipping them
+//! changes nothing it does, and a seed runs in about half the steps.
+//!
+//! `VLTAVA_SIM_SEED=N` runs only seed N (printed on every failure, and replayed exactly);
+//! `VLTAVA_SIM_SEEDS=N` sets how many seeds the test runs, from `VLTAVA_SIM_FIRST` (0);
+//! `VLTAVA_SIM_THREADS=N` runs seeds on N threads (default: up to 2); `VLTAVA_SIM_KEEP_GOING=1` reports every
+//! failing seed rather than stopping at the first; `VLTAVA_SIM_VERBOSE=1` prints each run's
+//! statistics. A campaign (about 150 seeds/s per thread in release):
+//!
+//! ```text
+//! VLTAVA_SIM_SEEDS=20000 VLTAVA_SIM_THREADS=2 VLTAVA_SIM_KEEP_GOING=1 \
+//!     cargo test --release -p vltava-broker --lib replica::sim -- --nocapture
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -60,11 +76,14 @@ use vltava_protocol::batch::{self, BatchHeader, HEADER_LEN};
 use vltava_protocol::records::{parse_records, write_varint, write_varlong};
 use vltava_storage::{CrashMode, LogConfig, LogManager, SimFs};
 
+use self::invariants::{BrokerMetadata, Checker, Committed, LogView, Replica, View};
 use super::fetcher;
 use super::partition::sim_clock;
 use super::replication::{IsrProposal, ProposalResult, ReplicationConfig};
 use super::{AckWait, AppendError, FetchPosition, Partition};
 use crate::errors::storage_code;
+
+mod invariants;
 
 /// Virtual time starts here: far in the future of any wall clock, so that the few places in
 /// storage that still read the wall clock (a new log's first flush timer) see time as already
@@ -89,6 +108,9 @@ const FETCH_WAIT_MS: i64 = 200;
 const FETCH_TIMEOUT_MS: i64 = FETCH_WAIT_MS + 800;
 const FETCH_BACKOFF_MS: i64 = 100;
 const CALL_TIMEOUT_MS: i64 = 1000;
+/// `Cluster::join`'s wait before registering again while the previous incarnation's session
+/// still runs.
+const DUPLICATE_REGISTRATION_BACKOFF_MS: i64 = 500;
 const PRODUCE_TIMEOUT_MS: i64 = 1000;
 const CLIENT_TIMEOUT_MS: i64 = 1500;
 const MAINTENANCE_MS: i64 = 500;
@@ -150,6 +172,10 @@ struct Stats {
     produced: u64,
     acked: u64,
     produce_errors: u64,
+    /// Milliseconds the scheduler ran (the rest had nothing due), and events it processed,
+    /// each followed by the invariant checks.
+    steps: u64,
+    events: u64,
 }
 
 impl Stats {
@@ -174,6 +200,8 @@ impl Stats {
         self.produced += o.produced;
         self.acked += o.acked;
         self.produce_errors += o.produce_errors;
+        self.steps += o.steps;
+        self.events += o.events;
     }
 }
 
@@ -218,11 +246,21 @@ enum Msg {
 }
 
 struct Envelope {
-    from: usize,
+    from: Peer,
     to: usize,
-    /// The incarnation of the receiver when it was sent: a connection dies with its process.
+    /// The incarnation of the receiver it is for: a connection dies with its process.
     to_incarnation: u64,
     msg: Msg,
+}
+
+/// A node in one process lifetime: where an answer goes. An answer travels back on the
+/// connection its request came on, so it reaches only the process that asked, never the one
+/// started after it (which would otherwise take, say, its predecessor's heartbeat answer for
+/// its own and join the cluster unregistered).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    node: usize,
+    incarnation: u64,
 }
 
 /// The network: per-message loss, delay (so reordering between messages), and directed cuts.
@@ -247,7 +285,21 @@ impl Net {
                 .any(|(until, links)| *until > now && links.contains(&(from, to)))
     }
 
+    /// Sends a request (or a push) to whatever process now runs on `to`.
     fn send(&mut self, now: i64, from: usize, to: usize, msg: Msg) {
+        let to = Peer {
+            node: to,
+            incarnation: self.incarnations[to],
+        };
+        self.reply(now, from, to, msg);
+    }
+
+    /// Sends to one process lifetime of a node: the answer to a request from `to`.
+    fn reply(&mut self, now: i64, from: usize, to: Peer, msg: Msg) {
+        let Peer {
+            node: to,
+            incarnation: to_incarnation,
+        } = to;
         self.stats.sent += 1;
         if self.is_cut(from, to, now) {
             self.stats.cut += 1;
@@ -260,9 +312,12 @@ impl Net {
         let delay = 1 + self.rng.below(self.jitter_ms as u64 + 1) as i64;
         self.next_seq += 1;
         let env = Envelope {
-            from,
+            from: Peer {
+                node: from,
+                incarnation: self.incarnations[from],
+            },
             to,
-            to_incarnation: self.incarnations[to],
+            to_incarnation,
             msg,
         };
         self.queue.insert((now + delay, self.next_seq), env);
@@ -276,7 +331,7 @@ impl Net {
             }
             let env = entry.remove();
             // A partition that starts while a message is on its way stops it too.
-            if self.is_cut(env.from, env.to, now) {
+            if self.is_cut(env.from.node, env.to, now) {
                 self.stats.cut += 1;
                 continue;
             }
@@ -296,6 +351,10 @@ struct Ctl {
     last_leaders: BTreeMap<i32, (i32, i32)>,
     /// When each broker's last heartbeat arrived.
     last_heartbeat: BTreeMap<i32, i64>,
+    /// Batches committed since the checks last looked: (offset, records, resulting image).
+    committed: Vec<(u64, Vec<MetadataRecord>, Arc<MetadataImage>)>,
+    /// The controller's next timer (session expiry), as of its last step.
+    deadline: Option<i64>,
 }
 
 impl Ctl {
@@ -309,10 +368,12 @@ impl Ctl {
             .apply_batch(offset, records)
             .expect("the controller's records fit its image");
         self.image = Arc::new(image);
+        self.committed
+            .push((offset, records.to_vec(), Arc::clone(&self.image)));
         Some(offset)
     }
 
-    fn handle(&mut self, net: &mut Net, now: i64, from: usize, msg: Msg) {
+    fn handle(&mut self, net: &mut Net, now: i64, from: Peer, msg: Msg) {
         match msg {
             Msg::Register(req) => {
                 let broker = req.broker_id;
@@ -324,7 +385,7 @@ impl Ctl {
                     }
                     Err(e) => Err(e),
                 };
-                net.send(now, CTL, from, Msg::Registered(reply));
+                net.reply(now, CTL, from, Msg::Registered(reply));
             }
             Msg::Heartbeat(req) => {
                 self.last_heartbeat.insert(req.broker_id, now);
@@ -332,7 +393,7 @@ impl Ctl {
                     self.commit(&d.records);
                     d.reply
                 });
-                net.send(now, CTL, from, Msg::HeartbeatReply(reply));
+                net.reply(now, CTL, from, Msg::HeartbeatReply(reply));
             }
             Msg::AlterPartition { id, request } => {
                 let reply = self
@@ -345,7 +406,7 @@ impl Ctl {
                         d.reply
                     });
                 let image = Arc::clone(&self.image);
-                net.send(
+                net.reply(
                     now,
                     CTL,
                     from,
@@ -356,12 +417,11 @@ impl Ctl {
         }
     }
 
-    fn step(&mut self, net: &mut Net, now: i64) {
-        if self
-            .controller
-            .next_deadline_ms(&self.image)
-            .is_some_and(|t| t <= now)
-        {
+    fn step(&mut self, net: &mut Net, now: i64, delivered: bool) {
+        if delivered {
+            self.deadline = self.controller.next_deadline_ms(&self.image);
+        }
+        if self.deadline.is_some_and(|t| t <= now) {
             let records = self.controller.tick(&self.image, now);
             self.commit(&records);
         }
@@ -396,6 +456,13 @@ impl Ctl {
                 net.send(now, CTL, b as usize, Msg::Image(Arc::clone(&self.image)));
             }
         }
+        // Only a delivered message changes the image or the sessions between two steps.
+        self.deadline = self.controller.next_deadline_ms(&self.image);
+    }
+
+    /// When this controller next has something to do without a message arriving.
+    fn wake(&self) -> i64 {
+        self.deadline.unwrap_or(i64::MAX).min(self.next_push)
     }
 }
 
@@ -407,7 +474,7 @@ fn poll_once<T>(fut: &mut Pin<Box<dyn Future<Output = T>>>) -> Poll<T> {
 
 /// A follower fetch parked on the leader until data arrives or its wait ends.
 struct Parked {
-    from: usize,
+    from: Peer,
     id: u64,
     replica_epoch: i64,
     partitions: Vec<(Uuid, FetchPartition)>,
@@ -447,6 +514,8 @@ struct Live {
     broker_epoch: i64,
     registered: bool,
     register_sent: Option<i64>,
+    /// Not before: `Cluster::join` waits this long after DUPLICATE_BROKER_REGISTRATION.
+    register_at: i64,
     joined: bool,
     /// The newest image this node's quorum member has.
     image: Arc<MetadataImage>,
@@ -478,6 +547,8 @@ struct Broker {
     last_ends: BTreeMap<i32, u64>,
     /// A stopped process (SIGSTOP, a long GC pause): nothing runs and messages wait.
     paused_until: i64,
+    /// The checks' view of each hosted log in this process lifetime.
+    views: BTreeMap<i32, LogView>,
 }
 
 fn data_dir(id: i32) -> std::path::PathBuf {
@@ -494,12 +565,14 @@ impl Broker {
         )
         .map_err(|e| format!("broker {} cannot open its logs: {e}", self.id))?;
         self.incarnation += 1;
+        self.views.clear();
         self.live = Some(Live {
             logs,
             incarnation_id: rng.uuid(),
             broker_epoch: -1,
             registered: false,
             register_sent: None,
+            register_at: now,
             joined: false,
             image: Arc::new(MetadataImage::default()),
             published: Arc::new(MetadataImage::default()),
@@ -530,7 +603,48 @@ impl Broker {
         self.id as usize
     }
 
-    fn handle(&mut self, net: &mut Net, now: i64, from: usize, msg: Msg) -> Result<(), String> {
+    /// When this broker next has something to do without a message arriving: every timer its
+    /// step looks at. What it does otherwise reacts to a message, and the simulation steps
+    /// again right after any delivery.
+    fn wake(&self, now: i64) -> i64 {
+        let Some(live) = &self.live else {
+            return self.restart_at.unwrap_or(i64::MAX);
+        };
+        if self.paused_until > now {
+            return self.paused_until;
+        }
+        let mut t = if live.registered {
+            live.heartbeat_sent.map_or(live.next_heartbeat, |sent| {
+                live.next_heartbeat.max(sent + 2 * HEARTBEAT_MS)
+            })
+        } else {
+            live.register_sent
+                .map_or(now, |sent| sent + CALL_TIMEOUT_MS)
+                .max(live.register_at)
+        };
+        t = t.min(live.next_replication_tick).min(live.next_maintenance);
+        match &live.alter_in_flight {
+            Some((_, sent, _)) => t = t.min(sent + CALL_TIMEOUT_MS),
+            None if live.registered && !live.isr_queue.is_empty() => t = now,
+            None => {}
+        }
+        for f in live.fetchers.values() {
+            match &f.in_flight {
+                Some((_, sent, _)) => t = t.min(sent + FETCH_TIMEOUT_MS),
+                None if !f.partitions.is_empty() => t = t.min(f.next_at),
+                None => {}
+            }
+        }
+        for p in &live.parked {
+            t = t.min(p.deadline);
+        }
+        for a in &live.acks {
+            t = t.min(a.deadline);
+        }
+        t
+    }
+
+    fn handle(&mut self, net: &mut Net, now: i64, from: Peer, msg: Msg) -> Result<(), String> {
         let node = self.node();
         let id = self.id;
         let Some(live) = self.live.as_mut() else {
@@ -539,10 +653,16 @@ impl Broker {
         match msg {
             Msg::Registered(r) => {
                 live.register_sent = None;
-                if let Ok(epoch) = r {
-                    live.broker_epoch = epoch;
-                    live.registered = true;
-                    live.next_heartbeat = now;
+                match r {
+                    Ok(epoch) => {
+                        live.broker_epoch = epoch;
+                        live.registered = true;
+                        live.next_heartbeat = now;
+                    }
+                    Err(e) if e.error == ResponseError::DuplicateBrokerRegistration => {
+                        live.register_at = now + DUPLICATE_REGISTRATION_BACKOFF_MS;
+                    }
+                    Err(_) => {}
                 }
             }
             Msg::HeartbeatReply(r) => {
@@ -638,7 +758,7 @@ impl Broker {
                     .topic_by_name(TOPIC)
                     .map(|t| t.partitions.iter().map(|(i, p)| (*i, p.leader)).collect())
                     .unwrap_or_default();
-                net.send(now, node, from, Msg::MetadataReply(leaders));
+                net.reply(now, node, from, Msg::MetadataReply(leaders));
             }
             Msg::Produce {
                 producer,
@@ -648,7 +768,7 @@ impl Broker {
             } => {
                 let result = live.produce(now, id, producer, seq, partition, records);
                 if let Err(code) = result {
-                    net.send(
+                    net.reply(
                         now,
                         node,
                         from,
@@ -678,6 +798,7 @@ impl Broker {
         let id = self.id;
         let live = self.live.as_mut().expect("checked above");
         if !live.registered
+            && now >= live.register_at
             && live
                 .register_sent
                 .is_none_or(|t| now - t >= CALL_TIMEOUT_MS)
@@ -909,7 +1030,7 @@ impl Live {
             self.parked.push(parked);
             return;
         }
-        let replica_id = parked.from as i32;
+        let replica_id = parked.from.node as i32;
         let mut total = 0usize;
         let mut has_error = false;
         let mut out = Vec::with_capacity(parked.partitions.len());
@@ -932,7 +1053,7 @@ impl Live {
             self.parked.push(parked);
             return;
         }
-        net.send(
+        net.reply(
             now,
             node,
             parked.from,
@@ -1312,6 +1433,21 @@ impl Client {
         }
     }
 
+    /// When the client next has something to do without an answer arriving.
+    fn wake(&self, producing: bool) -> i64 {
+        let mut t = self
+            .metadata_sent
+            .map_or(i64::MIN, |sent| sent.saturating_add(300));
+        for p in &self.producers {
+            match p.in_flight {
+                Some(sent) => t = t.min(sent + CLIENT_TIMEOUT_MS),
+                None if p.current.is_some() || producing => t = t.min(p.retry_at),
+                None => {}
+            }
+        }
+        t
+    }
+
     fn step(&mut self, net: &mut Net, now: i64, producing: bool) {
         if self
             .metadata_sent
@@ -1427,11 +1563,83 @@ struct Sim {
     plan: Plan,
     next_fault: i64,
     burst_until: i64,
-    /// (partition, leader epoch) → (leader, highest high watermark seen).
-    hw_seen: BTreeMap<(i32, i32), (i32, u64)>,
     /// The image the trace last described.
     traced: Arc<MetadataImage>,
     log: Vec<String>,
+    seed: u64,
+    checker: Checker,
+    /// Log view generations handed out (see [`LogView::generation`]).
+    generations: u64,
+    /// Events processed: what a failure names, with the time.
+    events: u64,
+    /// The controller's committed partitions, as of `committed_at`.
+    committed: BTreeMap<i32, Committed>,
+    committed_at: Option<u64>,
+    /// What the replica checks last looked at: (broker index, incarnation, partition,
+    /// leading epoch, high watermark, log view generation, log end). Most events (a
+    /// heartbeat, a metadata request, a fetch that finds nothing) change none of it, and the
+    /// checks of an unchanged state against an unchanged history find nothing new.
+    checked: [Vec<Seen>; 3],
+    /// Per broker, the images its metadata check last looked at (incarnation, then offset and
+    /// address of each image).
+    checked_images: [Option<ImagesSeen>; 3],
+}
+
+type Seen = (usize, u64, i32, Option<i32>, u64, u64, u64);
+type ImagesSeen = (u64, [(Option<u64>, usize); 2]);
+
+/// What the scheduler just processed: the checks run after each one.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        what: &'static str,
+    },
+    Controller,
+    Broker(i32),
+    Client,
+    /// A fault injected (a crash among them).
+    Fault,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let node = |n: usize| match n {
+            CTL => "the controller".to_string(),
+            CLIENT => "the client".to_string(),
+            b => format!("broker {b}"),
+        };
+        match self {
+            Event::Deliver { from, to, what } => {
+                write!(f, "{what} from {} to {}", node(*from), node(*to))
+            }
+            Event::Controller => f.write_str("the controller's step"),
+            Event::Broker(b) => write!(f, "broker {b}'s step"),
+            Event::Client => f.write_str("the client's step"),
+            Event::Fault => f.write_str("a fault"),
+        }
+    }
+}
+
+impl Msg {
+    fn kind(&self) -> &'static str {
+        match self {
+            Msg::Register(_) => "Register",
+            Msg::Registered(_) => "Registered",
+            Msg::Heartbeat(_) => "Heartbeat",
+            Msg::HeartbeatReply(_) => "HeartbeatReply",
+            Msg::AlterPartition { .. } => "AlterPartition",
+            Msg::AlterPartitionReply { .. } => "AlterPartitionReply",
+            Msg::Image(_) => "Image",
+            Msg::Fetch { .. } => "Fetch",
+            Msg::FetchReply { .. } => "FetchReply",
+            Msg::Metadata => "Metadata",
+            Msg::MetadataReply(_) => "MetadataReply",
+            Msg::Produce { .. } => "Produce",
+            Msg::ProduceReply { .. } => "ProduceReply",
+        }
+    }
 }
 
 impl Sim {
@@ -1481,6 +1689,8 @@ impl Sim {
                 next_push: T0,
                 last_leaders: BTreeMap::new(),
                 last_heartbeat: BTreeMap::new(),
+                committed: Vec::new(),
+                deadline: None,
             },
             brokers: BROKERS
                 .iter()
@@ -1494,6 +1704,7 @@ impl Sim {
                     power_lost: false,
                     last_ends: BTreeMap::new(),
                     paused_until: 0,
+                    views: BTreeMap::new(),
                 })
                 .collect(),
             client: Client {
@@ -1518,9 +1729,16 @@ impl Sim {
             plan,
             next_fault: T0 + 2000,
             burst_until: 0,
-            hw_seen: BTreeMap::new(),
             traced: Arc::new(MetadataImage::default()),
             log: Vec::new(),
+            seed,
+            checker: Checker::default(),
+            generations: 0,
+            events: 0,
+            committed: BTreeMap::new(),
+            committed_at: None,
+            checked: Default::default(),
+            checked_images: [None; 3],
         };
         sim.note(format!("seed {seed}: plan {:?}", sim.plan));
         Ok(sim)
@@ -1535,9 +1753,14 @@ impl Sim {
         &mut self.brokers[(id - 1) as usize]
     }
 
-    fn step(&mut self, producing: bool) -> Result<(), String> {
+    /// Runs one millisecond of the simulation, checking the invariants after every event;
+    /// true when a message was delivered or sent (what follows may then happen at once).
+    fn step(&mut self, producing: bool) -> Result<bool, String> {
         let now = self.now;
         sim_clock::set(Some(now));
+        let sent = self.net.stats.sent;
+        let mut delivered = false;
+        let mut to_ctl = false;
         while let Some(env) = self.net.due(now) {
             if (1..=3).contains(&env.to) && self.brokers[env.to - 1].paused_until > now {
                 // The kernel holds what reaches a stopped process until it runs again.
@@ -1546,25 +1769,196 @@ impl Sim {
                 self.net.queue.insert((at, self.net.next_seq), env);
                 continue;
             }
+            delivered = true;
+            let event = Event::Deliver {
+                from: env.from.node,
+                to: env.to,
+                what: env.msg.kind(),
+            };
             match env.to {
-                CTL => self.ctl.handle(&mut self.net, now, env.from, env.msg),
+                CTL => {
+                    to_ctl = true;
+                    self.ctl.handle(&mut self.net, now, env.from, env.msg)
+                }
                 CLIENT => self.client.handle(now, env.msg, &mut self.net.stats),
                 b => self.brokers[b - 1].handle(&mut self.net, now, env.from, env.msg)?,
             }
+            let touched = env.to.checked_sub(1).filter(|b| *b < 3);
+            self.after(event, touched.as_slice())?;
         }
-        self.ctl.step(&mut self.net, now);
+        self.ctl.step(&mut self.net, now, to_ctl);
+        self.after(Event::Controller, &[])?;
         let mut rng = Rng::new(self.faults.next());
-        for b in &mut self.brokers {
+        for i in 0..self.brokers.len() {
+            let b = &mut self.brokers[i];
             if b.paused_until <= now {
                 b.step(&mut self.net, now, &mut rng)?;
+                let id = b.id;
+                self.after(Event::Broker(id), &[i])?;
             }
         }
         self.client.step(&mut self.net, now, producing);
-        self.observe()
+        self.after(Event::Client, &[])?;
+        self.observe();
+        Ok(delivered || self.net.stats.sent != sent)
     }
 
-    /// Checks that hold at every instant, and the bookkeeping of power losses.
-    fn observe(&mut self) -> Result<(), String> {
+    /// The next millisecond at which anything can happen: right after a step that delivered or
+    /// sent something, else the earliest timer of any node, message in flight or fault.
+    /// Skipping the quiet milliseconds between changes nothing a node does: each would have
+    /// found all its timers in the future and no message due.
+    fn next_time(&self, active: bool, producing: bool, end: i64) -> i64 {
+        let now = self.now;
+        if active {
+            return now + 1;
+        }
+        let mut t = end.min(self.ctl.wake()).min(self.client.wake(producing));
+        if let Some(((at, _), _)) = self.net.queue.first_key_value() {
+            t = t.min(*at);
+        }
+        for b in &self.brokers {
+            t = t.min(b.wake(now));
+        }
+        if producing {
+            t = t.min(self.next_fault);
+        }
+        if self.burst_until != 0 {
+            t = t.min(self.burst_until);
+        }
+        t.max(now + 1)
+    }
+
+    /// Runs the invariant checks after one event; a failure names the seed, the event and its
+    /// time, and the invariant.
+    /// `brokers` are those the event ran on: an event changes only the state of the nodes it
+    /// runs on, so only their replicas are looked at again.
+    fn after(&mut self, event: Event, brokers: &[usize]) -> Result<(), String> {
+        self.events += 1;
+        self.net.stats.events += 1;
+        self.verify(brokers).map_err(|why| {
+            format!(
+                "seed {}, event {} at {} ms ({event}): {why}",
+                self.seed,
+                self.events,
+                self.now - T0
+            )
+        })
+    }
+
+    fn verify(&mut self, touched: &[usize]) -> Result<(), String> {
+        for (offset, records, image) in std::mem::take(&mut self.ctl.committed) {
+            self.checker
+                .committed_metadata(offset, &records, &image)
+                .map_err(|v| v.to_string())?;
+        }
+        let committed_moved = self.ctl.image.offset != self.committed_at;
+        if committed_moved {
+            self.committed_at = self.ctl.image.offset;
+            self.committed = self
+                .ctl
+                .image
+                .topic_by_name(TOPIC)
+                .map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|(i, p)| {
+                            let c = Committed {
+                                leader: p.leader,
+                                leader_epoch: p.leader_epoch,
+                                isr: p.isr.clone(),
+                            };
+                            (*i, c)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.checker
+                .committed_partitions(&self.committed)
+                .map_err(|v| v.to_string())?;
+        }
+        let mut moved = committed_moved;
+        for &i in touched {
+            moved |= self.look_at(i)?;
+        }
+        if !moved {
+            return Ok(());
+        }
+        let replicas: Vec<Replica<'_>> = self
+            .checked
+            .iter()
+            .flatten()
+            .map(
+                |&(i, incarnation, partition, leading, high_watermark, _, _)| {
+                    let b = &self.brokers[i];
+                    Replica {
+                        broker: b.id,
+                        incarnation,
+                        partition,
+                        leading,
+                        high_watermark,
+                        log: &b.views[&partition],
+                    }
+                },
+            )
+            .collect();
+        self.checker
+            .check(&View {
+                partitions: &self.committed,
+                replicas: &replicas,
+            })
+            .map_err(|v| v.to_string())
+    }
+
+    /// Brings the checks' view of broker `i` up to date (its metadata checked on the way);
+    /// true if anything the replica checks look at changed.
+    fn look_at(&mut self, i: usize) -> Result<bool, String> {
+        let b = &mut self.brokers[i];
+        let mut seen: Vec<Seen> = Vec::with_capacity(self.checked[i].len());
+        if let Some(live) = &b.live {
+            let images = [&live.image, &live.published];
+            let key = (
+                b.incarnation,
+                images.map(|m| (m.offset, Arc::as_ptr(m) as usize)),
+            );
+            if self.checked_images[i] != Some(key) {
+                self.checked_images[i] = Some(key);
+                self.checker
+                    .broker_metadata(&BrokerMetadata {
+                        broker: b.id,
+                        incarnation: b.incarnation,
+                        images,
+                    })
+                    .map_err(|v| v.to_string())?;
+            }
+            for (index, p) in &live.partitions {
+                let leading = p.with_leader_state(|_| ()).map(|()| p.leader_epoch());
+                let view = b.views.entry(*index).or_default();
+                let log = p.log();
+                view.refresh(&log, &mut self.generations)
+                    .map_err(|e| format!("broker {}: partition {index}: {e}", b.id))?;
+                let hw = log.high_watermark();
+                seen.push((
+                    i,
+                    b.incarnation,
+                    *index,
+                    leading,
+                    hw,
+                    view.generation,
+                    view.end,
+                ));
+            }
+        } else {
+            self.checked_images[i] = None;
+        }
+        if seen == self.checked[i] {
+            return Ok(false);
+        }
+        self.checked[i] = seen;
+        Ok(true)
+    }
+
+    /// The trace, the truncation count, and the bookkeeping of power losses.
+    fn observe(&mut self) {
         if self.ctl.image.offset != self.traced.offset {
             let image = Arc::clone(&self.ctl.image);
             for (id, b) in &image.brokers {
@@ -1589,21 +1983,14 @@ impl Sim {
             }
             self.traced = image;
         }
-        let isr_of: BTreeMap<i32, Vec<i32>> = self
-            .ctl
-            .image
-            .topic_by_name(TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|(i, p)| (*i, p.isr.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let in_every_isr = |id: i32| {
+            self.committed.len() == PARTITIONS as usize
+                && self.committed.values().all(|c| c.isr.contains(&id))
+        };
         for b in &mut self.brokers {
             let Some(live) = &b.live else { continue };
-            for (index, p) in &live.partitions {
-                let end = p.log().log_end_offset();
+            for (index, view) in &b.views {
+                let end = view.end;
                 if let Some(last) = b.last_ends.insert(*index, end)
                     && end < last
                 {
@@ -1614,35 +2001,11 @@ impl Sim {
                         b.id
                     ));
                 }
-                if p.isr().is_empty() {
-                    continue;
-                }
-                let hw = p.watermarks().high_watermark as u64;
-                let epoch = p.leader_epoch();
-                let seen = self.hw_seen.entry((*index, epoch)).or_insert((b.id, hw));
-                if seen.0 != b.id {
-                    return Err(format!(
-                        "partition {index}: brokers {} and {} both led epoch {epoch}",
-                        seen.0, b.id
-                    ));
-                }
-                if hw < seen.1 {
-                    return Err(format!(
-                        "partition {index}: broker {}'s high watermark went back from {} to {hw} in epoch {epoch}",
-                        b.id, seen.1
-                    ));
-                }
-                seen.1 = hw;
             }
-            if b.power_lost
-                && isr_of.len() == PARTITIONS as usize
-                && isr_of.values().all(|isr| isr.contains(&b.id))
-                && live.joined
-            {
+            if b.power_lost && live.joined && in_every_isr(b.id) {
                 b.power_lost = false;
             }
         }
-        Ok(())
     }
 
     fn nodes_of_leader(&self, partition: i32) -> Option<i32> {
@@ -1945,9 +2308,11 @@ impl Sim {
         while self.now < end {
             if self.now >= self.next_fault {
                 self.inject();
+                self.after(Event::Fault, &[0, 1, 2])?;
                 let (lo, hi) = self.plan.fault_gap_ms;
                 self.next_fault = self.now + self.faults.range(lo, hi);
             }
+            self.net.stats.steps += 1;
             if self.burst_until != 0 && self.now >= self.burst_until {
                 self.net.loss_permille = 0;
                 self.net.jitter_ms = 4;
@@ -1955,8 +2320,8 @@ impl Sim {
             }
             let now = self.now;
             self.net.cuts.retain(|(until, _)| *until > now);
-            self.step(true)?;
-            self.now += 1;
+            let active = self.step(true)?;
+            self.now = self.next_time(active, true, end);
         }
         self.heal();
         let limit = self.now + QUIESCE_LIMIT_MS;
@@ -1968,14 +2333,18 @@ impl Sim {
                     "no convergence {QUIESCE_LIMIT_MS} ms after healing: {why}"
                 ));
             }
-            self.step(false)?;
-            self.now += 1;
+            self.net.stats.steps += 1;
+            let active = self.step(false)?;
+            self.now = self.next_time(active, false, limit);
         }
         self.check()
     }
 
     fn check(&mut self) -> Result<(), String> {
         let image = Arc::clone(&self.ctl.image);
+        self.checker
+            .replay_metadata(&image)
+            .map_err(|v| format!("seed {}, at the end: {v}", self.seed))?;
         let t = image.topic_by_name(TOPIC).ok_or("no topic")?;
         for (index, p) in &t.partitions {
             let leader = self.replica(p.leader, *index).ok_or("no leader replica")?;
@@ -2089,7 +2458,10 @@ impl Drop for ClockGuard {
     }
 }
 
-fn run_seed(seed: u64) -> Result<Stats, (String, Vec<String>)> {
+/// A seed's statistics, or its error and trace.
+type Outcome = Result<Stats, (String, Vec<String>)>;
+
+fn run_seed(seed: u64) -> Outcome {
     let _clock = ClockGuard;
     // acks=all waits build a tokio timeout; it needs a runtime's timer, never driven here.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -2106,36 +2478,79 @@ fn run_seed(seed: u64) -> Result<Stats, (String, Vec<String>)> {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// What one failed seed printed: the error and the trace's plan line and tail.
+fn failure_report(seed: u64, e: &str, log: &[String]) -> String {
+    let tail = log.len().saturating_sub(150);
+    format!(
+        "replication simulation failed with seed {seed} (replay: VLTAVA_SIM_SEED={seed}): {e}\nplan and last faults:\n{}\n{}",
+        log.first().cloned().unwrap_or_default(),
+        log[tail..].join("\n")
+    )
+}
+
+/// Runs `seeds` on `threads` threads (each seed is independent and its own clock is
+/// thread-local), giving each outcome in the order of `seeds`.
+fn run_seeds(seeds: &[u64], threads: usize) -> Vec<Outcome> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(seeds.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(i) else { break };
+                    let outcome = run_seed(seed);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(outcome);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every seed ran"))
+        .collect()
+}
+
 #[test]
 fn replication_survives_seeded_fault_schedules() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let verbose = std::env::var("VLTAVA_SIM_VERBOSE").is_ok();
+    let keep_going = std::env::var("VLTAVA_SIM_KEEP_GOING").is_ok();
+    let threads = env("VLTAVA_SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+        |n| n as usize,
+    );
     let seeds: Vec<u64> = match env("VLTAVA_SIM_SEED") {
         Some(s) => vec![s],
-        None => (0..env("VLTAVA_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
+        None => {
+            let first = env("VLTAVA_SIM_FIRST").unwrap_or(0);
+            (first..first + env("VLTAVA_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
+        }
     };
     let single = seeds.len() == 1;
     let mut total = Stats::default();
     let started = std::time::Instant::now();
-    for seed in seeds.iter().copied() {
-        match run_seed(seed) {
+    let mut failed = Vec::new();
+    for (seed, outcome) in seeds.iter().copied().zip(run_seeds(&seeds, threads)) {
+        match outcome {
             Ok(stats) => {
                 if verbose {
                     println!("seed {seed}: {stats:?}");
                 }
                 total.add(&stats);
             }
-            Err((e, log)) => {
-                let tail = log.len().saturating_sub(150);
-                panic!(
-                    "replication simulation failed with seed {seed} (replay: VLTAVA_SIM_SEED={seed}): {e}\nplan and last faults:\n{}\n{}",
-                    log.first().cloned().unwrap_or_default(),
-                    log[tail..].join("\n")
-                );
+            Err((e, log)) if keep_going => {
+                println!("{}", failure_report(seed, &e, &log));
+                failed.push(seed);
             }
+            Err((e, log)) => panic!("{}", failure_report(seed, &e, &log)),
         }
     }
+    assert!(failed.is_empty(), "failed seeds: {failed:?}");
     println!(
         "{} seeds in {:.1} s: {total:?}",
         seeds.len(),
@@ -2173,5 +2588,24 @@ fn replication_survives_seeded_fault_schedules() {
     }
 }
 
-/// Seeds per `cargo test` run: about 30 s of a debug build on two cores.
-const DEFAULT_SEEDS: u64 = 64;
+/// Seeds per `cargo test` run: about 10 s of a debug build on two idle cores (20 s of CPU).
+const DEFAULT_SEEDS: u64 = 200;
+
+/// Found by the per-event checks at seed 1093 (of the schedules as of this test's writing):
+/// a crash that tears the unflushed tail of broker 1's log flips one bit in a batch's
+/// partitionLeaderEpoch field (0 becomes 128). That field lies outside the batch CRC (v2
+/// covers attributes onwards), so recovery keeps the batch; the follower's next fetch names
+/// the epoch of its last batch, which still agrees with the leader's cache, so no divergence
+/// is answered and the batch is never truncated; the broker rejoins the ISR holding, below
+/// the high watermark, a batch whose bytes differ from the leader's (and whose epoch its own
+/// epoch cache does not list). Kafka's recovery has the same blind spot. A fix belongs in
+/// storage recovery (a batch whose epoch is above the epoch of a later batch, or above every
+/// epoch of a checkpointed cache that covers it, is torn: truncate there), not here.
+#[test]
+#[ignore = "storage recovery keeps a batch whose partitionLeaderEpoch (outside the CRC) a torn write changed; see the comment"]
+fn regression_torn_leader_epoch_field_survives_recovery_seed_1093() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err((e, log)) = run_seed(1093) {
+        panic!("{}", failure_report(1093, &e, &log));
+    }
+}
