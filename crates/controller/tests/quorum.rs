@@ -1,7 +1,7 @@
 //! The metadata quorum under faults: real openraft nodes on the on-disk log and state machine
 //! (tempdirs), talking through the fault-injecting simulated transport, on tokio's paused
-//! clock. Every test runs for a few seeds (or the one in `VLTAVA_SEED`) and names the seed when
-//! it fails.
+//! clock. Every test runs for `VLTAVA_QUORUM_SEEDS` fixed seeds (8) and a fresh one, or the one
+//! in `VLTAVA_SEED`, and names the seed when it fails.
 //!
 //! What is checked, besides liveness (a leader is elected, writes continue after healing):
 //! - every write the leader acknowledged is applied on every node, at the index it was
@@ -11,6 +11,14 @@
 //!   "advanced" leader ids allow several leaders in one term (each `(term, node)` is its own
 //!   leader id; see openraft's `docs/data/leader_id.md`), so "one leader per term" is checked as
 //!   "one leader per leader id"; the number of same-term leaders seen is printed.
+//!
+//! Some of it is checked at every step of every node, not only at the end: on each entry a
+//! node's state machine applies, that no node ever applied another payload at that index (state
+//! machine safety, across restarts and snapshot installs); on each change of a node's metrics,
+//! that its leader id is held by no other node and that its term never went back, not even
+//! across a restart (the vote is durable). A node's tasks cannot fail the test themselves, so
+//! a violation is recorded with the node, the step (the how-manieth check) and the virtual time,
+//! and the test fails at its next action.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,11 +45,76 @@ const CLUSTER: &str = "quorum-test";
 /// What a node applied, shared with the test so it can be read while the node runs.
 type Applied = Arc<Mutex<Vec<(u64, Bytes)>>>;
 
-/// The test's state: the list of everything applied, in order.
-struct AppliedList(Applied);
+/// The per-step checks' shared history, over every node and every restart.
+#[derive(Default)]
+struct Checks {
+    /// What any node applied at each index.
+    applied: BTreeMap<u64, (RaftNodeId, Bytes)>,
+    /// Leader ids `(term, node)` seen, each with the nodes that held it.
+    leaders: BTreeMap<(u64, RaftNodeId), BTreeSet<RaftNodeId>>,
+    /// Each node's highest term seen.
+    terms: BTreeMap<RaftNodeId, u64>,
+    steps: u64,
+    violations: Vec<String>,
+}
+
+type SharedChecks = Arc<Mutex<Checks>>;
+
+impl Checks {
+    fn violation(&mut self, node: RaftNodeId, what: String) {
+        self.violations.push(format!(
+            "node {node}, step {} at {:?} (virtual): {what}",
+            self.steps,
+            tokio::time::Instant::now()
+        ));
+    }
+
+    fn on_apply(&mut self, node: RaftNodeId, offset: u64, payload: &[u8]) {
+        self.steps += 1;
+        match self.applied.get(&offset) {
+            Some((other, theirs)) if theirs.as_ref() != payload => {
+                let other = *other;
+                self.violation(
+                    node,
+                    format!(
+                        "applied {payload:?} at {offset}, where node {other} applied {theirs:?}"
+                    ),
+                );
+            }
+            Some(_) => {}
+            None => {
+                self.applied
+                    .insert(offset, (node, Bytes::copy_from_slice(payload)));
+            }
+        }
+    }
+
+    fn on_metrics(&mut self, node: RaftNodeId, term: u64, leading: Option<(u64, RaftNodeId)>) {
+        self.steps += 1;
+        let highest = self.terms.entry(node).or_insert(term);
+        if term < *highest {
+            let before = *highest;
+            self.violation(node, format!("term went back from {before} to {term}"));
+        } else {
+            *highest = term;
+        }
+        if let Some(id) = leading {
+            let holders = self.leaders.entry(id).or_default();
+            holders.insert(node);
+            if holders.len() > 1 || id.1 != node {
+                let holders = holders.clone();
+                self.violation(node, format!("leader id {id:?} held by {holders:?}"));
+            }
+        }
+    }
+}
+
+/// The test's state: the list of everything applied, in order (with the checks' history).
+struct AppliedList(Applied, SharedChecks, RaftNodeId);
 
 impl ReplicatedState for AppliedList {
     fn apply(&mut self, offset: u64, payload: &[u8]) -> Result<(), ApplyError> {
+        self.1.lock().unwrap().on_apply(self.2, offset, payload);
         let mut list = self.0.lock().unwrap();
         if let Some((last, _)) = list.last()
             && *last >= offset
@@ -89,17 +162,27 @@ impl ReplicatedState for AppliedList {
     }
 }
 
-/// The seeds to run: `VLTAVA_SEED` alone when set, else a few fixed ones and a fresh one.
+/// The seeds to run: `VLTAVA_SEED` alone when set, else `VLTAVA_QUORUM_SEEDS` fixed ones and a
+/// fresh one.
 fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("VLTAVA_SEED") {
         return vec![s.parse().expect("VLTAVA_SEED is a u64")];
     }
+    let n: u64 = std::env::var("VLTAVA_QUORUM_SEEDS")
+        .ok()
+        .map_or(DEFAULT_SEEDS, |v| {
+            v.parse().expect("VLTAVA_QUORUM_SEEDS is a u64")
+        });
     let fresh = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    vec![1, 2, 3, fresh]
+    (1..=n).chain([fresh]).collect()
 }
+
+/// Fixed seeds per test: each seed costs the slowest test about 0.7 s (mostly fsyncs), and
+/// the tests run side by side.
+const DEFAULT_SEEDS: u64 = 8;
 
 /// Prints the seed if the test panics while it is alive.
 struct SeedGuard(u64, &'static str);
@@ -149,17 +232,14 @@ struct Node {
     stop: watch::Sender<bool>,
 }
 
-/// Leader ids `(term, node)` seen, each with the nodes that held it.
-type LeadersSeen = Arc<Mutex<BTreeMap<(u64, RaftNodeId), BTreeSet<RaftNodeId>>>>;
-
 struct Cluster {
     seed: u64,
     net: Arc<SimNetwork>,
     dir: tempfile::TempDir,
     config: Arc<Config>,
     nodes: BTreeMap<RaftNodeId, Node>,
-    /// Leader ids (term, node) seen, with the node that held them.
-    leaders: LeadersSeen,
+    /// The per-step checks' history, leader ids seen among it.
+    checks: SharedChecks,
     /// Writes acknowledged by a leader: log index to payload.
     acked: BTreeMap<u64, Bytes>,
     next_write: u64,
@@ -176,7 +256,7 @@ impl Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             config: raft_config(),
             nodes: BTreeMap::new(),
-            leaders: Arc::default(),
+            checks: Arc::default(),
             acked: BTreeMap::new(),
             next_write: 0,
             pre_vote: true,
@@ -192,7 +272,8 @@ impl Cluster {
         let dir = self.node_dir(id);
         std::fs::create_dir_all(&dir).expect("node dir");
         let applied: Applied = Arc::default();
-        let (log, sm) = open_storage(&dir, AppliedList(Arc::clone(&applied))).await;
+        let state = AppliedList(Arc::clone(&applied), Arc::clone(&self.checks), id);
+        let (log, sm) = open_storage(&dir, state).await;
         let net_config = NetworkConfig::new(CLUSTER, id);
         let network = Network::new(self.net.transport(id), net_config.clone());
         let raft = MetadataRaft::new(id, Arc::clone(&self.config), network, log, sm)
@@ -239,20 +320,17 @@ impl Cluster {
 
     fn watch_leadership(&self, id: RaftNodeId, raft: &MetadataRaft) {
         let mut metrics = raft.metrics();
-        let leaders = Arc::clone(&self.leaders);
+        let checks = Arc::clone(&self.checks);
         tokio::spawn(async move {
             loop {
                 {
                     let m = metrics.borrow_and_update();
-                    if m.state == ServerState::Leader {
-                        let v = m.vote.leader_id;
-                        leaders
-                            .lock()
-                            .unwrap()
-                            .entry((v.term, v.node_id))
-                            .or_default()
-                            .insert(id);
-                    }
+                    let v = m.vote.leader_id;
+                    let leading = (m.state == ServerState::Leader).then_some((v.term, v.node_id));
+                    checks
+                        .lock()
+                        .unwrap()
+                        .on_metrics(id, m.current_term, leading);
                 }
                 if metrics.changed().await.is_err() {
                     return;
@@ -280,6 +358,7 @@ impl Cluster {
     async fn leader(&self, within: Duration) -> RaftNodeId {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            self.assert_no_violation();
             let best = self
                 .nodes
                 .iter()
@@ -385,10 +464,19 @@ impl Cluster {
         self.check_leaders();
     }
 
+    /// Fails on the first violation the per-step checks recorded.
+    fn assert_no_violation(&self) {
+        let checks = self.checks.lock().unwrap();
+        if let Some(v) = checks.violations.first() {
+            panic!("seed {}: {v}", self.seed);
+        }
+    }
+
     fn check_leaders(&self) {
-        let leaders = self.leaders.lock().unwrap();
+        self.assert_no_violation();
+        let checks = self.checks.lock().unwrap();
         let mut per_term: BTreeMap<u64, usize> = BTreeMap::new();
-        for (&(term, leader), holders) in leaders.iter() {
+        for (&(term, leader), holders) in checks.leaders.iter() {
             assert_eq!(
                 holders,
                 &BTreeSet::from([leader]),
@@ -399,9 +487,10 @@ impl Cluster {
         }
         let shared: Vec<_> = per_term.iter().filter(|(_, n)| **n > 1).collect();
         eprintln!(
-            "seed {}: {} leader terms, terms with several leaders: {shared:?}, network {:?}",
+            "seed {}: {} leader terms, terms with several leaders: {shared:?}, {} steps checked, network {:?}",
             self.seed,
             per_term.len(),
+            checks.steps,
             self.net.stats()
         );
     }
@@ -707,11 +796,13 @@ async fn three_voters_over_tcp() {
     let mut rafts = BTreeMap::new();
     let mut applied = BTreeMap::new();
     let mut servers = Vec::new();
+    let checks = SharedChecks::default();
     for (id, (listener, _)) in listeners {
         let node_dir = dir.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir).expect("node dir");
         let list: Applied = Arc::default();
-        let (log, sm) = open_storage(&node_dir, AppliedList(Arc::clone(&list))).await;
+        let state = AppliedList(Arc::clone(&list), Arc::clone(&checks), id);
+        let (log, sm) = open_storage(&node_dir, state).await;
         let net_config = NetworkConfig::new(CLUSTER, id);
         let transport = Arc::new(TcpTransport::new(TcpConfig::default()));
         let raft = MetadataRaft::new(
@@ -794,4 +885,38 @@ async fn three_voters_over_tcp() {
     for raft in rafts.values() {
         raft.shutdown().await.expect("shutdown");
     }
+}
+
+/// The per-step checks can fail: each is fed a history that breaks it.
+#[tokio::test(start_paused = true)]
+async fn the_per_step_checks_report_wrong_histories() {
+    let mut c = Checks::default();
+    c.on_apply(1, 7, b"a");
+    c.on_apply(2, 7, b"a");
+    c.on_metrics(1, 3, Some((3, 1)));
+    c.on_metrics(1, 4, None);
+    assert!(c.violations.is_empty(), "{:?}", c.violations);
+
+    let mut c = Checks::default();
+    c.on_apply(1, 7, b"a");
+    c.on_apply(2, 7, b"b");
+    assert!(
+        c.violations[0].contains("where node 1 applied"),
+        "{:?}",
+        c.violations
+    );
+
+    let mut c = Checks::default();
+    c.on_metrics(1, 5, None);
+    c.on_metrics(1, 4, None);
+    assert!(
+        c.violations[0].contains("term went back"),
+        "{:?}",
+        c.violations
+    );
+
+    let mut c = Checks::default();
+    c.on_metrics(1, 5, Some((5, 1)));
+    c.on_metrics(2, 5, Some((5, 1)));
+    assert!(c.violations[0].contains("held by"), "{:?}", c.violations);
 }
