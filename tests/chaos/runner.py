@@ -490,7 +490,7 @@ def totals(results: list[RunResult]) -> list[str]:
         f"runs: {len(results)} ({failed} failed); faults per nemesis: "
         + (", ".join(f"{k} {v}" for k, v in sorted(per_kind.items())) or "none"),
         f"operations {sums['attempted']}, acknowledged {sums['acknowledged']}, lost {sums['lost']} "
-        f"(expected, acks=1: {sums['expected_lost']}), duplicated {sums['duplicates']}, inconsistent offsets {sums['inconsistent']}",
+        f"(expected by acks=1 or an unclean election: {sums['expected_lost']}), duplicated {sums['duplicates']}, inconsistent offsets {sums['inconsistent']}",
         "unavailability per fault kind (p50 / max s): "
         + (", ".join(f"{k} {statistics.median(v):.1f} / {max(v):.1f}" for k, v in sorted(unavail.items())) or "none measured"),
     ]
