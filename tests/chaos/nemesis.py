@@ -252,7 +252,19 @@ class Pause(SingleNode):
         self.detail += ", SIGCONT"
 
 
-class KillLeaderAcks1(Nemesis):
+class OnPartitionLeader(Nemesis):
+    """A fault on whichever node leads the planned partition when it starts: the plan fixes
+    only the partition."""
+
+    @classmethod
+    def plan(cls, rng, n_nodes, n_partitions, avoid):
+        return {"partition": rng.randrange(n_partitions)}
+
+    def planned_nodes(self):
+        return set()
+
+
+class KillLeaderAcks1(OnPartitionLeader):
     """kill -9 the leader of a partition an acks=1 producer writes to, after holding its
     followers back for a moment: what it acknowledged in that moment is on no other replica, and
     the next leader comes from the ISR without it — lost by design of acks=1, an expected loss.
@@ -262,13 +274,6 @@ class KillLeaderAcks1(Nemesis):
     kind = "kill-leader-acks1"
     needs_acks1 = True
     HOLD_S = 0.6
-
-    @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"partition": rng.randrange(n_partitions)}
-
-    def planned_nodes(self):
-        return set()
 
     def start(self, cluster, rng):
         p, leader, note = _free_leader(cluster, self.topic, self.params["partition"], rng)
@@ -299,7 +304,7 @@ def alter_topic(cluster: netns.NetnsCluster, topic: str, configs: dict[str, str]
         fut.result(timeout=timeout)
 
 
-class UncleanElection(Nemesis):
+class UncleanElection(OnPartitionLeader):
     """What unclean leader election gives up, shown rather than claimed. The topic is switched to
     `min.insync.replicas=1` and `unclean.leader.election.enable=true` (back at stop); the
     followers' fetches to one partition leader's Kafka port are dropped until its ISR has shrunk
@@ -316,13 +321,6 @@ class UncleanElection(Nemesis):
     exclusive = True
     HOLD_S = 1.5
     WAIT_S = 25.0
-
-    @classmethod
-    def plan(cls, rng, n_nodes, n_partitions, avoid):
-        return {"partition": rng.randrange(n_partitions)}
-
-    def planned_nodes(self):
-        return set()
 
     def _wait(self, cluster, what: str, pred) -> tuple[bool, dict]:
         deadline = time.monotonic() + self.WAIT_S

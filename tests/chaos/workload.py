@@ -152,6 +152,26 @@ class _Producer:
         now = time.monotonic()
         return max(next_t + 1.0 / self.rate, now - 0.5)
 
+    def _send_loop(self, wait, send) -> None:
+        """Until stopped: at the producer's rate, the next value for the next partition goes to
+        `send(partition, value, op)`, which hands it to the client and returns False when the
+        client had no room (the same value is offered again after a wait); `wait(seconds)` idles,
+        polling the client where it needs that."""
+        next_t = time.monotonic()
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now < next_t:
+                wait(min(next_t - now, 0.05))
+                continue
+            p = self._next_partition()
+            value = f"{self.name}-{self.seq:08d}"
+            if not send(p, value, self._op(p, value)):
+                wait(0.05)
+                continue
+            self.seq += 1
+            self.t_last_send = time.monotonic()
+            next_t = self._pace(next_t)
+
     def start(self) -> None:
         self.thread.start()
 
@@ -225,33 +245,24 @@ class ConfluentProducer(_Producer):
                            None if err is None else f"{err.name()}: {err.str()}")
         return cb
 
+    def _send(self, p: int, value: str, op: dict) -> bool:
+        try:
+            with self.lock:
+                self.pending[op["seq"]] = op
+            self.producer.produce(self.topic, value=value.encode(), partition=p, on_delivery=self._cb(op))
+        except BufferError:
+            with self.lock:
+                self.pending.pop(op["seq"], None)
+            return False
+        except KafkaException as exc:
+            self._complete(op, "fail", None, f"produce() raised: {exc}")
+            if exc.args and exc.args[0].fatal():
+                self._replace_after_fatal(exc)
+        self._poll(0)
+        return True
+
     def _run(self) -> None:
-        next_t = time.monotonic()
-        while not self.stop_event.is_set():
-            now = time.monotonic()
-            if now < next_t:
-                self._poll(min(next_t - now, 0.05))
-                continue
-            p = self._next_partition()
-            value = f"{self.name}-{self.seq:08d}"
-            op = self._op(p, value)
-            try:
-                with self.lock:
-                    self.pending[op["seq"]] = op
-                self.producer.produce(self.topic, value=value.encode(), partition=p, on_delivery=self._cb(op))
-            except BufferError:
-                with self.lock:
-                    self.pending.pop(op["seq"], None)
-                self._poll(0.05)
-                continue
-            except KafkaException as exc:
-                self._complete(op, "fail", None, f"produce() raised: {exc}")
-                if exc.args and exc.args[0].fatal():
-                    self._replace_after_fatal(exc)
-            self.seq += 1
-            self.t_last_send = time.monotonic()
-            next_t = self._pace(next_t)
-            self._poll(0)
+        self._send_loop(self._poll, self._send)
         left = self.producer.flush(CLOSE_FLUSH_S)
         if left:
             self.producer.purge(in_queue=True, in_flight=True)
@@ -282,30 +293,22 @@ class KafkaPythonProducer(_Producer):
             reconnect_backoff_max_ms=1000,
         )
 
+    def _send(self, p: int, value: str, op: dict) -> bool:
+        with self.lock:
+            self.pending[op["seq"]] = op
+        try:
+            fut = self.producer.send(self.topic, value=value.encode(), partition=p)
+        except Exception as exc:  # refused before it was queued: never sent
+            self._complete(op, "fail", None, f"send() raised {type(exc).__name__}: {exc}")
+        else:
+            fut.add_callback(lambda md, op=op: self._complete(op, "ok", md.offset, None))
+            fut.add_errback(lambda exc, op=op: self._complete(op, "info", None, f"{type(exc).__name__}: {exc}"))
+        return True
+
     def _run(self) -> None:
         from kafka.errors import KafkaTimeoutError
 
-        next_t = time.monotonic()
-        while not self.stop_event.is_set():
-            now = time.monotonic()
-            if now < next_t:
-                time.sleep(min(next_t - now, 0.05))
-                continue
-            p = self._next_partition()
-            value = f"{self.name}-{self.seq:08d}"
-            op = self._op(p, value)
-            with self.lock:
-                self.pending[op["seq"]] = op
-            try:
-                fut = self.producer.send(self.topic, value=value.encode(), partition=p)
-            except Exception as exc:  # refused before it was queued: never sent
-                self._complete(op, "fail", None, f"send() raised {type(exc).__name__}: {exc}")
-            else:
-                fut.add_callback(lambda md, op=op: self._complete(op, "ok", md.offset, None))
-                fut.add_errback(lambda exc, op=op: self._complete(op, "info", None, f"{type(exc).__name__}: {exc}"))
-            self.seq += 1
-            self.t_last_send = time.monotonic()
-            next_t = self._pace(next_t)
+        self._send_loop(time.sleep, self._send)
         try:
             self.producer.flush(timeout=CLOSE_FLUSH_S)
         except KafkaTimeoutError:
@@ -390,31 +393,23 @@ class NativeProducer(_Producer):
                 t.start()
                 self.readers.append(t)
         try:
-            next_t = time.monotonic()
-            while not self.stop_event.is_set():
-                now = time.monotonic()
-                if now < next_t:
-                    time.sleep(min(next_t - now, 0.05))
-                    continue
-                p = self._next_partition()
-                value = f"{self.name}-{self.seq:08d}"
-                op = self._op(p, value)
-                with self.lock:
-                    self.pending[op["seq"]] = op
-                    self.lines[p][self.next_line[p]] = op
-                    self.next_line[p] += 1
-                try:
-                    self.procs[p].stdin.write(value + "\n")
-                    self.procs[p].stdin.flush()
-                except (BrokenPipeError, OSError) as exc:
-                    # The process is gone: what it had not read was never handed to the client.
-                    self._complete(op, "fail", None, f"vltava produce exited ({exc})")
-                    raise RuntimeError(f"vltava produce for p{p} exited: {self.stderr[p][-3:]}") from exc
-                self.seq += 1
-                self.t_last_send = time.monotonic()
-                next_t = self._pace(next_t)
+            self._send_loop(time.sleep, self._send)
         finally:
             self._close_processes()
+
+    def _send(self, p: int, value: str, op: dict) -> bool:
+        with self.lock:
+            self.pending[op["seq"]] = op
+            self.lines[p][self.next_line[p]] = op
+            self.next_line[p] += 1
+        try:
+            self.procs[p].stdin.write(value + "\n")
+            self.procs[p].stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            # The process is gone: what it had not read was never handed to the client.
+            self._complete(op, "fail", None, f"vltava produce exited ({exc})")
+            raise RuntimeError(f"vltava produce for p{p} exited: {self.stderr[p][-3:]}") from exc
+        return True
 
     def _close_processes(self) -> None:
         # Closing stdin ends the input: the CLI delivers (or fails) everything it read, prints

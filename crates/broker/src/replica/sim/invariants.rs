@@ -38,7 +38,6 @@ use std::sync::Arc;
 
 use vltava_controller::image::MetadataImage;
 use vltava_controller::records::MetadataRecord;
-use vltava_protocol::batch;
 use vltava_storage::Log;
 
 /// Which invariant a violation breaks.
@@ -142,33 +141,15 @@ impl LogView {
 }
 
 fn read_ids(log: &Log, from: u64, end: u64, out: &mut Vec<BatchId>) -> Result<(), String> {
-    let mut at = from;
-    while at < end {
-        let slice = log
-            .read(at, 1 << 20, end, true)
-            .map_err(|e| format!("read at {at}: {e}"))?;
-        if slice.bytes.is_empty() {
-            return Err(format!("nothing readable at {at} below the log end {end}"));
-        }
-        let mut rest = &slice.bytes[..];
-        while !rest.is_empty() {
-            let total = match batch::peek_total_len(rest) {
-                Some(Ok(t)) if t <= rest.len() => t,
-                _ => return Err(format!("a bad batch near {at}")),
-            };
-            let h =
-                batch::verify(&rest[..total]).map_err(|e| format!("bad batch near {at}: {e}"))?;
-            out.push(BatchId {
-                base: h.base_offset as u64,
-                last: h.last_offset() as u64,
-                epoch: h.partition_leader_epoch,
-                crc: h.crc,
-            });
-            rest = &rest[total..];
-        }
-        at = slice.next_offset;
-    }
-    Ok(())
+    super::for_each_batch(log, from, end, |h, _| {
+        out.push(BatchId {
+            base: h.base_offset as u64,
+            last: h.last_offset() as u64,
+            epoch: h.partition_leader_epoch,
+            crc: h.crc,
+        });
+        Ok(())
+    })
 }
 
 /// One running, joined broker's replica of one partition.

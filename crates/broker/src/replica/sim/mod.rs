@@ -1517,11 +1517,14 @@ impl Client {
 /// One replica's log as (base offset, last offset, epoch, bytes, values) per batch.
 type Batches = Vec<(u64, u64, i32, Bytes, Vec<String>)>;
 
-fn read_batches(p: &Partition) -> Result<Batches, String> {
-    let log = p.log();
-    let end = log.log_end_offset();
-    let mut at = log.log_start_offset();
-    let mut out = Vec::new();
+/// Calls `f` with every batch of `log` in `[from, end)`, CRC-checked, as the log holds it.
+pub(super) fn for_each_batch(
+    log: &vltava_storage::Log,
+    from: u64,
+    end: u64,
+    mut f: impl FnMut(&BatchHeader, Bytes) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut at = from;
     while at < end {
         let slice = log
             .read(at, 1 << 20, end, true)
@@ -1532,11 +1535,27 @@ fn read_batches(p: &Partition) -> Result<Batches, String> {
         let mut bytes = slice.bytes.clone();
         while !bytes.is_empty() {
             let total = match batch::peek_total_len(&bytes) {
-                Some(Ok(t)) => t,
+                Some(Ok(t)) if t <= bytes.len() => t,
                 _ => return Err(format!("a bad batch near {at}")),
             };
             let b = bytes.split_to(total);
             let h = batch::verify(&b).map_err(|e| format!("bad batch near {at}: {e}"))?;
+            f(&h, b)?;
+        }
+        at = slice.next_offset;
+    }
+    Ok(())
+}
+
+fn read_batches(p: &Partition) -> Result<Batches, String> {
+    let log = p.log();
+    let mut out = Vec::new();
+    for_each_batch(
+        &log,
+        log.log_start_offset(),
+        log.log_end_offset(),
+        |h, b| {
+            let at = h.base_offset;
             let values = parse_records(&b[HEADER_LEN..], h.record_count)
                 .map_err(|e| format!("bad records near {at}: {e}"))?
                 .iter()
@@ -1549,9 +1568,9 @@ fn read_batches(p: &Partition) -> Result<Batches, String> {
                 b,
                 values,
             ));
-        }
-        at = slice.next_offset;
-    }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
