@@ -6,7 +6,7 @@
 //! once this node has applied the change, so what the client asks next already sees it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +130,8 @@ pub struct Cluster {
     cluster_id: String,
     incarnation_id: Uuid,
     broker_epoch: AtomicI64,
+    /// Whether the controller's last heartbeat answer said this broker is fenced (readiness).
+    fenced: AtomicBool,
     listeners: Vec<BrokerEndpoint>,
     rack: Option<String>,
     heartbeat_interval: Duration,
@@ -362,6 +364,7 @@ impl Cluster {
             cluster_id: meta.cluster_id.clone(),
             incarnation_id: Uuid::new_v4(),
             broker_epoch: AtomicI64::new(-1),
+            fenced: AtomicBool::new(true),
             listeners: vec![BrokerEndpoint {
                 name: "PLAINTEXT".into(),
                 host,
@@ -424,6 +427,7 @@ impl Cluster {
         }
         loop {
             let reply = self.heartbeat(false, CALL_TIMEOUT).await?;
+            self.fenced.store(reply.is_fenced, Ordering::Release);
             if !reply.is_fenced {
                 break;
             }
@@ -480,7 +484,11 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let timeout = (self.heartbeat_interval * 2).min(Duration::from_secs(5));
-            match self.heartbeat(false, timeout).await {
+            let answer = self.heartbeat(false, timeout).await;
+            if let Ok(reply) = &answer {
+                self.fenced.store(reply.is_fenced, Ordering::Release);
+            }
+            match answer {
                 Ok(reply) if reply.is_fenced && reply.is_caught_up => {
                     tracing::info!("fenced by the controller; heartbeating to be unfenced");
                 }
@@ -575,6 +583,11 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> i32 {
         self.node_id
+    }
+
+    /// Whether the controller's last answer to this broker's heartbeat said it is fenced.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
     }
 
     /// The cluster id.

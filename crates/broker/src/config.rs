@@ -53,6 +53,9 @@ enum Kind {
     Voters,
 }
 
+/// Where the HTTP listener binds when `http.listen` is not set.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8092";
+
 /// Broker settings: (name, default, kind, doc). Kafka's names where Kafka has one.
 const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("node.id", "1", Kind::Int { min: 0 }),
@@ -83,6 +86,10 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::Long { min: 10 },
     ),
     ("listen", "127.0.0.1:9092", Kind::Str),
+    // The HTTP listener (health, /metrics): HOST:PORT, or `none` for no listener.
+    ("http.listen", DEFAULT_HTTP_LISTEN, Kind::Str),
+    // How `vltava serve` writes its log lines to stderr.
+    ("log.format", "text", Kind::OneOf(&["text", "json"])),
     ("advertised.listener", "", Kind::Str),
     ("data.dir", "./vltava-data", Kind::Str),
     ("num.partitions", "1", Kind::Int { min: 1 }),
@@ -573,6 +580,20 @@ impl BrokerConfig {
     pub fn controller_listen(&self) -> Option<&str> {
         self.get("controller.listen").filter(|a| !a.is_empty())
     }
+    /// Whether `name` was set by a file, the environment, `--set` or a flag (not a default).
+    pub fn is_explicit(&self, name: &str) -> bool {
+        self.explicit.contains_key(name)
+    }
+    /// The HTTP listener's address (`http.listen`), `None` when it is `none` or empty.
+    pub fn http_listen(&self) -> Option<&str> {
+        self.get("http.listen")
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("none"))
+    }
+    /// `log.format`: `text` or `json`.
+    pub fn log_format(&self) -> &str {
+        self.get("log.format").unwrap_or("text")
+    }
     /// Address to bind.
     pub fn listen(&self) -> &str {
         self.get("listen").unwrap_or("127.0.0.1:9092")
@@ -761,6 +782,22 @@ mod tests {
             c.set("no.such", "1"),
             Err(ConfigError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn http_listen_defaults_and_none() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.http_listen(), Some(DEFAULT_HTTP_LISTEN));
+        assert!(!c.is_explicit("http.listen"));
+        c.set("http.listen", "none").expect("valid");
+        assert_eq!(c.http_listen(), None);
+        assert!(c.is_explicit("http.listen"));
+        c.set("http.listen", "0.0.0.0:9000").expect("valid");
+        assert_eq!(c.http_listen(), Some("0.0.0.0:9000"));
+        assert_eq!(c.log_format(), "text");
+        c.set("log.format", "json").expect("valid");
+        assert_eq!(c.log_format(), "json");
+        assert!(c.set("log.format", "xml").is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod group;
 pub mod group_handlers;
 pub mod groups;
 pub mod handlers;
+pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod offsets;
 pub mod replica;
 mod sendout;
@@ -67,6 +69,9 @@ pub enum StartError {
     /// Joining the metadata quorum failed.
     #[error("cluster: {0}")]
     Cluster(#[from] cluster::ClusterError),
+    /// The HTTP listener could not start.
+    #[error("{0}")]
+    Http(#[from] http::HttpError),
 }
 
 /// A started broker.
@@ -74,6 +79,10 @@ pub enum StartError {
 pub struct Broker {
     /// Address actually bound (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The HTTP listener's address, when it runs.
+    pub http_addr: Option<SocketAddr>,
+    http: Option<http::HttpServer>,
+    observed: Arc<http::Observed>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     background: tokio::task::JoinHandle<()>,
@@ -115,10 +124,16 @@ impl Broker {
                 source,
             })?;
         let started = std::time::Instant::now();
+        let metrics = Arc::new(metrics::BrokerMetrics::new());
+        let observed = Arc::new(http::Observed::new(Arc::clone(&metrics)));
+        // Before recovery, so that a supervisor sees the process live (not ready) meanwhile.
+        let http = http::start(&config, Arc::clone(&observed)).await?;
+        let http_addr = http.as_ref().map(|h| h.local_addr);
         // Opening the logs takes the data directory lock and runs recovery.
         let rm = Arc::new(tokio::task::block_in_place(|| {
             replica::ReplicaManager::open(config.clone())
         })?);
+        observed.set_stage(http::Stage::JoiningCluster);
         let node = cluster::resolve_node_meta(&config).await?;
         let listener =
             TcpListener::bind(config.listen())
@@ -163,6 +178,8 @@ impl Broker {
             controller_listener,
         )
         .await?;
+        observed.set_broker(Arc::clone(&rm), Arc::clone(&cluster));
+        observed.set_stage(http::Stage::StartingListener);
         tracing::info!(
             topics = rm.all_topics().len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -184,6 +201,7 @@ impl Broker {
             port,
             groups: Arc::clone(&groups),
             cluster: Arc::clone(&cluster),
+            metrics,
         });
         let (shutdown, rx) = watch::channel(false);
         let heartbeats = tokio::spawn(Arc::clone(&cluster).run_heartbeats(rx.clone()));
@@ -199,9 +217,12 @@ impl Broker {
         let isr_changes = tokio::spawn(Arc::clone(&cluster).run_isr_changes(rx.clone()));
         let ownership = tokio::spawn(Arc::clone(&groups).run_ownership(rx.clone()));
         let timers = tokio::spawn(Arc::clone(&groups).run_timers(rx));
+        observed.set_stage(http::Stage::Serving);
+        let http_shown = http_addr.map_or_else(|| "none".to_string(), |a| a.to_string());
         tracing::info!(
             listen = %local_addr,
             advertised = %advertised,
+            http = %http_shown,
             node_id = node.node_id,
             cluster_id = %node.cluster_id,
             data_dir = %dir.display(),
@@ -209,6 +230,9 @@ impl Broker {
         );
         Ok(Broker {
             local_addr,
+            http_addr,
+            http,
+            observed,
             shutdown,
             server,
             background,
@@ -225,7 +249,9 @@ impl Broker {
 
     /// Stops accepting, lets in-flight requests finish, flushes every log and writes the
     /// checkpoints.
-    pub async fn shutdown(self) -> Result<(), vltava_storage::StorageError> {
+    pub async fn shutdown(mut self) -> Result<(), vltava_storage::StorageError> {
+        // Orchestrators stop sending clients here first; /health/live answers until the end.
+        self.observed.set_stage(http::Stage::ShuttingDown);
         let _ = self.shutdown.send(true);
         self.cluster.stop_requests();
         let _ = self.server.await;
@@ -243,6 +269,9 @@ impl Broker {
         tokio::task::spawn_blocking(move || rm.shutdown())
             .await
             .unwrap_or_else(|e| Err(vltava_storage::StorageError::Io(std::io::Error::other(e))))?;
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         tracing::info!("vltava broker stopped cleanly");
         Ok(())
     }

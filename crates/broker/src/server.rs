@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -21,6 +21,7 @@ use vltava_protocol::frame::{self, FrameError};
 use vltava_storage::FileRegion;
 
 use crate::handlers::{self, Ctx};
+use crate::metrics::RequestTimer;
 use crate::sendout::{self, Outgoing};
 
 /// Responses queued per connection before the reader waits for the writer: with a peer that
@@ -73,10 +74,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
                 let ctx = Arc::clone(&ctx);
                 let shutdown = shutdown.clone();
                 let request_bytes = Arc::clone(&request_bytes);
+                let counted = ctx.metrics.connection_opened();
                 tasks.spawn(async move {
                     if let Err(e) = connection(stream, peer, ctx, request_bytes, shutdown).await {
                         tracing::debug!(%peer, error = %e, "connection closed");
                     }
+                    drop(counted);
                     drop(permit);
                 });
                 // Reap finished connections so the set stays small.
@@ -269,6 +272,9 @@ async fn process(
         return Err(ConnError::Refused(api, version));
     }
     let request = frame::decode_body(api, version, raw.body)?;
+    let timer = ctx
+        .metrics
+        .request_started(api, version, is_follower_fetch(version, &request));
     let client = crate::group_handlers::Client {
         client_id: raw
             .header
@@ -279,16 +285,33 @@ async fn process(
         client_host: format!("/{}", peer.ip()),
     };
     let reply = handlers::handle(ctx, &client, version, request).await;
-    outgoing(api, version, correlation_id, reply)
+    outgoing(api, version, correlation_id, reply, timer)
+}
+
+/// A Fetch sent by a follower replica (Kafka counts those as `FetchFollower`): it names its
+/// replica id, in the replica state since v15.
+fn is_follower_fetch(version: i16, request: &RequestKind) -> bool {
+    match request {
+        RequestKind::Fetch(r) if version >= 15 => r.replica_state.replica_id.0 >= 0,
+        RequestKind::Fetch(r) => r.replica_id.0 >= 0,
+        _ => false,
+    }
 }
 
 /// What to send for `reply`; a deferred reply becomes a future the writer awaits in turn.
+/// `timer` stops when the response is ready (for a deferred one, when it completes).
 fn outgoing(
     api: ApiKey,
     version: i16,
     correlation_id: i32,
     reply: handlers::Reply,
+    mut timer: Option<RequestTimer>,
 ) -> Result<Option<Outgoing>, ConnError> {
+    if !matches!(reply, handlers::Reply::Deferred(_))
+        && let Some(timer) = timer.take()
+    {
+        timer.finish();
+    }
     match reply {
         handlers::Reply::Respond(body) => Ok(Some(Outgoing::Frame(frame::encode_response(
             api,
@@ -300,7 +323,7 @@ fn outgoing(
         handlers::Reply::Silent => Ok(None),
         handlers::Reply::Close => Err(ConnError::Refused(api, version)),
         handlers::Reply::Deferred(rest) => Ok(Some(Outgoing::Deferred(Box::pin(async move {
-            outgoing(api, version, correlation_id, rest.await)
+            outgoing(api, version, correlation_id, rest.await, timer)
                 .map_err(|e| std::io::Error::other(e.to_string()))
         })))),
     }

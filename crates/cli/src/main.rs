@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a broker (defaults: 127.0.0.1:9092, data in ./vltava-data, topics created on first use).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// The cluster: its brokers and metadata quorum; leader elections.
     Cluster(cluster::ClusterArgs),
     /// Consumer groups: list, describe, reset offsets, delete.
@@ -86,6 +86,13 @@ struct ServeArgs {
     /// This broker's rack, for rack-aware replica placement (broker.rack).
     #[arg(long, value_name = "RACK")]
     rack: Option<String>,
+    /// The HTTP listener (health, /metrics), HOST:PORT or none (http.listen; default
+    /// 127.0.0.1:8092).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
+    /// Log lines as text or json (log.format).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
@@ -121,6 +128,8 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         ),
         ("controller.listen", &args.controller_listen),
         ("broker.rack", &args.rack),
+        ("http.listen", &args.http_listen),
+        ("log.format", &args.log_format),
     ];
     for (name, value) in flags {
         if let Some(v) = value {
@@ -151,24 +160,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match cli.command {
-        Command::Serve(args) => args,
-        Command::Cluster(args) => return client_command(cluster::run(args)),
-        Command::Group(args) => return client_command(group::run(args)),
-        Command::Topic(args) => return client_command(topic::run(args)),
-        Command::Produce(args) => return produce::main(*args),
-        Command::Bench(args) => return bench::main(*args),
-        Command::Consume(args) => return client_command(consume::run(*args)),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    serve(args)
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Cluster(args) => client_command(cluster::run(args)),
+        Command::Group(args) => client_command(group::run(args)),
+        Command::Topic(args) => client_command(topic::run(args)),
+        Command::Produce(args) => produce::main(*args),
+        Command::Bench(args) => bench::main(*args),
+        Command::Consume(args) => client_command(consume::run(*args)),
+    }
+}
+
+/// Logs to stderr as `log.format` says; `RUST_LOG` filters (default info).
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        // One JSON object per line: timestamp, level, target, message and the event's fields.
+        builder.json().flatten_event(true).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 /// clap's error in one line: its first line, plus the indented items a first line ending in ':'
@@ -222,6 +239,16 @@ fn client_command(
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Read once to learn log.format before logging starts, then again with logging on, so that
+    // what reading the settings logs (ignored VLTAVA_ variables) is written in that format.
+    let format = match build_config(&args) {
+        Ok(c) => c.log_format().to_string(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&format);
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

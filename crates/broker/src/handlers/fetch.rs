@@ -112,7 +112,7 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
         .collect();
     let reads = read_replicas(ctx, version, &req, replica.is_some());
     let notify = Arc::new(Notify::new());
-    loop {
+    let reply = loop {
         // Register before reading so an append between the read and the wait still wakes us.
         let waiting = Instant::now() < deadline && min_bytes > 0;
         if waiting {
@@ -134,7 +134,7 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
         let (resp, bytes, answer_now) =
             fetch_once(&ctx.rm, version, &resolved, max_bytes, replica, &reads);
         if !waiting || bytes >= min_bytes || answer_now {
-            return with_leader_endpoints(ctx, version, resp);
+            break resp;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(remaining, notify.notified())
@@ -142,7 +142,31 @@ pub(super) async fn fetch(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchRe
             .is_err()
         {
             let (resp, _, _) = fetch_once(&ctx.rm, version, &resolved, max_bytes, replica, &reads);
-            return with_leader_endpoints(ctx, version, resp);
+            break resp;
+        }
+    };
+    count_bytes_out(ctx, &resolved, &reply, replica.is_some());
+    with_leader_endpoints(ctx, version, reply)
+}
+
+/// Adds the record bytes of the answer to each topic's counter: once per topic of the
+/// response, from the regions' lengths (nothing is read to count it).
+fn count_bytes_out(
+    ctx: &Ctx,
+    resolved: &[(Option<Arc<Topic>>, &FetchTopic)],
+    reply: &FetchReply,
+    follower: bool,
+) {
+    let mut regions = reply.regions.iter();
+    for (tr, (topic, _)) in reply.response.responses.iter().zip(resolved) {
+        let bytes: usize = regions
+            .by_ref()
+            .take(tr.partitions.len())
+            .flatten()
+            .flat_map(|rs| rs.iter().map(FileRegion::len))
+            .sum();
+        if let Some(topic) = topic {
+            ctx.metrics.fetched(topic, bytes as u64, follower);
         }
     }
 }

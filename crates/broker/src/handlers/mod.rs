@@ -100,6 +100,8 @@ pub struct Ctx {
     pub groups: Arc<crate::groups::GroupManager>,
     /// The metadata quorum: the committed image, and the way to the active controller.
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// Counters the handlers and connections add to (per batch and per request).
+    pub metrics: Arc<crate::metrics::BrokerMetrics>,
 }
 
 fn s(v: impl Into<String>) -> StrBytes {

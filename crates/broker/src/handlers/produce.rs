@@ -113,11 +113,20 @@ fn append_partition(
         }
     }
     match partition.append_start(&batches) {
-        Ok(pending) => AppendStep::Pending {
-            index,
-            topic: Arc::clone(topic),
-            pending,
-        },
+        Ok(pending) => {
+            // Once per partition of the request: the batch headers carry the record counts.
+            let bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
+            let records: i64 = batches
+                .iter()
+                .map(|(h, _)| i64::from(h.record_count.max(0)))
+                .sum();
+            ctx.metrics.produced(topic, bytes as u64, records as u64);
+            AppendStep::Pending {
+                index,
+                topic: Arc::clone(topic),
+                pending,
+            }
+        }
         Err(AppendError::NotLeader) => AppendStep::Done(fail(
             ResponseError::NotLeaderOrFollower.code(),
             Some("leadership moved".into()),

@@ -234,6 +234,12 @@ impl ReplicaManager {
             id: t.id,
             partitions,
             configs,
+            // The same topic (by id) keeps its counters; one created again under the name
+            // starts afresh.
+            metrics: old
+                .filter(|o| o.id == t.id)
+                .map(|o| Arc::clone(&o.metrics))
+                .unwrap_or_default(),
         }))
     }
 }

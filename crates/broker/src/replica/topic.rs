@@ -40,6 +40,9 @@ pub struct Topic {
     pub partitions: Vec<PartitionState>,
     /// Config overrides.
     pub configs: BTreeMap<String, String>,
+    /// This topic's metric counters once the first request for it looked them up; shared
+    /// with the topic states built from later metadata images, so the lookup happens once.
+    pub metrics: Arc<crate::metrics::TopicMetricsCell>,
 }
 
 impl Topic {
