@@ -9,8 +9,21 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
 from conftest import free_port
-from e2e_util import Rec, assert_all_delivered, consume_confluent, create_topic, produce_confluent, wait_for
+from e2e_util import (
+    Rec,
+    admin_client,
+    assert_all_delivered,
+    base_conf,
+    consume_confluent,
+    create_topic,
+    produce_confluent,
+    wait_for,
+    watermarks,
+)
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:
@@ -35,8 +48,17 @@ def value(m, name: str, **labels) -> float:
     return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def log_bytes(broker, topic: str) -> int:
-    return sum(p.stat().st_size for p in broker.data_dir.glob(f"{topic}-*/*.log"))
+def log_bytes(broker, topic: str, partition: str = "*") -> int:
+    return sum(p.stat().st_size for p in broker.data_dir.glob(f"{topic}-{partition}/*.log"))
+
+
+def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commits `offsets` for `group` without joining it (a simple consumer's commit)."""
+    c = Consumer({**base_conf(bootstrap), "group.id": group, "enable.auto.commit": False})
+    try:
+        c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        c.close()
 
 
 def test_health_metrics_after_a_known_workload_and_json_logs(broker_factory):
@@ -76,6 +98,48 @@ def test_health_metrics_after_a_known_workload_and_json_logs(broker_factory):
     assert value(m, "kafka_controller_kafkacontroller_activecontrollercount") == 1
     assert ("kafka_server_socket_server_metrics_connection_count", (("listener", "PLAINTEXT"),)) in m
 
+    # Log size and offsets per partition: the .log files' bytes, 0 .. the records produced there.
+    for p in range(3):
+        labels = {"topic": topic, "partition": str(p)}
+        low, high = watermarks(broker.bootstrap, topic, p)
+        assert (low, high) != (0, 0), "the keys spread over every partition"
+        assert value(m, "kafka_log_log_size", **labels) == log_bytes(broker, topic, str(p)), p
+        assert value(m, "kafka_log_log_logstartoffset", **labels) == 0
+        assert value(m, "kafka_log_log_logendoffset", **labels) == high
+    assert sum(value(m, "kafka_log_log_logendoffset", topic=topic, partition=str(p)) for p in range(3)) == len(records)
+
+    # A group that committed part way: lag = produced - committed, per partition it committed.
+    group = "http-lag"
+    ends = {p: watermarks(broker.bootstrap, topic, p)[1] for p in range(3)}
+    committed = {0: ends[0] // 2, 1: ends[1]}
+    commit(broker.bootstrap, group, topic, committed)
+    m = samples(port)
+    for p, off in committed.items():
+        labels = {"consumergroup": group, "topic": topic, "partition": str(p)}
+        assert value(m, "kafka_consumergroup_current_offset", **labels) == off
+        assert value(m, "kafka_consumergroup_lag", **labels) == ends[p] - off
+    assert ("kafka_consumergroup_lag", (("consumergroup", group), ("partition", "2"), ("topic", topic))) not in m
+    assert value(m, "kafka_consumergroup_lag_sum", consumergroup=group, topic=topic) == ends[0] - committed[0]
+
+    # Process memory from /proc, and the fsyncs the metadata log and checkpoints did.
+    assert value(m, "process_resident_memory_bytes") > 1 << 20
+    assert value(m, "kafka_log_logflushstats_logflushrateandtimems_count") > 0
+    assert value(m, "kafka_log_logflushstats_logflushrateandtimems_count") == value(
+        m, "kafka_log_logflushstats_logflushrateandtimems_bucket", le="+Inf")
+    assert value(m, "kafka_server_replicamanager_isrshrinks_total") == 0
+    assert value(m, "kafka_server_replicamanager_isrexpands_total") == 0
+
+    # A consumer waiting at the end of a partition parks its fetch (the fetch purgatory).
+    purgatory = "kafka_server_delayedoperationpurgatory_purgatorysize"
+    assert value(m, purgatory, delayedoperation="Produce") == 0
+    idle = Consumer({**base_conf(broker.bootstrap), "group.id": "http-idle", "fetch.wait.max.ms": 10000})
+    try:
+        idle.assign([TopicPartition(topic, 0, ends[0])])
+        idle.poll(0.1)
+        wait_for(lambda: value(samples(port), purgatory, delayedoperation="Fetch") >= 1, 30, "a parked fetch")
+    finally:
+        idle.close()
+
     broker.stop()
     lines = [l for l in broker.stderr_tail(limit=10**7).splitlines() if l.strip() and not l.startswith("--- ")]
     parsed = [json.loads(l) for l in lines]
@@ -106,3 +170,51 @@ def test_an_explicit_http_port_in_use_fails_the_start_and_none_turns_it_off(brok
         s.close()
     broker = broker_factory({"http.listen": "none"})
     assert "HTTP listener started" not in broker.stderr_tail()
+
+
+def test_isr_shrink_and_expand_counted_by_the_leader_when_a_follower_dies_and_returns(tmp_path_factory, request):
+    from test_cluster import Cluster, print_logs_if_failed
+
+    c = Cluster(tmp_path_factory.mktemp("isr"))
+    http = {i: free_port() for i in c.nodes}
+    for i, b in c.nodes.items():
+        # A killed broker is fenced (and leaves the ISR) within ~3 s.
+        b.settings.update({"http.listen": f"127.0.0.1:{http[i]}", "broker.session.timeout.ms": 3000,
+                           "broker.heartbeat.interval.ms": 500})
+    try:
+        c.start()
+        topic = "http-isr"
+        admin = admin_client(c.bootstrap(1))
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3)])[topic].result(timeout=30)
+
+        def state(via: int = 1):
+            md = admin_client(c.bootstrap(via)).list_topics(topic, timeout=10).topics[topic]
+            p = md.partitions.get(0) if md.error is None else None
+            return (p.leader, sorted(p.isrs)) if p is not None else (-1, [])
+
+        wait_for(lambda: state()[0] > 0 and state()[1] == [1, 2, 3], 60, "the partition with its full ISR")
+        leader = state()[0]
+        shrinks = "kafka_server_replicamanager_isrshrinks_total"
+        expands = "kafka_server_replicamanager_isrexpands_total"
+        before = samples(http[leader])
+        assert value(before, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+        # Kill a follower that is not the active controller, so the quorum does not re-elect.
+        active = c.active_controller()
+        victim = next(i for i in c.nodes if i not in (leader, active))
+        c.nodes[victim].kill()
+        # Every partition the leader leads with the victim in its ISR shrinks (__consumer_offsets'
+        # too): at least ours.
+        wait_for(lambda: value(samples(http[leader]), shrinks) > value(before, shrinks), 60,
+                 f"the leader {leader} to count the ISR shrink of broker {victim}")
+        wait_for(lambda: victim not in state(leader)[1], 30, f"broker {victim} out of the ISR")
+        m = samples(http[leader])
+        assert value(m, "kafka_server_replicamanager_underreplicatedpartitions") >= 1
+        c.nodes[victim].start(timeout=60)
+        wait_for(lambda: state(leader) == (leader, [1, 2, 3]), 60, f"broker {victim} back in the ISR")
+        wait_for(lambda: value(samples(http[leader]), expands) > value(m, expands), 30,
+                 f"the leader {leader} to count broker {victim} rejoining the ISR")
+        wait_for(lambda: value(samples(http[leader]), "kafka_server_replicamanager_underreplicatedpartitions") == 0,
+                 60, "no partition under-replicated")
+    finally:
+        print_logs_if_failed(request, c.nodes.values())
+        c.close()

@@ -761,6 +761,22 @@ impl GroupManager {
         lock(&self.offsets).group_offsets(group)
     }
 
+    /// Every committed offset of the groups coordinated here, as (group, topic, partition,
+    /// offset) sorted: what `/metrics` reports as consumer group offsets and lag. One pass
+    /// under the offsets' lock, at scrape time.
+    pub fn all_committed(&self) -> Vec<(String, String, i32, i64)> {
+        let offsets = lock(&self.offsets);
+        let mut out = Vec::new();
+        for g in offsets.groups() {
+            for (t, p, e) in offsets.group_offsets(g) {
+                out.push((g.to_string(), t, p, e.offset));
+            }
+        }
+        drop(offsets);
+        out.sort();
+        out
+    }
+
     /// DescribeGroups for one group.
     pub fn describe(&self, group: &str) -> crate::group::GroupDescription {
         lock(&self.core)

@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
+use crate::groups::GroupManager;
 use crate::metrics::BrokerMetrics;
 use crate::replica::ReplicaManager;
 
@@ -97,6 +98,7 @@ pub struct Observed {
     /// The broker's counters.
     pub metrics: Arc<BrokerMetrics>,
     broker: OnceLock<(Arc<ReplicaManager>, Arc<Cluster>)>,
+    groups: OnceLock<Arc<GroupManager>>,
 }
 
 impl Observed {
@@ -106,6 +108,7 @@ impl Observed {
             stage: AtomicU8::new(Stage::RecoveringLogs as u8),
             metrics,
             broker: OnceLock::new(),
+            groups: OnceLock::new(),
         }
     }
 
@@ -122,6 +125,11 @@ impl Observed {
     /// Makes the running broker's state visible to `/metrics` and `/health/ready`.
     pub fn set_broker(&self, rm: Arc<ReplicaManager>, cluster: Arc<Cluster>) {
         let _ = self.broker.set((rm, cluster));
+    }
+
+    /// Makes the group coordinator's committed offsets visible to `/metrics`.
+    pub fn set_groups(&self, groups: Arc<GroupManager>) {
+        let _ = self.groups.set(groups);
     }
 
     /// `Ok` when ready, else why not.
@@ -142,7 +150,7 @@ impl Observed {
 
     fn render_metrics(&self) -> Result<String, std::fmt::Error> {
         let view = self.broker.get().map(|(rm, c)| (&**rm, &**c));
-        self.metrics.render(view)
+        self.metrics.render(view, self.groups.get().map(|g| &**g))
     }
 }
 

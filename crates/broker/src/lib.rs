@@ -194,6 +194,7 @@ impl Broker {
             tokio::task::block_in_place(|| groups::GroupManager::open(Arc::clone(&rm)))
                 .map_err(StartError::Groups)?,
         );
+        observed.set_groups(Arc::clone(&groups));
         let ctx = Arc::new(handlers::Ctx {
             rm: Arc::clone(&rm),
             meta: node.clone(),

@@ -10,7 +10,10 @@
 //! up in their family (which locks) once per topic and then kept in the topic's state
 //! ([`TopicMetricsCell`]), per-API ones once per API and version in a fixed table of
 //! [`OnceLock`]s. Gauges that describe state (partition and leader counts, under-replicated
-//! partitions, the active controller) are computed when `/metrics` is scraped.
+//! partitions, the active controller, each hosted log's size and offsets, the committed offsets
+//! and lag of the groups coordinated here, parked requests, the process's resident memory) are
+//! computed when `/metrics` is scraped, as are the counters kept elsewhere as plain atomics
+//! (committed ISR shrinks and expands in the replica manager, the storage layer's fsync times).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +29,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::Cluster;
+use crate::groups::GroupManager;
 use crate::replica::{ReplicaManager, Topic};
 
 /// The label set of the per-topic families: `topic` for one topic, none for Kafka's all-topics
@@ -43,6 +47,12 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     request: String,
+}
+
+/// `kafka.server:type=DelayedOperationPurgatory,name=PurgatorySize,delayedOperation=O`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PurgatoryLabels {
+    delayedoperation: String,
 }
 
 /// `kafka.server:type=socket-server-metrics,listener=L`.
@@ -125,6 +135,70 @@ impl EncodeMetric for RequestTimeHistogram {
     }
 }
 
+/// The storage layer's fsync times ([`vltava_storage::fsync_stats`]), read when encoded, in
+/// milliseconds as Kafka's `LogFlushRateAndTimeMs`.
+#[derive(Clone, Debug, Default)]
+struct FsyncHistogram;
+
+impl TypedMetric for FsyncHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for FsyncHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let stats = vltava_storage::fsync_stats();
+        let bounds = vltava_storage::FSYNC_BUCKETS_MS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(stats.buckets.iter().copied()).collect();
+        let sum = stats.sum_us as f64 / 1000.0;
+        encoder.encode_histogram::<NoLabelSet>(sum, stats.count(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The resident set size of this process in bytes, from `/proc/self/statm` (resident pages)
+/// and the page size the kernel gave the process (`AT_PAGESZ` in `/proc/self/auxv`); `None`
+/// where there is no procfs.
+pub fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages.saturating_mul(page_size()))
+}
+
+fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        const AT_PAGESZ: u64 = 6;
+        let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+        auxv.chunks_exact(16)
+            .find_map(|pair| {
+                let (k, v) = pair.split_at(8);
+                let k = u64::from_ne_bytes(k.try_into().ok()?);
+                let v = u64::from_ne_bytes(v.try_into().ok()?);
+                (k == AT_PAGESZ && v > 0).then_some(v)
+            })
+            .unwrap_or(4096)
+    })
+}
+
+/// Per-partition and per-group gauges, refilled at each scrape (so a deleted topic's or an
+/// unloaded group's series go with it).
+#[derive(Debug, Default)]
+struct ScrapeFamilies {
+    log_size: Family<TopicLabels, Gauge>,
+    log_start: Family<TopicLabels, Gauge>,
+    log_end: Family<TopicLabels, Gauge>,
+    group_offset: Family<TopicLabels, Gauge>,
+    group_lag: Family<TopicLabels, Gauge>,
+    group_lag_sum: Family<TopicLabels, Gauge>,
+    purgatory: Family<PurgatoryLabels, Gauge>,
+}
+
 /// One topic's counters (clones share the atomics registered in the families).
 #[derive(Debug, Clone, Default)]
 pub struct TopicCounters {
@@ -161,6 +235,9 @@ struct StateGauges {
     offline_partitions: Gauge,
     global_topics: Gauge,
     global_partitions: Gauge,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
+    resident_memory: Gauge,
 }
 
 /// The broker's metrics registry and its counters.
@@ -179,8 +256,11 @@ pub struct BrokerMetrics {
     fetch_slots: [ApiSlot; 2],
     connections: Gauge,
     gauges: StateGauges,
+    scraped: ScrapeFamilies,
     /// Topics that have counters, so a deleted topic's series can be dropped at a scrape.
     topics_seen: Mutex<BTreeSet<String>>,
+    /// Held while a scrape fills the gauges and encodes them, so two scrapes do not interleave.
+    scrape: Mutex<()>,
 }
 
 fn api_slot(api: Option<ApiKey>) -> ApiSlot {
@@ -308,6 +388,66 @@ impl BrokerMetrics {
         ] {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "kafka_server_replicamanager_isrshrinks",
+            "Committed ISR changes that removed a member, of partitions led here (IsrShrinksPerSec)",
+            gauges.isr_shrinks.clone(),
+        );
+        registry.register(
+            "kafka_server_replicamanager_isrexpands",
+            "Committed ISR changes that added a member, of partitions led here (IsrExpandsPerSec)",
+            gauges.isr_expands.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the broker process in bytes (/proc/self/statm)",
+            gauges.resident_memory.clone(),
+        );
+        registry.register(
+            "kafka_log_logflushstats_logflushrateandtimems",
+            "Time of each fsync of a file or directory by the storage layer, in ms (LogFlushRateAndTimeMs)",
+            FsyncHistogram,
+        );
+        let scraped = ScrapeFamilies::default();
+        for (name, help, family) in [
+            (
+                "kafka_log_log_size",
+                "Bytes of a hosted partition's log segments (Log Size)",
+                &scraped.log_size,
+            ),
+            (
+                "kafka_log_log_logstartoffset",
+                "A hosted partition's log start offset (Log LogStartOffset)",
+                &scraped.log_start,
+            ),
+            (
+                "kafka_log_log_logendoffset",
+                "A hosted partition's log end offset (Log LogEndOffset)",
+                &scraped.log_end,
+            ),
+            (
+                "kafka_consumergroup_current_offset",
+                "Committed offset of a group coordinated here, per partition (kafka_exporter's name)",
+                &scraped.group_offset,
+            ),
+            (
+                "kafka_consumergroup_lag",
+                "High watermark minus committed offset, per partition hosted here (kafka_exporter's name)",
+                &scraped.group_lag,
+            ),
+            (
+                "kafka_consumergroup_lag_sum",
+                "kafka_consumergroup_lag summed over a topic's partitions (kafka_exporter's name)",
+                &scraped.group_lag_sum,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "kafka_server_delayedoperationpurgatory_purgatorysize",
+            "Requests parked per partition: acks=all produces waiting for the high watermark (Produce), fetches waiting for records (Fetch)",
+            scraped.purgatory.clone(),
+        );
         let max_key = crate::handlers::SUPPORTED_APIS
             .iter()
             .map(|(k, _, _)| *k as i16 as usize)
@@ -329,7 +469,9 @@ impl BrokerMetrics {
             fetch_slots: [api_slot(Some(ApiKey::Fetch)), api_slot(Some(ApiKey::Fetch))],
             connections,
             gauges,
+            scraped,
             topics_seen: Mutex::new(BTreeSet::new()),
+            scrape: Mutex::new(()),
         }
     }
 
@@ -430,8 +572,97 @@ impl BrokerMetrics {
         self.connections.get()
     }
 
-    /// Sets the state gauges from `rm` and `cluster` (when the broker has started).
-    fn update_gauges(&self, view: Option<(&ReplicaManager, &Cluster)>) {
+    /// Sets the gauges that need no broker: the process's.
+    fn update_process_gauges(&self) {
+        if let Some(rss) = resident_memory_bytes() {
+            self.gauges
+                .resident_memory
+                .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets a counter kept as an atomic elsewhere to `value` (it only grows; called under the
+    /// scrape lock).
+    fn catch_up(counter: &Counter, value: u64) {
+        let now = counter.get();
+        if value > now {
+            counter.inc_by(value - now);
+        }
+    }
+
+    /// Refills the per-partition and per-group families from `partitions` (each hosted
+    /// partition's state) and `committed` (the offsets of the groups coordinated here, as
+    /// [`GroupManager::all_committed`] lists them). A group's lag is reported for the
+    /// partitions hosted here (their high watermark is known); its committed offsets for all.
+    fn fill_partitions(
+        &self,
+        partitions: &[PartitionSample],
+        committed: &[(String, String, i32, i64)],
+    ) {
+        let f = &self.scraped;
+        f.log_size.clear();
+        f.log_start.clear();
+        f.log_end.clear();
+        f.group_offset.clear();
+        f.group_lag.clear();
+        f.group_lag_sum.clear();
+        let (mut produce, mut fetch) = (0i64, 0i64);
+        let mut hw: std::collections::HashMap<(&str, i32), u64> =
+            std::collections::HashMap::with_capacity(partitions.len());
+        for p in partitions {
+            let labels = vec![
+                ("topic", p.topic.clone()),
+                ("partition", p.partition.to_string()),
+            ];
+            f.log_size
+                .get_or_create(&labels)
+                .set(gauge_value(p.size_bytes));
+            f.log_start
+                .get_or_create(&labels)
+                .set(gauge_value(p.log_start_offset));
+            f.log_end
+                .get_or_create(&labels)
+                .set(gauge_value(p.log_end_offset));
+            hw.insert((p.topic.as_str(), p.partition), p.high_watermark);
+            produce += gauge_value(p.parked.produce as u64);
+            fetch += gauge_value(p.parked.fetch as u64);
+        }
+        for (group, topic, partition, offset) in committed {
+            if *offset < 0 {
+                continue;
+            }
+            let labels = vec![
+                ("consumergroup", group.clone()),
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ];
+            f.group_offset.get_or_create(&labels).set(*offset);
+            if let Some(hw) = hw.get(&(topic.as_str(), *partition)) {
+                let lag = gauge_value(*hw).saturating_sub(*offset).max(0);
+                f.group_lag.get_or_create(&labels).set(lag);
+                f.group_lag_sum
+                    .get_or_create(&vec![
+                        ("consumergroup", group.clone()),
+                        ("topic", topic.clone()),
+                    ])
+                    .inc_by(lag);
+            }
+        }
+        for (op, n) in [("Produce", produce), ("Fetch", fetch)] {
+            f.purgatory
+                .get_or_create(&PurgatoryLabels {
+                    delayedoperation: op.into(),
+                })
+                .set(n);
+        }
+    }
+
+    /// Sets the state gauges from `rm`, `cluster` and `groups` (when the broker has started).
+    fn update_gauges(
+        &self,
+        view: Option<(&ReplicaManager, &Cluster)>,
+        groups: Option<&GroupManager>,
+    ) {
         let Some((rm, cluster)) = view else {
             return;
         };
@@ -439,13 +670,15 @@ impl BrokerMetrics {
         let (mut hosted, mut leaders, mut under, mut under_min) = (0i64, 0i64, 0i64, 0i64);
         let topics = rm.all_topics();
         let mut live: BTreeSet<&str> = BTreeSet::new();
+        let mut samples = Vec::new();
         for t in &topics {
             live.insert(t.name.as_str());
             let min_isr = rm.config().min_insync_replicas(&t.configs).max(1) as usize;
             for p in &t.partitions {
-                if p.local.is_none() {
+                let Some(local) = &p.local else {
                     continue;
-                }
+                };
+                samples.push(PartitionSample::of(&t.name, local));
                 hosted += 1;
                 if p.leader == node {
                     leaders += 1;
@@ -491,6 +724,11 @@ impl BrokerMetrics {
         g.offline_partitions.set(offline);
         g.global_topics.set(topic_count);
         g.global_partitions.set(partition_count);
+        let (shrinks, expands) = rm.isr_change_counts();
+        Self::catch_up(&g.isr_shrinks, shrinks);
+        Self::catch_up(&g.isr_expands, expands);
+        let committed = groups.map(GroupManager::all_committed).unwrap_or_default();
+        self.fill_partitions(&samples, &committed);
         // A deleted topic's series go (as Kafka removes its topic metrics); a topic created
         // again under the name starts from zero.
         let mut seen = self.topics_seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -513,11 +751,54 @@ impl BrokerMetrics {
     pub fn render(
         &self,
         view: Option<(&ReplicaManager, &Cluster)>,
+        groups: Option<&GroupManager>,
     ) -> Result<String, std::fmt::Error> {
-        self.update_gauges(view);
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.update_process_gauges();
+        self.update_gauges(view, groups);
         let mut out = String::with_capacity(16 * 1024);
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// A gauge's value from a count or offset (saturating: gauges are signed).
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What a scrape reads of one hosted partition (under its log's lock, briefly).
+#[derive(Debug, Clone, Default)]
+struct PartitionSample {
+    topic: String,
+    partition: i32,
+    size_bytes: u64,
+    log_start_offset: u64,
+    log_end_offset: u64,
+    high_watermark: u64,
+    parked: crate::replica::Parked,
+}
+
+impl PartitionSample {
+    fn of(topic: &str, p: &crate::replica::Partition) -> PartitionSample {
+        let (size_bytes, log_start_offset, log_end_offset, high_watermark) = {
+            let log = p.log();
+            (
+                log.size_bytes(),
+                log.log_start_offset(),
+                log.log_end_offset(),
+                crate::replica::high_watermark(&log),
+            )
+        };
+        PartitionSample {
+            topic: topic.to_string(),
+            partition: p.index,
+            size_bytes,
+            log_start_offset,
+            log_end_offset,
+            high_watermark,
+            parked: p.parked(),
+        }
     }
 }
 
@@ -551,6 +832,8 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::Parked;
+    use vltava_storage::Fs;
 
     fn topic(name: &str) -> Topic {
         Topic {
@@ -582,7 +865,7 @@ mod tests {
             a.metrics.get().is_some(),
             "the handle is cached in the topic"
         );
-        let text = m.render(None).expect("render");
+        let text = m.render(None, None).expect("render");
         assert_eq!(
             sample(
                 &text,
@@ -631,7 +914,7 @@ mod tests {
         if let Some(t) = m.request_started(ApiKey::Fetch, 15, true) {
             t.finish();
         }
-        let text = m.render(None).expect("render");
+        let text = m.render(None, None).expect("render");
         assert_eq!(
             sample(
                 &text,
@@ -687,6 +970,142 @@ mod tests {
         assert_eq!(bucket("10000"), Some(2.0));
         assert_eq!(sample(&out, "t_bucket{le=\"+Inf\"}"), Some(3.0));
         assert_eq!(sample(&out, "t_count"), Some(3.0));
+    }
+
+    #[test]
+    fn partition_and_group_gauges_are_refilled_at_each_scrape() {
+        let m = BrokerMetrics::new();
+        let part = |topic: &str, partition, hw, parked| PartitionSample {
+            topic: topic.into(),
+            partition,
+            size_bytes: 1000 + partition as u64,
+            log_start_offset: 5,
+            log_end_offset: hw + 2,
+            high_watermark: hw,
+            parked,
+        };
+        let parts = [
+            part(
+                "a",
+                0,
+                100,
+                Parked {
+                    produce: 1,
+                    fetch: 2,
+                },
+            ),
+            part(
+                "a",
+                1,
+                50,
+                Parked {
+                    produce: 0,
+                    fetch: 1,
+                },
+            ),
+        ];
+        let committed = [
+            ("g".to_string(), "a".to_string(), 0, 40),
+            ("g".to_string(), "a".to_string(), 1, 50),
+            ("g".to_string(), "elsewhere".to_string(), 0, 7),
+            ("h".to_string(), "a".to_string(), 0, -1),
+        ];
+        m.fill_partitions(&parts, &committed);
+        let text = m.render(None, None).expect("render");
+        let v = |line: &str| sample(&text, line);
+        assert_eq!(
+            v("kafka_log_log_size{topic=\"a\",partition=\"1\"}"),
+            Some(1001.0)
+        );
+        assert_eq!(
+            v("kafka_log_log_logstartoffset{topic=\"a\",partition=\"0\"}"),
+            Some(5.0)
+        );
+        assert_eq!(
+            v("kafka_log_log_logendoffset{topic=\"a\",partition=\"0\"}"),
+            Some(102.0)
+        );
+        let g = "consumergroup=\"g\",topic=\"a\"";
+        assert_eq!(
+            v(&format!("kafka_consumergroup_lag{{{g},partition=\"0\"}}")),
+            Some(60.0)
+        );
+        assert_eq!(
+            v(&format!("kafka_consumergroup_lag{{{g},partition=\"1\"}}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            v(&format!("kafka_consumergroup_lag_sum{{{g}}}")),
+            Some(60.0)
+        );
+        assert_eq!(
+            v(&format!(
+                "kafka_consumergroup_current_offset{{{g},partition=\"0\"}}"
+            )),
+            Some(40.0)
+        );
+        // A partition not hosted here has its committed offset but no lag; no commit, nothing.
+        assert_eq!(
+            v(
+                "kafka_consumergroup_current_offset{consumergroup=\"g\",topic=\"elsewhere\",partition=\"0\"}"
+            ),
+            Some(7.0)
+        );
+        assert!(
+            !text.contains("topic=\"elsewhere\",partition=\"0\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("consumergroup=\"h\""), "{text}");
+        assert_eq!(
+            v("kafka_server_delayedoperationpurgatory_purgatorysize{delayedoperation=\"Produce\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("kafka_server_delayedoperationpurgatory_purgatorysize{delayedoperation=\"Fetch\"}"),
+            Some(3.0)
+        );
+        // The next scrape reflects the next state: a partition gone, its series gone.
+        m.fill_partitions(&parts[1..], &committed[1..2]);
+        let text = m.render(None, None).expect("render");
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "kafka_consumergroup_lag_sum{consumergroup=\"g\",topic=\"a\"}"
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn process_memory_and_fsync_times_are_read_at_render() {
+        assert!(resident_memory_bytes().is_some_and(|b| b > 0));
+        assert!(page_size().is_power_of_two());
+        let dir = tempfile::tempdir().expect("tempdir");
+        vltava_storage::RealFs
+            .sync_dir(dir.path())
+            .expect("fsync the directory");
+        let m = BrokerMetrics::new();
+        let text = m.render(None, None).expect("render");
+        assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 0.0));
+        assert!(
+            sample(&text, "kafka_log_logflushstats_logflushrateandtimems_count")
+                .is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE kafka_log_logflushstats_logflushrateandtimems histogram"));
+        assert!(text.contains("# TYPE kafka_server_replicamanager_isrshrinks_total counter"));
+        assert!(text.contains("# TYPE kafka_server_replicamanager_isrexpands_total counter"));
+    }
+
+    #[test]
+    fn counters_kept_elsewhere_catch_up_and_never_go_back() {
+        let c = Counter::default();
+        BrokerMetrics::catch_up(&c, 3);
+        BrokerMetrics::catch_up(&c, 2);
+        assert_eq!(c.get(), 3);
+        BrokerMetrics::catch_up(&c, 5);
+        assert_eq!(c.get(), 5);
     }
 
     #[test]

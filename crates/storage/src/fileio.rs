@@ -144,11 +144,11 @@ impl FsFile for RealFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        crate::fsync_stats::timed(|| self.0.sync_data())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        crate::fsync_stats::timed(|| self.0.sync_all())
     }
 
     fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
@@ -208,7 +208,8 @@ impl Fs for RealFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        let dir = File::open(dir)?;
+        crate::fsync_stats::timed(|| dir.sync_all())
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<FileLock>> {

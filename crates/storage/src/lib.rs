@@ -11,6 +11,7 @@ mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faultfs;
 mod fileio;
+mod fsync_stats;
 mod group_commit;
 mod index;
 mod log;
@@ -27,6 +28,7 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use error::StorageError;
 pub use fileio::{DirEntry, FileLock, Fs, FsFile, RealFs, atomic_write, atomic_write_with};
+pub use fsync_stats::{FSYNC_BUCKETS_MS, FsyncSnapshot, fsync_stats};
 pub use group_commit::GroupCommit;
 pub use log::{
     AppendInfo, CLEAN_RECOVERY_POINT, COMPACTION_METADATA_FILE, FileRegion, FlushHandle, Log,

@@ -192,13 +192,15 @@ impl ReplicaManager {
                                 l
                             }
                         };
-                        Arc::new(Partition::new(
+                        let partition = Arc::new(Partition::new(
                             Arc::clone(&topic_name),
                             t.id,
                             *index,
                             p.leader_epoch,
                             log,
-                        ))
+                        ));
+                        partition.count_isr_changes_in(&self.isr_counters);
+                        partition
                     }
                 })
             } else {

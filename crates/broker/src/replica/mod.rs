@@ -26,7 +26,8 @@ use vltava_storage::LogManager;
 
 pub use fetcher::run_replica_fetchers;
 pub use partition::{
-    AckWait, AppendError, FetchPosition, Partition, PendingAppend, Watermarks, high_watermark,
+    AckWait, AppendError, FetchPosition, IsrChangeCounters, Parked, Partition, PendingAppend,
+    Watermarks, high_watermark,
 };
 pub use topic::{INTERNAL_TOPICS, PartitionState, Topic, TopicError, validate_topic_name};
 
@@ -84,6 +85,8 @@ pub struct ReplicaManager {
     /// ISR changes the leaders here want, for the shell that carries them to the controller.
     isr_changes: tokio::sync::mpsc::Sender<IsrChange>,
     isr_changes_rx: Mutex<Option<tokio::sync::mpsc::Receiver<IsrChange>>>,
+    /// The committed ISR changes of the partitions led here, for `/metrics`.
+    isr_counters: Arc<IsrChangeCounters>,
 }
 
 /// An ISR change one of this node's leader partitions proposes (AlterPartition).
@@ -145,7 +148,17 @@ impl ReplicaManager {
             followers: tokio::sync::watch::Sender::new(Arc::new(FollowerAssignment::default())),
             isr_changes,
             isr_changes_rx: Mutex::new(Some(isr_changes_rx)),
+            isr_counters: Arc::default(),
         })
+    }
+
+    /// Committed ISR shrinks and expands of the partitions this node has led, since start.
+    pub fn isr_change_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.isr_counters.shrinks.load(Ordering::Relaxed),
+            self.isr_counters.expands.load(Ordering::Relaxed),
+        )
     }
 
     /// The partitions this node follows, by leader, updated with each applied image.

@@ -5,8 +5,8 @@
 //! Lock order: `role` before the log's lock, never the other way round; neither is held across
 //! an `.await`.
 
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -105,6 +105,40 @@ pub enum AckWait {
     },
 }
 
+/// Changes of the committed ISR of the partitions led here (Kafka's `IsrShrinksPerSec` and
+/// `IsrExpandsPerSec`): counted when a leader applies a committed ISR that lost (shrink) or
+/// gained (expand) a member, whether its own AlterPartition or the controller's change (a
+/// fenced broker removed), once per change; not when it becomes leader.
+#[derive(Debug, Default)]
+pub struct IsrChangeCounters {
+    /// Committed ISR changes that removed a member.
+    pub shrinks: AtomicU64,
+    /// Committed ISR changes that added a member.
+    pub expands: AtomicU64,
+}
+
+impl IsrChangeCounters {
+    /// Counts the change from `before` to `after` (member lists in any order).
+    pub fn count(&self, before: &[i32], after: &[i32]) {
+        if before.iter().any(|id| !after.contains(id)) {
+            self.shrinks.fetch_add(1, Ordering::Relaxed);
+        }
+        if after.iter().any(|id| !before.contains(id)) {
+            self.expands.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Requests parked on one partition, as `/metrics` reports them (Kafka's purgatory sizes: the
+/// watchers per partition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parked {
+    /// acks=all produces waiting for the high watermark.
+    pub produce: usize,
+    /// Consumer and follower fetches waiting for records.
+    pub fetch: usize,
+}
+
 /// One partition replica hosted here.
 #[derive(Debug)]
 pub struct Partition {
@@ -123,6 +157,8 @@ pub struct Partition {
     /// Follower fetches parked until the log end moves.
     replica_waiters: Mutex<Vec<Arc<Notify>>>,
     hw: watch::Sender<HwView>,
+    /// Where this replica counts its ISR changes as leader (unset: not counted).
+    isr_counters: OnceLock<Arc<IsrChangeCounters>>,
 }
 
 /// Offsets a reader needs alongside the data.
@@ -228,6 +264,33 @@ impl Partition {
                 leader_epoch,
                 leading: false,
             }),
+            isr_counters: OnceLock::new(),
+        }
+    }
+
+    /// Counts this replica's ISR changes as leader into `counters` from now on.
+    pub(super) fn count_isr_changes_in(&self, counters: &Arc<IsrChangeCounters>) {
+        let _ = self.isr_counters.set(Arc::clone(counters));
+    }
+
+    fn count_isr_change(&self, before: &[i32], after: &[i32]) {
+        if let Some(c) = self.isr_counters.get() {
+            c.count(before, after);
+        }
+    }
+
+    /// Requests parked here now: acks=all produces (the high-watermark channel's receivers,
+    /// which only those waits hold) and fetches whose request still waits.
+    pub fn parked(&self) -> Parked {
+        let live = |list: &Mutex<Vec<Arc<Notify>>>| {
+            lock(list)
+                .iter()
+                .filter(|n| Arc::strong_count(n) > 1)
+                .count()
+        };
+        Parked {
+            produce: self.hw.receiver_count(),
+            fetch: live(&self.waiters) + live(&self.replica_waiters),
         }
     }
 
@@ -259,7 +322,9 @@ impl Partition {
             && self.leader_epoch() == leader_epoch
         {
             state.set_config(config);
+            let before = state.isr().to_vec();
             let moved = state.update_metadata(leader_epoch, partition_epoch, replicas, isr, now);
+            self.count_isr_change(&before, state.isr());
             tracing::debug!(
                 topic = %self.topic,
                 partition = self.index,
@@ -646,7 +711,12 @@ impl Partition {
     pub fn on_isr_change_result(&self, proposal_id: u64, result: ProposalResult) {
         let mut role = lock(&self.role);
         let moved = match &mut *role {
-            Role::Leader(state) => state.on_proposal_result(proposal_id, result, now_ms()),
+            Role::Leader(state) => {
+                let before = state.isr().to_vec();
+                let moved = state.on_proposal_result(proposal_id, result, now_ms());
+                self.count_isr_change(&before, state.isr());
+                moved
+            }
             Role::Follower { .. } => None,
         };
         if let Some(hw) = moved {
@@ -811,5 +881,98 @@ fn wake_all(list: &Mutex<Vec<Arc<Notify>>>) {
     let waiters = std::mem::take(&mut *lock(list));
     for n in waiters {
         n.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn config() -> ReplicationConfig {
+        ReplicationConfig {
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+        }
+    }
+
+    #[test]
+    fn committed_isr_changes_of_a_leader_are_counted_once_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Default::default(), 0, 0).expect("open");
+        let p = Partition::new(
+            Arc::from("t"),
+            Uuid::new_v4(),
+            0,
+            1,
+            Arc::new(Mutex::new(log)),
+        );
+        let counters = Arc::new(IsrChangeCounters::default());
+        p.count_isr_changes_in(&counters);
+        let counts = || {
+            (
+                counters.shrinks.load(Relaxed),
+                counters.expands.load(Relaxed),
+            )
+        };
+        let replicas = [1, 2, 3];
+        // Becoming leader takes the ISR as it is: not a change.
+        p.become_leader(1, 0, &replicas, &[1, 2], config(), 1);
+        assert_eq!(counts(), (0, 0));
+        // The controller removed 2 (a fenced broker): a shrink.
+        p.become_leader(1, 1, &replicas, &[1], config(), 1);
+        assert_eq!(counts(), (1, 0));
+        // The same committed state seen again changes nothing.
+        p.become_leader(1, 1, &replicas, &[1], config(), 1);
+        assert_eq!(counts(), (1, 0));
+        // An answer to an unknown proposal changes nothing either.
+        p.on_isr_change_result(
+            99,
+            ProposalResult::Committed {
+                isr: vec![1, 2, 3],
+                leader_epoch: 1,
+                partition_epoch: 2,
+            },
+        );
+        assert_eq!(counts(), (1, 0));
+        // Two members back at once: one expand.
+        p.become_leader(1, 2, &replicas, &[1, 2, 3], config(), 1);
+        assert_eq!(counts(), (1, 1));
+        // A follower does not count, and a new leadership starts without counting.
+        p.become_follower(2, 2);
+        p.become_leader(3, 3, &replicas, &[1], config(), 1);
+        assert_eq!(counts(), (1, 1));
+    }
+
+    #[test]
+    fn isr_change_counters_see_shrinks_and_expands_apart() {
+        let c = IsrChangeCounters::default();
+        c.count(&[1, 2, 3], &[3, 1]);
+        c.count(&[1], &[1, 2]);
+        c.count(&[1, 2], &[1, 3]);
+        c.count(&[2, 1], &[1, 2]);
+        assert_eq!((c.shrinks.load(Relaxed), c.expands.load(Relaxed)), (2, 2));
+    }
+
+    #[test]
+    fn no_request_is_parked_on_a_new_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path(), Default::default(), 0, 0).expect("open");
+        let p = Partition::new(
+            Arc::from("t"),
+            Uuid::new_v4(),
+            0,
+            1,
+            Arc::new(Mutex::new(log)),
+        );
+        assert_eq!(p.parked(), Parked::default());
+        let consumer = Arc::new(Notify::new());
+        let follower = Arc::new(Notify::new());
+        p.add_waiter(&consumer);
+        p.add_replica_waiter(&follower);
+        assert_eq!(p.parked().fetch, 2);
+        drop(consumer);
+        drop(follower);
+        assert_eq!(p.parked().fetch, 0, "a finished fetch no longer counts");
     }
 }
