@@ -4,6 +4,7 @@ by Prometheus's own parser), and JSON log lines."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -12,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from conftest import free_port
+from conftest import REPO_ROOT, free_port
 from e2e_util import (
     Rec,
     admin_client,
@@ -59,6 +60,68 @@ def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> N
         c.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
     finally:
         c.close()
+
+
+DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "vltava.json"
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or",
+                "unless", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression (or a Grafana `label_values(metric, label)` query) reads."""
+    m = re.fullmatch(r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)[^,]*,.*\)\s*", expr)
+    if m:
+        return {m.group(1)}
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)  # range selectors
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    e = re.sub(r"\boffset\s+-?\w+", "", e)  # offset modifiers
+    e = re.sub(r"\b\d+(\.\d+)?([eE][-+]?\d+)?\b", "", e)  # numbers
+    names = set()
+    for t in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
+        if e[t.end():].lstrip().startswith("(") or t.group() in PROMQL_WORDS:
+            continue  # a function or aggregation, or a keyword
+        names.add(t.group())
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    d = json.loads(DASHBOARD.read_text())
+    exprs = []
+
+    def walk(panels):
+        for p in panels:
+            exprs.extend(t["expr"] for t in p.get("targets", []) if t.get("expr"))
+            walk(p.get("panels", []))
+
+    walk(d["panels"])
+    for v in d.get("templating", {}).get("list", []):
+        q = v.get("query")
+        if v.get("type") == "query":
+            exprs.append(q["query"] if isinstance(q, dict) else q)
+    return exprs
+
+
+def test_promql_metric_names_are_found_in_expressions():
+    assert promql_metric_names(
+        'histogram_quantile(0.99, sum by (request, le) (rate(a_bucket{instance=~"$i",x!="y{z}"}[$__rate_interval])))'
+    ) == {"a_bucket"}
+    assert promql_metric_names("sum(rate(a_total[5m])) / on (x) group_left b + 1e3 * c offset 5m") == {"a_total", "b", "c"}
+    assert promql_metric_names("label_values(m_count, instance)") == {"m_count"}
+    names = set().union(*map(promql_metric_names, dashboard_queries()))
+    for wanted in ("kafka_server_brokertopicmetrics_bytesin_total", "kafka_network_requestmetrics_totaltimems_bucket",
+                   "kafka_server_replicamanager_isrshrinks_total", "kafka_consumergroup_lag",
+                   "process_resident_memory_bytes"):
+        assert wanted in names, (wanted, names)
+
+
+def assert_dashboard_reads_only_exported_names(m) -> None:
+    """Every metric the dashboard's queries read has a sample in the broker's /metrics `m`."""
+    exported = {name for name, _ in m}
+    for expr in dashboard_queries():
+        missing = promql_metric_names(expr) - exported
+        assert not missing, f"{DASHBOARD.name}: {expr!r} reads {sorted(missing)}, not in /metrics"
 
 
 def test_health_metrics_after_a_known_workload_and_json_logs(broker_factory):
@@ -120,6 +183,8 @@ def test_health_metrics_after_a_known_workload_and_json_logs(broker_factory):
         assert value(m, "kafka_consumergroup_lag", **labels) == ends[p] - off
     assert ("kafka_consumergroup_lag", (("consumergroup", group), ("partition", "2"), ("topic", topic))) not in m
     assert value(m, "kafka_consumergroup_lag_sum", consumergroup=group, topic=topic) == ends[0] - committed[0]
+    # After this workload every series the dashboard reads exists.
+    assert_dashboard_reads_only_exported_names(m)
 
     # Process memory from /proc, and the fsyncs the metadata log and checkpoints did.
     assert value(m, "process_resident_memory_bytes") > 1 << 20
