@@ -22,6 +22,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,15 @@ def image():
         _quiet("rmi", "-f", IMAGE)
 
 
+def http_ready(port: int) -> bool:
+    """True when the broker's /health/ready on 127.0.0.1:`port` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=3) as r:
+            return r.status == 200 and r.read() == b"ready\n"
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 class Container:
     """One `podman run -d` of the image with host networking."""
 
@@ -185,12 +196,16 @@ def test_image_single_broker_survives_restart_on_its_volume(image):
     assert config["User"] == "65532:65532"
     assert config["Entrypoint"] == ["/usr/local/bin/vltava", "serve"]
     assert "/var/lib/vltava" in config.get("Volumes", {})
+    # HTTP (health, /metrics) on every interface of the container's network, port 8092
+    assert "VLTAVA_HTTP_LISTEN=0.0.0.0:8092" in config.get("Env", []), config.get("Env")
+    assert "8092/tcp" in config.get("ExposedPorts", {}), config.get("ExposedPorts")
     no_shell = podman(
         "run", "--rm", "--network", "host", *_ulimits(), "--entrypoint", "/bin/sh", image, "-c", "true", check=False
     )
     assert no_shell.returncode != 0, "the image has a /bin/sh"
 
     port = free_port()
+    http_port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     volume = f"{RUN_ID}-data"
     podman("volume", "create", "--label", LABEL, volume)
@@ -200,6 +215,8 @@ def test_image_single_broker_survives_restart_on_its_volume(image):
         "VLTAVA_ADVERTISED_LISTENER": f"localhost:{port}",
         "VLTAVA_NUM_PARTITIONS": "3",
         "VLTAVA_BOOTSTRAP": bootstrap,  # for the image's health check (a client command's variable)
+        # host networking: the image's 0.0.0.0:8092 may be taken on this host
+        "VLTAVA_HTTP_LISTEN": f"127.0.0.1:{http_port}",
     }
     first = Container(image, f"{RUN_ID}-one", env, volume).run()
     try:
@@ -208,6 +225,7 @@ def test_image_single_broker_survives_restart_on_its_volume(image):
         assert {(b.id, b.host, b.port) for b in md.brokers.values()} == {(1, "localhost", port)}, "advertised listener"
         hc = podman("healthcheck", "run", first.name, check=False)
         assert hc.returncode == 0, f"health check: {hc.stdout} {hc.stderr[-1000:]}"
+        wait_for(lambda: http_ready(http_port), 30, f"/health/ready on the container's HTTP port {http_port}")
 
         # kcat first: its produce auto-creates the topic with VLTAVA_NUM_PARTITIONS partitions
         topic = "container-records"
@@ -296,10 +314,13 @@ def test_compose_three_node_cluster(image):
     project = f"{RUN_ID}-compose"
     env = dict(os.environ, VLTAVA_IMAGE=image)
     ports = {}
+    http_ports: dict[int, int] = {}
     for n in (1, 2, 3):
         ports[n] = free_port()
         env[f"VLTAVA_NODE{n}_PORT"] = str(ports[n])
         env[f"VLTAVA_NODE{n}_CONTROLLER_PORT"] = str(free_port())
+        http_ports[n] = free_port()
+        env[f"VLTAVA_NODE{n}_HTTP_PORT"] = str(http_ports[n])
     base = [
         compose_bin, "-p", project, "-f", str(REPO_ROOT / "deploy" / "compose.yaml"),
         "--podman-args", "--runtime runc", "--podman-run-args", " ".join(_ulimits()),
@@ -339,6 +360,7 @@ def test_compose_three_node_cluster(image):
         # absent here, so it is run by hand)
         for n, name in containers().items():
             wait_for(lambda name=name: podman("healthcheck", "run", name, check=False).returncode == 0, 30, f"node {n} healthy")
+            wait_for(lambda n=n: http_ready(http_ports[n]), 30, f"node {n} ready on its HTTP port {http_ports[n]}")
         # default.replication.factor=3 from the compose file: a record produced through node 2
         # is replicated to all three and read back through node 3
         topic = "compose-replicated"
