@@ -257,9 +257,13 @@ async fn ready(State(observed): State<Arc<Observed>>) -> Response {
 }
 
 async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
-    match observed.render_metrics() {
-        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
-        Err(_) => (
+    // A scrape takes every hosted log's lock in turn and reads /proc: off the async threads.
+    let rendered = tokio::task::spawn_blocking(move || observed.render_metrics()).await;
+    match rendered {
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+        }
+        Ok(Err(_)) | Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics could not be encoded\n",
         )
