@@ -88,6 +88,8 @@ const BROKER_SETTINGS: &[(&str, &str, Kind)] = &[
     ("listen", "127.0.0.1:9092", Kind::Str),
     // The HTTP listener (health, /metrics): HOST:PORT, or `none` for no listener.
     ("http.listen", DEFAULT_HTTP_LISTEN, Kind::Str),
+    // The web console on the HTTP listener without its actions (create, delete, grow, reset).
+    ("http.read.only", "false", Kind::Bool),
     // How `vltava serve` writes its log lines to stderr.
     ("log.format", "text", Kind::OneOf(&["text", "json"])),
     ("advertised.listener", "", Kind::Str),
@@ -589,6 +591,10 @@ impl BrokerConfig {
         self.get("http.listen")
             .map(str::trim)
             .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("none"))
+    }
+    /// `http.read.only`: the web console shows, and refuses every action.
+    pub fn http_read_only(&self) -> bool {
+        self.boolean("http.read.only")
     }
     /// `log.format`: `text` or `json`.
     pub fn log_format(&self) -> &str {

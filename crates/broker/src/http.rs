@@ -6,6 +6,7 @@
 //!   unfenced with the committed metadata applied, and the Kafka listener serves; 503 with the
 //!   reason otherwise (also while shutting down).
 //! - `GET /metrics`: [`crate::metrics::BrokerMetrics`] in the Prometheus text format.
+//! - `/` and the pages under it: the web console ([`crate::console`]).
 //!
 //! It binds before the logs are opened, so a supervisor sees the process live (and not ready)
 //! through a long recovery. Everything is bounded: connections (excess ones are closed at
@@ -99,6 +100,7 @@ pub struct Observed {
     pub metrics: Arc<BrokerMetrics>,
     broker: OnceLock<(Arc<ReplicaManager>, Arc<Cluster>)>,
     groups: OnceLock<Arc<GroupManager>>,
+    console: OnceLock<Arc<crate::console::Console>>,
 }
 
 impl Observed {
@@ -109,6 +111,7 @@ impl Observed {
             metrics,
             broker: OnceLock::new(),
             groups: OnceLock::new(),
+            console: OnceLock::new(),
         }
     }
 
@@ -130,6 +133,16 @@ impl Observed {
     /// Makes the group coordinator's committed offsets visible to `/metrics`.
     pub fn set_groups(&self, groups: Arc<GroupManager>) {
         let _ = self.groups.set(groups);
+    }
+
+    /// Makes the web console's pages answer (before this they answer 503).
+    pub fn set_console(&self, console: Arc<crate::console::Console>) {
+        let _ = self.console.set(console);
+    }
+
+    /// The web console, once the broker runs.
+    pub fn console(&self) -> Option<Arc<crate::console::Console>> {
+        self.console.get().cloned()
     }
 
     /// `Ok` when ready, else why not.
@@ -222,7 +235,7 @@ pub async fn start(
     })?;
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, router(observed), rx));
-    tracing::info!(http = %local_addr, "HTTP listener started (/health/live, /health/ready, /metrics)");
+    tracing::info!(http = %local_addr, "HTTP listener started (/health/live, /health/ready, /metrics, console at /)");
     Ok(Some(HttpServer {
         local_addr,
         shutdown,
@@ -236,6 +249,7 @@ pub fn router(observed: Arc<Observed>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::console::routes())
         .layer(axum::middleware::from_fn(bounded))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(observed)

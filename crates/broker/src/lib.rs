@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod disk;
 pub mod errors;
 pub mod group;
@@ -204,6 +205,10 @@ impl Broker {
             cluster: Arc::clone(&cluster),
             metrics,
         });
+        observed.set_console(Arc::new(console::Console::new(
+            Arc::clone(&ctx),
+            config.http_read_only(),
+        )));
         let (shutdown, rx) = watch::channel(false);
         let heartbeats = tokio::spawn(Arc::clone(&cluster).run_heartbeats(rx.clone()));
         let publisher = tokio::spawn(Arc::clone(&cluster).run_publisher(rx.clone()));

@@ -90,6 +90,9 @@ struct ServeArgs {
     /// 127.0.0.1:8092).
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// The web console without its actions: pages only, every POST refused (http.read.only).
+    #[arg(long)]
+    http_read_only: bool,
     /// Log lines as text or json (log.format).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -135,6 +138,11 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         if let Some(v) = value {
             config.set(name, v).map_err(|e| e.to_string())?;
         }
+    }
+    if args.http_read_only {
+        config
+            .set("http.read.only", "true")
+            .map_err(|e| e.to_string())?;
     }
     if let Some(d) = &args.data_dir {
         config
