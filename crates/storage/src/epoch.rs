@@ -148,6 +148,18 @@ impl LeaderEpochCache {
         self.update(Vec::clear)
     }
 
+    /// Writes `entries` (normalised) and then adopts them; nothing changes if the write fails.
+    pub(crate) fn replace(&mut self, entries: Vec<EpochEntry>) -> Result<bool, StorageError> {
+        let entries = normalised(entries);
+        if entries == self.entries && !self.dirty {
+            return Ok(false);
+        }
+        self.write(&entries)?;
+        self.entries = entries;
+        self.dirty = false;
+        Ok(true)
+    }
+
     /// Adopts `entries` (normalised) without writing them: the next
     /// [`LeaderEpochCache::persist_if_dirty`] (or any change) does. Only for changes that
     /// recovery re-derives from the log should the file miss them (epochs of appended batches,
@@ -263,6 +275,31 @@ pub(crate) fn assign_if_newer(entries: &mut Vec<EpochEntry>, epoch: i32, start_o
             },
         );
     }
+}
+
+/// Checks a recovered batch's partitionLeaderEpoch against the durable entries: it must be
+/// the epoch in effect at its base offset. `Ok(false)`: no entry covers the batch (it lies
+/// before the first entry, below a log start that retention or DeleteRecords moved up), so
+/// there is nothing to check it against. `Err` names
+/// the mismatch, which only a torn write explains once epoch starts are written before
+/// records.
+pub(crate) fn check_recovered_epoch(
+    durable: &[EpochEntry],
+    h: &vltava_protocol::batch::BatchHeader,
+) -> Result<bool, String> {
+    let base = h.base_offset as u64;
+    let i = durable.partition_point(|e| e.start_offset <= base);
+    let Some(expected) = i.checked_sub(1).map(|i| durable[i].epoch) else {
+        return Ok(false);
+    };
+    let epoch = h.partition_leader_epoch;
+    if epoch == expected {
+        return Ok(true);
+    }
+    Err(format!(
+        "batch at offset {base} has leader epoch {epoch} where {LEADER_EPOCH_CHECKPOINT_FILE} \
+         has epoch {expected} (a torn write of the header)"
+    ))
 }
 
 pub(crate) fn truncate_end_in(entries: &mut Vec<EpochEntry>, end_offset: u64) {

@@ -324,9 +324,20 @@ impl Log {
         };
         let mut producers = ProducerStateManager::new();
         let epoch_file = epoch::read_file(&*fs, dir)?;
-        // Batches past what the file knows (a crash between an append and its checkpoint, or
-        // no usable file at all) add their epochs, as Kafka's segment recovery does.
+        // Batches past what the file knows (no usable file at all, or one written by a build
+        // that wrote it after the records) add their epochs, as Kafka's segment recovery does.
         let mut epoch_entries: Vec<EpochEntry> = epoch_file.entries();
+        // A batch's partitionLeaderEpoch lies outside its CRC, so a torn write can change it
+        // unseen. Every epoch start is made durable before the first record of that epoch is
+        // written (`append_deferred`, `append_as_follower`), so a readable file is the
+        // authority on the epoch of each batch past the recovery point, the data a crash can
+        // have torn; flushed data before it is not second-guessed.
+        let epoch_authority: Option<Vec<EpochEntry>> = match &epoch_file {
+            epoch::EpochFile::Entries(e) if recovery_point != CLEAN_RECOVERY_POINT => {
+                Some(e.clone())
+            }
+            _ => None,
+        };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         let mut horizons: Vec<Option<i64>> = Vec::with_capacity(bases.len());
         let interval = config.index_interval_bytes;
@@ -358,15 +369,30 @@ impl Log {
                     allow_gaps,
                     now_ms,
                     &mut |h| {
+                        let may_assign = match &epoch_authority {
+                            Some(authority) if h.base_offset as u64 >= recovery_point => {
+                                // Before the first entry (below a log start that moved up),
+                                // nothing says what the epoch was: Kafka's rule applies,
+                                // but an epoch above the first entry's cannot be right.
+                                epoch::check_recovered_epoch(authority, h)?
+                                    || authority
+                                        .first()
+                                        .is_none_or(|f| h.partition_leader_epoch <= f.epoch)
+                            }
+                            _ => true,
+                        };
                         producers.replay(h);
-                        epoch::assign_if_newer(
-                            &mut epoch_entries,
-                            h.partition_leader_epoch,
-                            h.base_offset as u64,
-                        );
+                        if may_assign {
+                            epoch::assign_if_newer(
+                                &mut epoch_entries,
+                                h.partition_leader_epoch,
+                                h.base_offset as u64,
+                            );
+                        }
                         if let Some(t) = h.delete_horizon_ms() {
                             horizon = Some(horizon.map_or(t, |e| e.min(t)));
                         }
+                        Ok(())
                     },
                 )?;
                 horizons.push(horizon);
@@ -718,12 +744,11 @@ impl Log {
             }
         };
         if leader_epoch >= 0 && self.epochs.latest_epoch().is_none_or(|l| leader_epoch > l) {
-            // Written with the next flush, not now: an fsync here would hold the partition's
-            // lock, and recovery re-derives the entry from the batch. Should the write fail,
-            // an entry at the log end is what a new leader records anyway.
-            let mut entries = self.epochs.entries().to_vec();
-            epoch::assign_if_newer(&mut entries, leader_epoch, first_offset);
-            self.epochs.set_unpersisted(entries);
+            // Durable before the epoch's first record: recovery takes the file as the
+            // authority on the epoch of every batch a crash may have torn. A leader normally
+            // recorded its epoch when it took over, so this fsync is rare. Should the records
+            // then fail, an entry at the log end is what a new leader records anyway.
+            self.epoch_op(|c| c.assign(leader_epoch, first_offset))?;
         }
         self.maybe_roll(total_bytes, last_offset, now_ms)?;
         let interval = self.config.index_interval_bytes;
@@ -870,7 +895,7 @@ impl Log {
         let first_offset = first_h.base_offset as u64;
         let last_offset = last_h.last_offset() as u64;
 
-        let old_epochs = self.update_epochs_for_follower(batches, log_end);
+        let old_epochs = self.update_epochs_for_follower(batches, log_end)?;
         let mut written = 0;
         while written < batches.len() {
             let rest = &batches[written..];
@@ -916,21 +941,24 @@ impl Log {
 
     /// Assigns the epochs a follower append starts (and, when the append will re-base the
     /// log's only, empty segment past the log end, moves the entries up to that new log
-    /// start). Like the leader's, written with the next flush. Returns the previous entries if
-    /// they changed.
+    /// start). New epochs are made durable before the records, as the leader's are (one fsync
+    /// per leader change); a re-base alone is written with the next flush, since recovery
+    /// re-derives it. Returns the previous entries if they changed.
     fn update_epochs_for_follower<B>(
         &mut self,
         batches: &[(BatchHeader, B)],
         log_end: u64,
-    ) -> Option<Vec<EpochEntry>> {
+    ) -> Result<Option<Vec<EpochEntry>>, StorageError> {
         let mut next: Option<Vec<EpochEntry>> = None;
         let mut latest = self.epochs.latest_epoch();
+        let mut new_epoch = false;
         for (h, _) in batches {
             let epoch = h.partition_leader_epoch;
             if epoch >= 0 && latest.is_none_or(|l| epoch > l) {
                 let entries = next.get_or_insert_with(|| self.epochs.entries().to_vec());
                 epoch::assign_if_newer(entries, epoch, h.base_offset as u64);
                 latest = Some(epoch);
+                new_epoch = true;
             }
         }
         let first = batches
@@ -941,10 +969,16 @@ impl Log {
             let entries = next.get_or_insert_with(|| self.epochs.entries().to_vec());
             epoch::truncate_start_in(entries, first);
         }
-        let next = next?;
+        let Some(next) = next else {
+            return Ok(None);
+        };
         let old = self.epochs.entries().to_vec();
-        self.epochs.set_unpersisted(next);
-        Some(old)
+        if new_epoch {
+            self.epoch_op(|c| c.replace(next))?;
+        } else {
+            self.epochs.set_unpersisted(next);
+        }
+        Ok(Some(old))
     }
 
     /// Takes back what a failed follower append changed besides the failed write itself.
@@ -961,7 +995,11 @@ impl Log {
             }
         }
         if let Some(old) = old_epochs {
-            self.epochs.set_unpersisted(old);
+            // Written back at once: entries of records that were never written would make
+            // recovery refuse records of an older epoch appended there later.
+            if let Err(e) = self.epoch_op(|c| c.replace(old)) {
+                tracing::warn!(dir = %self.dir.display(), "could not write the leader epoch cache back: {e}");
+            }
         }
     }
 
@@ -1577,7 +1615,7 @@ impl Log {
             interval,
             true,
             now_ms,
-            &mut |_| {},
+            &mut |_| Ok(()),
         )?;
         if let Some(why) = loaded.truncated {
             return Err(StorageError::Corrupt(format!(

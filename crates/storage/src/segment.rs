@@ -121,7 +121,7 @@ fn scan(
     base_offset: u64,
     check_crc: bool,
     allow_gaps: bool,
-    on_batch: &mut dyn FnMut(u64, &BatchHeader),
+    on_batch: &mut dyn FnMut(u64, &BatchHeader) -> Result<(), String>,
 ) -> io::Result<ScanReport> {
     let chunk = if check_crc {
         VERIFY_CHUNK
@@ -202,7 +202,9 @@ fn scan(
                 format!("offset {last} too far from base {base_offset}"),
             );
         }
-        on_batch(pos, &h);
+        if let Err(why) = on_batch(pos, &h) {
+            return stop(pos, why);
+        }
         expected = last + 1;
         pos += total as u64;
     }
@@ -344,7 +346,7 @@ fn scan_and_build(
     allow_gaps: bool,
     interval: u64,
     mut checker: Option<&mut IndexChecker<'_>>,
-    on_batch: &mut dyn FnMut(&BatchHeader),
+    on_batch: &mut dyn FnMut(&BatchHeader) -> Result<(), String>,
 ) -> io::Result<Built> {
     let mut stats = Stats::new(base_offset);
     let mut next_offset = base_offset;
@@ -357,6 +359,8 @@ fn scan_and_build(
         check_crc,
         allow_gaps,
         &mut |pos, h| {
+            // Asked first: a batch the caller refuses ends the valid data before it counts.
+            on_batch(h)?;
             let last = h.last_offset() as u64;
             let last_ts = time_entries.last().map(|e| e.timestamp);
             let (o, t) = stats.observe(base_offset, pos, h, last, interval, last_ts);
@@ -366,7 +370,7 @@ fn scan_and_build(
                 c.on_batch(pos, h);
             }
             next_offset = last + 1;
-            on_batch(h);
+            Ok(())
         },
     )?;
     // Like Kafka at roll: the time index ends with the segment's largest timestamp, so a
@@ -446,8 +450,9 @@ impl Segment {
     }
 
     /// Opens an existing segment and scans it (see [`LoadMode`]). Invalid trailing data is
-    /// truncated away. `on_batch` sees every valid batch header in order. `allow_gaps` is set
-    /// for segments the cleaner wrote (see `scan`).
+    /// truncated away. `on_batch` sees every valid batch header in order; an `Err` ends the
+    /// valid data before that batch, as an invalid batch does. `allow_gaps` is set for segments
+    /// the cleaner wrote (see `scan`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn load(
         fs: &Arc<dyn Fs>,
@@ -457,7 +462,7 @@ impl Segment {
         interval: u64,
         allow_gaps: bool,
         now_ms: i64,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        on_batch: &mut dyn FnMut(&BatchHeader) -> Result<(), String>,
     ) -> io::Result<Loaded> {
         let mut log = DataFile::open(&**fs, &segment_file(dir, base_offset, "log"))?;
         let len = log.len()?;
@@ -891,7 +896,7 @@ impl Segment {
             self.allow_gaps,
             interval,
             None,
-            &mut |_| {},
+            &mut |_| Ok(()),
         )?;
         if built.report.stop.is_some() {
             self.log.truncate(built.report.valid_bytes)?;
@@ -998,7 +1003,7 @@ impl Segment {
             self.allow_gaps,
             u64::MAX,
             Some(&mut checker),
-            &mut |_| {},
+            &mut |_| Ok(()),
         )?;
         let max_rel = (self.next_offset.max(self.base_offset + 1) - 1 - self.base_offset) as u32;
         Ok(built.report.stop.is_none()

@@ -77,7 +77,7 @@ fn append(log: &mut Log, records: usize, epoch: i32) -> Result<AppendInfo, Stora
 }
 
 #[test]
-fn leader_appends_start_epochs_and_the_file_follows_the_flush() -> TestResult {
+fn leader_appends_write_each_epoch_start_before_its_records() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut log = Log::open(dir.path(), cfg(1 << 20), 0, NOW)?;
     assert_eq!(log.latest_epoch(), None);
@@ -97,9 +97,9 @@ fn leader_appends_start_epochs_and_the_file_follows_the_flush() -> TestResult {
     assert_eq!(log.end_offset_for_epoch(4), None);
     assert_eq!(log.epoch_for_offset(4), Some(1));
     assert_eq!(log.epoch_for_offset(5), Some(3));
+    // Written with the appends, not with the next flush: recovery checks the epochs of
+    // unflushed batches against it.
     let file = dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE);
-    assert!(!file.exists(), "written with the next flush");
-    log.flush()?;
     assert_eq!(std::fs::read_to_string(&file)?, "0\n2\n1 0\n3 5\n");
     log.close()?;
     let log = Log::open(dir.path(), cfg(1 << 20), CLEAN_RECOVERY_POINT, NOW)?;
@@ -143,15 +143,92 @@ fn a_missing_corrupt_or_partial_file_is_rebuilt_from_the_log() -> TestResult {
             std::fs::write(&file, contents.unwrap_or(b"junk"))?;
         }
     }
-    // A file that is behind (an append's epoch start not flushed yet) is completed; entries
-    // past the log end (records a crash took) are dropped.
-    std::fs::write(&file, "0\n3\n0 0\n2 4\n9 500\n")?;
-    let log = Log::open(dir.path(), cfg(300), 0, NOW)?;
-    assert_eq!(log.epoch_entries(), [e(0, 0), e(2, 4)]);
-    drop(log);
-    std::fs::write(&file, "0\n2\n0 0\n2 4\n")?;
+    // Entries past the log end (records a crash took) are dropped.
+    std::fs::write(&file, "0\n5\n0 0\n2 4\n5 10\n7 12\n9 500\n")?;
     let log = Log::open(dir.path(), cfg(300), 0, NOW)?;
     assert_eq!(log.epoch_entries(), want);
+    drop(log);
+    // A file behind the flushed records (written by a build that wrote epoch starts after
+    // their records) is completed from them.
+    std::fs::write(&file, "0\n2\n0 0\n2 4\n")?;
+    let log = Log::open(dir.path(), cfg(300), CLEAN_RECOVERY_POINT, NOW)?;
+    assert_eq!(log.epoch_entries(), want);
+    drop(log);
+    // Past the recovery point it is the authority: a batch of an epoch it does not list there
+    // can only be a torn header (partitionLeaderEpoch lies outside the CRC), and the log ends
+    // before it.
+    std::fs::write(&file, "0\n2\n0 0\n2 4\n")?;
+    let log = Log::open(dir.path(), cfg(300), 8, NOW)?;
+    assert_eq!(log.epoch_entries(), [e(0, 0), e(2, 4)]);
+    assert_eq!(log.log_end_offset(), 10);
+    Ok(())
+}
+
+/// The file positions of the batches of a one-segment log at `dir`.
+fn batch_positions(dir: &Path) -> Result<Vec<usize>, StorageError> {
+    let bytes = std::fs::read(segment_file(dir, 0, "log"))?;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + HEADER_LEN <= bytes.len() {
+        let h = parse_header(&bytes[pos..pos + HEADER_LEN])
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        out.push(pos);
+        pos += h.total_len();
+    }
+    Ok(out)
+}
+
+/// partitionLeaderEpoch is bytes 12..16 of a batch, outside the CRC (which covers attributes
+/// on): a torn write that flips one of its bits leaves a batch whose CRC still checks.
+fn flip_epoch_bit(dir: &Path, batch_pos: usize, bit: u32) -> Result<(), StorageError> {
+    let path = segment_file(dir, 0, "log");
+    let mut bytes = std::fs::read(&path)?;
+    let at = batch_pos + 12 + (3 - (bit / 8) as usize);
+    bytes[at] ^= 1 << (bit % 8);
+    verify(&bytes[batch_pos..]).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    std::fs::write(&path, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn a_torn_leader_epoch_past_the_recovery_point_ends_the_log() -> TestResult {
+    // Epochs 1, 1, 3, 3, 3 (two records each): batch 2 starts epoch 3 at offset 4.
+    let build = |dir: &Path| -> TestResult {
+        let mut log = Log::open(dir, cfg(1 << 20), 0, NOW)?;
+        for epoch in [1, 1, 3, 3, 3] {
+            append(&mut log, 2, epoch)?;
+        }
+        drop(log);
+        Ok(())
+    };
+    // (batch, bit, where the log ends after recovery from offset 2): up inside an epoch and
+    // at the end, up to a later real epoch, down across an epoch start, down inside one.
+    for (batch, bit, end) in [(1, 20, 2), (4, 14, 8), (1, 1, 2), (2, 1, 4), (3, 0, 6)] {
+        let dir = tempfile::tempdir()?;
+        build(dir.path())?;
+        flip_epoch_bit(dir.path(), batch_positions(dir.path())?[batch], bit)?;
+        let log = Log::open(dir.path(), cfg(1 << 20), 2, NOW)?;
+        assert_eq!(log.log_end_offset(), end, "batch {batch} bit {bit}");
+        let want: Vec<EpochEntry> = [e(1, 0), e(3, 4)]
+            .into_iter()
+            .filter(|x| x.start_offset < end)
+            .collect();
+        assert_eq!(log.epoch_entries(), want, "batch {batch} bit {bit}");
+        drop(log);
+        // What recovery kept is consistent: a second recovery changes nothing.
+        let log = Log::open(dir.path(), cfg(1 << 20), 0, NOW)?;
+        assert_eq!(log.log_end_offset(), end);
+    }
+    // Flushed data (before the recovery point), which a crash cannot tear, is not
+    // second-guessed, and an intact log loses nothing.
+    let dir = tempfile::tempdir()?;
+    build(dir.path())?;
+    let log = Log::open(dir.path(), cfg(1 << 20), 0, NOW)?;
+    assert_eq!(log.log_end_offset(), 10);
+    drop(log);
+    flip_epoch_bit(dir.path(), batch_positions(dir.path())?[0], 2)?;
+    let log = Log::open(dir.path(), cfg(1 << 20), 2, NOW)?;
+    assert_eq!(log.log_end_offset(), 10);
     Ok(())
 }
 

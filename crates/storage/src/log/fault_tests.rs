@@ -619,7 +619,11 @@ fn concurrent_appenders_share_fsyncs() -> TestResult {
         flush_on_append: true,
         ..cfg(1 << 20)
     };
-    let log = Arc::new(Mutex::new(open(&fs, config.clone(), 0)?));
+    let mut fresh = open(&fs, config.clone(), 0)?;
+    // As a leader does when it takes over: the epoch's start is written once, before any
+    // append, so the appends below wait only on the segment's fsyncs.
+    fresh.begin_leader_epoch(EPOCH)?;
+    let log = Arc::new(Mutex::new(fresh));
     let segment = segment_file(&dir(), 0, "log");
     let syncs_before = fs.syncs_of(&segment);
     let batches: Vec<TestBatch> = (0..THREADS).map(|_| Spec::plain(1, 20).build()).collect();
