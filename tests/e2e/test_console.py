@@ -1,7 +1,10 @@
 """The web console on the HTTP listener (issue 14 item 5), read with plain urllib and parsed with
 html.parser: topic list and topic page against the Kafka API's watermarks, the message browser
 against records produced by confluent-kafka (plain, gzip and zstd batches, headers, a hostile
-value), group lag after a partial commit, bad parameters."""
+value), group lag after a partial commit, bad parameters; the actions (create and delete topic,
+add partitions, offset reset with its confirmation and its refusal while a member is active)
+checked through confluent-kafka's AdminClient and Consumer; cross-site POSTs and read-only mode
+refused."""
 
 from __future__ import annotations
 
@@ -12,8 +15,17 @@ from html.parser import HTMLParser
 
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import free_port
-from e2e_util import Rec, assert_all_delivered, base_conf, create_topic, produce_confluent, wait_for, watermarks
+from conftest import Broker, free_port
+from e2e_util import (
+    Rec,
+    assert_all_delivered,
+    base_conf,
+    create_topic,
+    produce_confluent,
+    topic_partition_counts,
+    wait_for,
+    watermarks,
+)
 
 HOSTILE = b"<script>alert('x')</script><img src=x onerror=alert(1)>"
 
@@ -97,11 +109,44 @@ def page(port: int, path: str) -> tuple[str, Node]:
     return body, parse(body)
 
 
-def console_broker(broker_factory, **settings):
+def post(port: int, path: str, fields: dict, origin: str | None = "same") -> tuple[int, str, str]:
+    """POSTs a form as a browser on the console's page would (Origin = this console), or with
+    another `origin`, or none. Returns (status, body, final URL after redirects)."""
+    headers = {}
+    if origin == "same":
+        headers["Origin"] = f"http://127.0.0.1:{port}"
+    elif origin is not None:
+        headers["Origin"] = origin
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=urllib.parse.urlencode(fields).encode(),
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=40) as r:
+            return r.status, r.read().decode(), r.geturl()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.geturl()
+
+
+def token(port: int) -> str:
+    _, doc = page(port, "/topics")
+    return doc.one("form", id="create-topic").one("input", name="token").attrs["value"]
+
+
+def console_broker(broker_factory, extra_args: list[str] | None = None, **settings):
     port = free_port()
-    broker = broker_factory({"http.listen": f"127.0.0.1:{port}", **settings})
+    broker = broker_factory({"http.listen": f"127.0.0.1:{port}", **settings}, start=False)
+    if extra_args:
+        broker.command = lambda: Broker.command(broker) + extra_args
+    broker.start()
     wait_for(lambda: get(port, "/health/ready")[0] == 200, 30, "ready")
     return broker, port
+
+
+def committed(bootstrap: str, group: str, topic: str, partition: int) -> int:
+    c = Consumer({**base_conf(bootstrap), "group.id": group, "enable.auto.commit": False})
+    try:
+        return c.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
+    finally:
+        c.close()
 
 
 def browse(port: int, topic: str, **q) -> list[dict]:
@@ -229,3 +274,106 @@ def test_console_pages_show_what_the_kafka_api_sees(broker_factory):
     finally:
         c.close()
     assert get(port, "/groups/no%0Agroup")[0] == 400
+
+
+def test_console_actions_go_through_the_kafka_api(broker_factory):
+    broker, port = console_broker(broker_factory)
+    tok = token(port)
+
+    # Create, through the page's form; the Kafka API sees it.
+    status, body, url = post(port, "/topics", {"token": tok, "name": "console-new", "partitions": "2"})
+    assert status == 200 and url.endswith("/topics/console-new"), (status, body)
+    assert topic_partition_counts(broker.bootstrap).get("console-new") == 2
+    assert post(port, "/topics", {"token": tok, "name": "console-new", "partitions": "1"})[0] == 409
+    assert post(port, "/topics", {"token": tok, "name": "bad name"})[0] == 400
+    assert post(port, "/topics", {"token": tok, "name": "x", "partitions": "0"})[0] == 400
+
+    # Cross-site POSTs are refused and change nothing: another Origin, no Origin, no token.
+    for fields, origin in (({"token": tok, "name": "evil"}, "http://evil.example"),
+                           ({"token": tok, "name": "evil"}, None),
+                           ({"name": "evil"}, "same"),
+                           ({"token": "0" * 32, "name": "evil"}, "same")):
+        status, body, _ = post(port, "/topics", fields, origin=origin)
+        assert status == 403 and body.startswith("cross-site check"), (origin, status, body)
+    assert "evil" not in topic_partition_counts(broker.bootstrap)
+
+    # Add partitions (a new total), then shrinking is refused as Kafka refuses it.
+    status, _, url = post(port, "/topics/console-new/partitions", {"token": tok, "count": "4"})
+    assert status == 200 and url.endswith("/topics/console-new")
+    assert topic_partition_counts(broker.bootstrap)["console-new"] == 4
+    status, body, _ = post(port, "/topics/console-new/partitions", {"token": tok, "count": "2"})
+    assert status == 400 and "InvalidPartitions" in body, body
+    _, doc = page(port, "/topics")
+    assert doc.one("tr", data_topic="console-new").attrs["data-partitions"] == "4"
+
+    # Delete: the form must repeat the name.
+    assert post(port, "/topics/console-new/delete", {"token": tok, "confirm": "other"})[0] == 400
+    assert "console-new" in topic_partition_counts(broker.bootstrap)
+    status, _, url = post(port, "/topics/console-new/delete", {"token": tok, "confirm": "console-new"})
+    assert status == 200 and url.endswith("/topics")
+    wait_for(lambda: "console-new" not in topic_partition_counts(broker.bootstrap), 15, "topic gone")
+    assert post(port, "/topics/console-new/delete", {"token": tok, "confirm": "console-new"})[0] == 404
+
+    # Offset reset: refused while a member is active, confirmed, then applied.
+    topic, group = "console-r", "console-rg"
+    create_topic(broker.bootstrap, topic, partitions=1)
+    assert_all_delivered(produce_confluent(broker.bootstrap, topic, [Rec(None, b"r%d" % i) for i in range(10)]))
+    c = Consumer({**base_conf(broker.bootstrap), "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    wait_for(lambda: c.poll(0.2) is not None or bool(c.assignment()), 30, "assignment")
+    c.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
+    try:
+        _, doc = page(port, f"/groups/{group}")
+        assert not doc.all("form", id="reset-offsets") and doc.all(id="reset-unavailable")
+        for fields in ({"token": tok, "topic": topic, "to": "earliest"},
+                       {"token": tok, "topic": topic, "confirm": "yes", "offsets": "0:0"}):
+            status, body, _ = post(port, f"/groups/{group}/reset", fields)
+            assert status == 409 and "active member" in body, (status, body)
+        assert committed(broker.bootstrap, group, topic, 0) == 8
+    finally:
+        c.close()
+    _, doc = page(port, f"/groups/{group}")
+    assert "Empty" in doc.one(id="group-state").text()
+    form = doc.one("form", id="reset-offsets")
+    assert form.one("input", name="token").attrs["value"] == tok
+    # The first step only asks.
+    status, body, _ = post(port, f"/groups/{group}/reset", {"token": tok, "topic": topic, "to": "offset", "offset": "3"})
+    assert status == 200, body
+    plan = parse(body).one("tr", data_partition="0").all("td")
+    assert [td.text() for td in plan] == ["0", "8", "3"]
+    assert committed(broker.bootstrap, group, topic, 0) == 8
+    confirm = {i.attrs["name"]: i.attrs["value"] for i in parse(body).one("form").all("input")}
+    assert confirm["offsets"] == "0:3" and confirm["confirm"] == "yes"
+    status, _, url = post(port, f"/groups/{group}/reset", confirm)
+    assert status == 200 and url.endswith(f"/groups/{group}")
+    assert committed(broker.bootstrap, group, topic, 0) == 3
+    _, doc = page(port, f"/groups/{group}")
+    assert doc.one("tr", data_topic=topic, data_partition="0").one("td", cls="lag").text() == "7"
+    # Earliest and latest compute from the log; an unknown topic is refused.
+    status, body, _ = post(port, f"/groups/{group}/reset", {"token": tok, "topic": topic, "to": "latest"})
+    assert [td.text() for td in parse(body).one("tr", data_partition="0").all("td")] == ["0", "3", "10"]
+    assert post(port, f"/groups/{group}/reset", {"token": tok, "topic": "nope", "to": "latest"})[0] == 404
+    assert post(port, "/groups/no-such-group/reset", {"token": tok, "topic": topic})[0] == 404
+
+
+def test_console_read_only_refuses_every_action(broker_factory):
+    broker, port = console_broker(broker_factory, extra_args=["--http-read-only"])
+    create_topic(broker.bootstrap, "console-ro", partitions=1)
+    c = Consumer({**base_conf(broker.bootstrap), "group.id": "console-ro-g", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("console-ro", 0, 0)], asynchronous=False)
+    c.close()
+    # No action is rendered...
+    for path in ("/topics", "/topics/console-ro", "/groups/console-ro-g"):
+        body, doc = page(port, path)
+        assert not doc.all("form", method="post"), path
+        assert "read-only" in doc.one("span", cls="node").text()
+    # ...and every action is refused, with a token-less form as with any other.
+    for path, fields in (("/topics", {"name": "ro-new"}),
+                         ("/topics/console-ro/delete", {"confirm": "console-ro"}),
+                         ("/topics/console-ro/partitions", {"count": "3"}),
+                         ("/groups/console-ro-g/reset", {"topic": "console-ro", "confirm": "yes", "offsets": "0:0"})):
+        status, body, _ = post(port, path, fields)
+        assert status == 403 and "read-only" in body, (path, status, body)
+    counts = topic_partition_counts(broker.bootstrap)
+    assert counts.get("console-ro") == 1 and "ro-new" not in counts

@@ -13,11 +13,15 @@
 //! - `GET /groups`, `GET /groups/{group}`: groups (ListGroups, DescribeGroups), a group's
 //!   members and assignment, committed offsets (OffsetFetch) and lag against the log end.
 //!
+//! - `POST /topics`, `POST /topics/{topic}/delete`, `POST /topics/{topic}/partitions`,
+//!   `POST /groups/{group}/reset`: the actions ([`actions`]), absent with `http.read.only`.
+//!
 //! Every read is a Kafka request answered by the dispatcher the Kafka listener uses
 //! ([`api`]), so the console sees what a client sees, with the same limits. Every value a page
 //! shows is escaped by the templates; every parameter is validated first ([`params`]), a bad
 //! one is a 400 with a one-line reason.
 
+pub mod actions;
 pub mod api;
 pub mod params;
 pub mod records;
@@ -30,7 +34,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Buf;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
@@ -48,12 +52,19 @@ pub const MAX_LISTED: usize = 1000;
 pub struct Console {
     ctx: Arc<Ctx>,
     read_only: bool,
+    /// This process's form token: every action's form carries it (a cross-site form cannot
+    /// know it).
+    token: String,
 }
 
 impl Console {
     /// A console over the broker's handlers; `read_only` (`http.read.only`) removes actions.
     pub fn new(ctx: Arc<Ctx>, read_only: bool) -> Console {
-        Console { ctx, read_only }
+        Console {
+            ctx,
+            read_only,
+            token: format!("{:032x}", rand::random::<u128>()),
+        }
     }
 
     fn node_id(&self) -> i32 {
@@ -74,6 +85,10 @@ pub enum PageError {
     NotFound(String),
     /// The broker cannot answer now (503).
     Unavailable(String),
+    /// An action that read-only mode or the cross-site check refuses (403).
+    Forbidden(String),
+    /// Another status, with its reason.
+    Status(StatusCode, String),
 }
 
 impl From<BadParam> for PageError {
@@ -94,6 +109,8 @@ impl IntoResponse for PageError {
             PageError::Bad(m) => (StatusCode::BAD_REQUEST, m),
             PageError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             PageError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            PageError::Status(code, m) => (code, m),
         };
         // One line, whatever the reason held.
         let line: String = msg.replace(['\r', '\n'], " ");
@@ -140,11 +157,14 @@ fn console(o: &Observed) -> Result<Arc<Console>, PageError> {
 pub fn routes() -> Router<Arc<Observed>> {
     Router::new()
         .route("/", get(cluster_page))
-        .route("/topics", get(topics_page))
+        .route("/topics", get(topics_page).post(actions::create_topic))
         .route("/topics/{topic}", get(topic_page))
         .route("/topics/{topic}/messages", get(messages_page))
+        .route("/topics/{topic}/delete", post(actions::delete_topic))
+        .route("/topics/{topic}/partitions", post(actions::add_partitions))
         .route("/groups", get(groups_page))
         .route("/groups/{group}", get(group_page))
+        .route("/groups/{group}/reset", post(actions::reset_offsets))
         .route("/console/style.css", get(css))
         .route("/console/app.js", get(js))
 }
@@ -372,6 +392,7 @@ async fn topics_page(State(o): State<Arc<Observed>>, uri: Uri) -> PageResult {
             }
         }
         @if rows.is_empty() { p { "No topics." } }
+        @if !c.read_only { (actions::create_topic_form(&c)) }
         @if rows.len() >= MAX_LISTED { p.muted { "The first " (MAX_LISTED) " topics are shown." } }
     };
     Ok(c.page("Topics", body))
@@ -400,6 +421,7 @@ async fn topic_page(
     let body = html! {
         h2 { "Partitions" }
         (partition_table(&t))
+        @if !c.read_only { (actions::topic_forms(&c, &topic, t.partitions.len())) }
         h2 { "Messages" }
         (browse_form(&t, &browse))
         h2 { "Configs" }
@@ -741,6 +763,7 @@ async fn group_page(
         }
     }
     let total: i64 = committed.iter().filter_map(Committed::lag).sum();
+    let committed_topics: Vec<String> = wanted.iter().map(|(t, _)| t.clone()).collect();
     let body = html! {
         p #group-state { "State " strong { (g.group_state.as_str()) } ", protocol type " (g.protocol_type.as_str()) ", protocol " (g.protocol_data.as_str()) ", " (g.members.len()) " member(s)." }
         @if fetched.error_code != 0 {
@@ -765,6 +788,14 @@ async fn group_page(
                         }
                     }
                 }
+            }
+        }
+        @if !c.read_only {
+            @if g.members.is_empty() {
+                h2 { "Reset offsets" }
+                (actions::reset_form(&c, &group, &committed_topics))
+            } @else {
+                p.muted #reset-unavailable { "Offsets can be reset once the group has no members." }
             }
         }
         h2 { "Committed offsets and lag" }
