@@ -112,6 +112,8 @@ pub(crate) struct PartitionQueue {
     pub acked_sequence: i32,
     /// Batches of this partition in requests on the wire.
     pub in_flight: u32,
+    /// The broker those batches went to (meaningful while `in_flight > 0`).
+    pub in_flight_to: i32,
 }
 
 /// The queues of one topic and its sticky partition.

@@ -609,8 +609,16 @@ impl Sender {
                         }
                     }
                     // A retry waits until nothing of its partition is in flight, so that
-                    // sequences reach the broker in order.
-                    if idempotent && head.base_sequence >= 0 && q.in_flight > 0 {
+                    // sequences reach the broker in order. And a partition's batches go to one
+                    // broker at a time: new batches sent to a new leader while the old one
+                    // still holds unanswered ones (appended there, and replicated) could put
+                    // those more than the five batches a broker remembers per producer behind
+                    // the log end, and their retry would then be refused as out of order
+                    // rather than recognised as a duplicate. librdkafka waits the same way.
+                    if idempotent
+                        && q.in_flight > 0
+                        && (head.base_sequence >= 0 || q.in_flight_to != leader)
+                    {
                         continue;
                     }
                     let req = requests.entry(leader).or_default();
@@ -627,6 +635,7 @@ impl Sender {
                     }
                     b.full = true;
                     q.in_flight += 1;
+                    q.in_flight_to = leader;
                     req.1 += size;
                     req.0.push(b);
                 }

@@ -1228,3 +1228,162 @@ async fn a_leader_named_in_the_produce_answer_takes_the_retry() -> TestResult {
     p.close().await;
     Ok(())
 }
+
+/// Two fake brokers for one leader move. Node 1 leads partition 1 throughout; node 0 leads
+/// partition 0 until its first Produce arrives, which it never answers (a leader cut off after
+/// it appended), and from then on node 1 leads it (Metadata from either says so). Node 1
+/// refuses the first batch of partition 1 with NOT_LEADER_OR_FOLLOWER, which makes the
+/// producer refresh its metadata, and appends everything else.
+struct MovingLeader {
+    ports: [AtomicUsize; 2],
+    moved: std::sync::atomic::AtomicBool,
+    /// (node, attempt) of every Produce partition, in arrival order.
+    attempts: StdMutex<Vec<(i32, Attempt)>>,
+}
+
+impl MovingLeader {
+    fn handler(self: &Arc<Self>, node: i32) -> impl FnOnce(u16) -> Arc<Handler> + use<> {
+        let fake = Arc::clone(self);
+        move |port: u16| -> Arc<Handler> {
+            fake.ports[node as usize].store(usize::from(port), AtomicOrdering::SeqCst);
+            Arc::new(move |conn, _api, _version, req| fake.answer(node, conn, req))
+        }
+    }
+
+    fn answer(&self, node: i32, conn: usize, req: RequestKind) -> Act {
+        let moved = self.moved.load(AtomicOrdering::SeqCst);
+        let leader = i32::from(moved);
+        match req {
+            RequestKind::ApiVersions(_) => Act::Respond(ResponseKind::ApiVersions(api_versions())),
+            RequestKind::Metadata(m) => {
+                let mut r = MetadataResponse::default();
+                for id in 0..2 {
+                    let mut b = MetadataResponseBroker::default();
+                    b.node_id = id.into();
+                    b.host = StrBytes::from_static_str("127.0.0.1");
+                    b.port = self.ports[id as usize].load(AtomicOrdering::SeqCst) as i32;
+                    r.brokers.push(b);
+                }
+                r.controller_id = 0.into();
+                for t in m.topics.unwrap_or_default() {
+                    let mut rt = MetadataResponseTopic::default();
+                    rt.name = t.name;
+                    for i in 0..2 {
+                        let mut p = MetadataResponsePartition::default();
+                        p.partition_index = i;
+                        let leader = if i == 0 { leader } else { 1 };
+                        p.leader_id = leader.into();
+                        p.leader_epoch = 1 + leader;
+                        p.replica_nodes = vec![0.into(), 1.into()];
+                        p.isr_nodes = vec![0.into(), 1.into()];
+                        rt.partitions.push(p);
+                    }
+                    r.topics.push(rt);
+                }
+                Act::Respond(ResponseKind::Metadata(r))
+            }
+            RequestKind::InitProducerId(_) => {
+                let mut resp = InitProducerIdResponse::default();
+                resp.producer_id = 1000.into();
+                Act::Respond(ResponseKind::InitProducerId(resp))
+            }
+            RequestKind::Produce(p) => {
+                let mut resp = ProduceResponse::default();
+                let mut attempts = self.attempts.lock().expect("attempts");
+                for t in &p.topic_data {
+                    let mut tr = TopicProduceResponse::default();
+                    tr.name = t.name.clone();
+                    for pd in &t.partition_data {
+                        let records = pd.records.clone().unwrap_or_default();
+                        let h = parse_header(&records).expect("fake: batch header");
+                        let on_node_1 = |a: &&(i32, Attempt)| a.0 == 1 && a.1.partition == pd.index;
+                        let seen = attempts.iter().filter(on_node_1).count();
+                        // Partition 1's first batch is refused; everything else node 1 gets is
+                        // appended, one record per batch.
+                        let appended = seen - usize::from(pd.index == 1 && seen > 0);
+                        let refuse = node == 0 || (pd.index == 1 && seen == 0);
+                        attempts.push((
+                            node,
+                            Attempt {
+                                conn,
+                                acks: p.acks,
+                                partition: pd.index,
+                                producer_id: h.producer_id,
+                                epoch: h.producer_epoch,
+                                base_sequence: h.base_sequence,
+                                records: h.record_count,
+                                compression: h.compression(),
+                            },
+                        ));
+                        let mut pr = PartitionProduceResponse::default();
+                        pr.index = pd.index;
+                        if refuse {
+                            pr.error_code = codes::NOT_LEADER_OR_FOLLOWER;
+                            pr.base_offset = -1;
+                        } else {
+                            pr.base_offset = appended as i64;
+                        }
+                        pr.log_append_time_ms = -1;
+                        tr.partition_responses.push(pr);
+                    }
+                    resp.responses.push(tr);
+                }
+                if node == 0 && !moved {
+                    self.moved.store(true, AtomicOrdering::SeqCst);
+                    return Act::Silence;
+                }
+                Act::Respond(ResponseKind::Produce(resp))
+            }
+            _ => Act::Close,
+        }
+    }
+}
+
+/// While the old leader still holds a partition's unanswered batch, a new batch of that
+/// partition must not go to the new leader ahead of it (a way to the "expected sequence 172,
+/// got 97" the chaos workload once met). The old leader may have appended (and replicated) the
+/// unanswered batch; new batches appended after it on the new leader push it further behind the
+/// log end, past the five batches a broker remembers per producer, and its retry is then
+/// refused as out of order instead of recognised as a duplicate.
+#[tokio::test]
+async fn a_new_batch_never_overtakes_one_the_old_leader_holds() -> TestResult {
+    let fake = Arc::new(MovingLeader {
+        ports: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        moved: Default::default(),
+        attempts: StdMutex::new(Vec::new()),
+    });
+    let old_leader = Fake::start(fake.handler(0)).await;
+    let _new_leader = Fake::start(fake.handler(1)).await;
+    let mut c = config(&old_leader.addr);
+    c.request_timeout = Duration::from_millis(800);
+    let p = Producer::connect(c).await?;
+    let mut a = rec("t", "a");
+    a.partition = Some(0);
+    let fa = p.enqueue(a).await?;
+    let arrived = || fake.attempts.lock().map(|a| !a.is_empty()).unwrap_or(false);
+    let waited = Instant::now();
+    while !arrived() && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // B (p1) is refused once by node 1, which makes the producer refresh its metadata and
+    // learn that node 1 now leads p0 too, and then goes through, while A's request to node 0
+    // is still unanswered.
+    let mut b = rec("t", "b");
+    b.partition = Some(1);
+    assert_eq!(p.send(b).await?.offset, 0);
+    let mut c2 = rec("t", "c");
+    c2.partition = Some(0);
+    let fc = p.enqueue(c2).await?;
+    let (ma, mc) =
+        tokio::time::timeout(Duration::from_secs(10), async { (fa.await, fc.await) }).await?;
+    assert_eq!((ma?.offset, mc?.offset), (0, 1));
+    let attempts = fake.attempts.lock().map_err(|_| "lock")?.clone();
+    let on_new: Vec<i32> = attempts
+        .iter()
+        .filter(|(node, a)| *node == 1 && a.partition == 0)
+        .map(|(_, a)| a.base_sequence)
+        .collect();
+    assert_eq!(on_new, [0, 1], "A's retry first, then C: {attempts:?}");
+    p.close().await;
+    Ok(())
+}
