@@ -1,13 +1,15 @@
 """The web console on the HTTP listener (issue 14 item 5), read with plain urllib and parsed with
 html.parser: topic list and topic page against the Kafka API's watermarks, the message browser
 against records produced by confluent-kafka (plain, gzip and zstd batches, headers, a hostile
-value), group lag after a partial commit, bad parameters; the actions (create and delete topic,
+value), the throughput charts against /metrics, group lag after a partial commit, bad parameters;
+the actions (create and delete topic,
 add partitions, offset reset with its confirmation and its refusal while a member is active)
 checked through confluent-kafka's AdminClient and Consumer; cross-site POSTs and read-only mode
 refused."""
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -250,6 +252,35 @@ def test_console_pages_show_what_the_kafka_api_sees(broker_factory):
     for path, kind in (("/console/style.css", "text/css"), ("/console/app.js", "text/javascript")):
         status, body, headers = get(port, path)
         assert status == 200 and headers["Content-Type"].startswith(kind) and body
+
+    # Throughput charts from the broker's own samples: over the window, the chart's bytes in for
+    # the topic add up to the topic's bytes-in counter in /metrics once a sample follows the
+    # produce.
+    def bytes_in_metric() -> int:
+        text = get(port, "/metrics")[1]
+        m = re.search(r'^kafka_server_brokertopicmetrics_bytesin_total\{topic="console-t"\} (\S+)$', text, re.M)
+        return int(float(m.group(1)))
+
+    produced = bytes_in_metric()
+    assert produced > 0
+
+    def chart(q: str) -> Node:
+        status, body, _ = get(port, "/charts/throughput" + q)
+        assert status == 200, body
+        return parse(body).one("svg")
+
+    def sampled():
+        svg = chart(f"?topic={topic}")
+        return int(svg.attrs["data-total-in"]) == produced and int(svg.attrs["data-intervals"]) >= 2
+
+    wait_for(sampled, 30, "two intervals, the last after the produce")
+    assert len(chart(f"?topic={topic}").all("polyline")) == 2
+    assert int(chart("").attrs["data-total-in"]) >= produced
+    assert get(port, "/charts/throughput?topic=bad%20name")[0] == 400
+    _, doc = page(port, f"/topics/{topic}")
+    assert doc.one("div", data_refresh=f"/charts/throughput?topic={topic}").all("svg")
+    _, doc = page(port, "/")
+    assert doc.one("div", data_refresh="/charts/throughput").all("svg")
 
     # A group with a member that committed part way: lag per partition and in total.
     group = "console-g"

@@ -27,4 +27,16 @@ document.addEventListener("DOMContentLoaded", function () {
       if (!window.confirm(f.getAttribute("data-confirm"))) { e.preventDefault(); }
     });
   });
+  // Charts are redrawn from the broker's samples (server-rendered SVG) every few seconds.
+  var charts = document.querySelectorAll("[data-refresh]");
+  if (charts.length) {
+    window.setInterval(function () {
+      charts.forEach(function (el) {
+        fetch(el.getAttribute("data-refresh"), { credentials: "same-origin" })
+          .then(function (r) { return r.ok ? r.text() : null; })
+          .then(function (svg) { if (svg !== null) { el.innerHTML = svg; } })
+          .catch(function () {});
+      });
+    }, 3000);
+  }
 });

@@ -13,6 +13,8 @@
 //! - `GET /groups`, `GET /groups/{group}`: groups (ListGroups, DescribeGroups), a group's
 //!   members and assignment, committed offsets (OffsetFetch) and lag against the log end.
 //!
+//! - `GET /charts/throughput[?topic=]`: the throughput chart (inline SVG) of the broker or a
+//!   topic from [`samples`], which the cluster and topic pages embed and their script redraws.
 //! - `POST /topics`, `POST /topics/{topic}/delete`, `POST /topics/{topic}/partitions`,
 //!   `POST /groups/{group}/reset`: the actions ([`actions`]), absent with `http.read.only`.
 //!
@@ -25,6 +27,7 @@ pub mod actions;
 pub mod api;
 pub mod params;
 pub mod records;
+pub mod samples;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -55,15 +58,32 @@ pub struct Console {
     /// This process's form token: every action's form carries it (a cross-site form cannot
     /// know it).
     token: String,
+    /// Recent samples of the byte counters, for the charts.
+    samples: Arc<samples::Samples>,
 }
 
 impl Console {
     /// A console over the broker's handlers; `read_only` (`http.read.only`) removes actions.
+    /// Starts the sampler task (on the current tokio runtime), which ends with the console.
     pub fn new(ctx: Arc<Ctx>, read_only: bool) -> Console {
+        let samples = Arc::new(samples::Samples::default());
+        samples::spawn_sampler(Arc::downgrade(&samples), Arc::clone(&ctx.metrics));
         Console {
             ctx,
             read_only,
             token: format!("{:032x}", rand::random::<u128>()),
+            samples,
+        }
+    }
+
+    fn chart(&self, topic: Option<&str>) -> Markup {
+        let what = topic.map_or_else(|| "all topics".to_string(), |t| format!("topic {t}"));
+        let src = match topic {
+            None => "/charts/throughput".to_string(),
+            Some(t) => format!("/charts/throughput?topic={}", params::percent_encode(t)),
+        };
+        html! {
+            div.chart-box data-refresh=(src) { (samples::chart(&self.samples.rates(topic), &what)) }
         }
     }
 
@@ -165,6 +185,7 @@ pub fn routes() -> Router<Arc<Observed>> {
         .route("/groups", get(groups_page))
         .route("/groups/{group}", get(group_page))
         .route("/groups/{group}/reset", post(actions::reset_offsets))
+        .route("/charts/throughput", get(throughput_chart))
         .route("/console/style.css", get(css))
         .route("/console/app.js", get(js))
 }
@@ -189,6 +210,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+async fn throughput_chart(State(o): State<Arc<Observed>>, uri: Uri) -> PageResult {
+    let p = Params::parse(uri.query(), &["topic"])?;
+    let topic = p.get("topic").map(params::topic_name).transpose()?;
+    let c = console(&o)?;
+    let what = topic.map_or_else(|| "all topics".to_string(), |t| format!("topic {t}"));
+    let mut r = html_response(samples::chart(&c.samples.rates(topic), &what));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
 fn no_params(uri: &Uri) -> Result<(), PageError> {
     Params::parse(uri.query(), &[])?;
     Ok(())
@@ -202,6 +234,8 @@ async fn cluster_page(State(o): State<Arc<Observed>>, uri: Uri) -> PageResult {
     let cluster = api::describe_cluster(&c.ctx).await?;
     let quorum = api::describe_quorum(&c.ctx).await?;
     let body = html! {
+        h2 { "Throughput of this broker" }
+        (c.chart(None))
         h2 { "Brokers" }
         @if cluster.error_code != 0 {
             p.error { "DescribeCluster: " (api::error_name(cluster.error_code)) }
@@ -421,6 +455,8 @@ async fn topic_page(
     let body = html! {
         h2 { "Partitions" }
         (partition_table(&t))
+        h2 { "Throughput on this broker" }
+        (c.chart(Some(&topic)))
         @if !c.read_only { (actions::topic_forms(&c, &topic, t.partitions.len())) }
         h2 { "Messages" }
         (browse_form(&t, &browse))

@@ -12,6 +12,7 @@ pub const JS: &str = include_str!("app.js");
 /// Headers every console page carries: only this origin's style and script run (so even a
 /// record that got past escaping could not run one), no framing, no caching.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                       connect-src 'self'; \
                        form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// A whole page: title, navigation, `body`.
