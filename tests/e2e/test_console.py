@@ -275,6 +275,8 @@ def test_console_pages_show_what_the_kafka_api_sees(broker_factory):
 
     wait_for(sampled, 30, "two intervals, the last after the produce")
     assert len(chart(f"?topic={topic}").all("polyline")) == 2
+    _, doc = page(port, "/topics")
+    assert float(doc.one("tr", data_topic=topic).one("td", cls="rate").text()) >= 0  # sampled, not "—"
     assert int(chart("").attrs["data-total-in"]) >= produced
     assert get(port, "/charts/throughput?topic=bad%20name")[0] == 400
     _, doc = page(port, f"/topics/{topic}")

@@ -401,21 +401,24 @@ async fn topics_page(State(o): State<Arc<Observed>>, uri: Uri) -> PageResult {
     no_params(&uri)?;
     let c = console(&o)?;
     let rows = topic_rows(&c, None).await?;
+    let msg_rates = c.samples.messages_per_sec();
+    let rated = c.samples.has_rates();
     let body = html! {
-        p.muted { "Log end offsets are each partition's high watermark (ListOffsets latest), as consumers see it; sizes are of the replicas hosted on this broker." }
+        p.muted { "Log end offsets are each partition's high watermark (ListOffsets latest), as consumers see it; sizes are of the replicas hosted on this broker; messages in per second are this broker's, over the last " (samples::INTERVAL.as_secs()) " s." }
         table #topics {
-            tr { th { "topic" } th.n { "partitions" } th.n { "records" } th.n { "size here" } th { "end offsets (partition: offset)" } }
+            tr { th { "topic" } th.n { "partitions" } th.n { "records" } th.n { "size here" } th.n { "messages in/s" } th { "end offsets (partition: offset)" } }
             @for t in &rows {
                 @let records: i64 = t.partitions.iter().map(|p| match (p.start, p.end) { (Ok(s), Ok(e)) => (e - s).max(0), _ => 0 }).sum();
                 @let sized: Vec<u64> = t.partitions.iter().filter_map(|p| p.size).collect();
                 tr data-topic=(t.name) data-partitions=(t.partitions.len()) {
                     td { a href={ "/topics/" (params::percent_encode(&t.name)) } { (t.name) } @if t.internal { " (internal)" } }
                     @if t.error != 0 {
-                        td.error colspan="4" { (api::error_name(t.error)) }
+                        td.error colspan="5" { (api::error_name(t.error)) }
                     } @else {
                         td.n { (t.partitions.len()) }
                         td.n { (records) }
                         td.n { @if sized.is_empty() { "—" } @else { (view::size(sized.iter().sum())) } }
+                        td.n.rate { @if rated { (format!("{:.1}", msg_rates.get(&t.name).copied().unwrap_or(0.0))) } @else { "—" } }
                         td.ends {
                             @for p in &t.partitions {
                                 span.end data-partition=(p.index) { (p.index) ": " (offset_cell(&p.end)) } " "

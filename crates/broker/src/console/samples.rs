@@ -4,8 +4,8 @@
 //!
 //! The counters are read the way a Prometheus scrape reads them, from
 //! [`BrokerMetrics::render`] without the broker view (no log or group is touched: the counters
-//! and the process gauges only), and the two `kafka_server_brokertopicmetrics_bytes*_total`
-//! families are taken from that text.
+//! and the process gauges only), and the `kafka_server_brokertopicmetrics_bytesin_total`,
+//! `_bytesout_total` and `_messagesin_total` families are taken from that text.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,6 +24,7 @@ pub const MAX_TOPICS: usize = 1000;
 
 const BYTES_IN: &str = "kafka_server_brokertopicmetrics_bytesin_total";
 const BYTES_OUT: &str = "kafka_server_brokertopicmetrics_bytesout_total";
+const MESSAGES_IN: &str = "kafka_server_brokertopicmetrics_messagesin_total";
 
 /// Cumulative byte counts at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Sample {
     pub broker: (u64, u64),
     /// Per topic: bytes in, bytes out.
     pub topics: BTreeMap<String, (u64, u64)>,
+    /// Per topic: messages (records) in.
+    pub messages_in: BTreeMap<String, u64>,
 }
 
 /// Reads the two byte counter families from Prometheus text.
@@ -43,10 +46,13 @@ pub fn parse_counters(text: &str, at_ms: i64) -> Sample {
         ..Sample::default()
     };
     for line in text.lines() {
-        let (is_in, rest) = if let Some(r) = line.strip_prefix(BYTES_IN) {
-            (true, r)
+        // 0: bytes in, 1: bytes out, 2: messages in.
+        let (family, rest) = if let Some(r) = line.strip_prefix(BYTES_IN) {
+            (0, r)
         } else if let Some(r) = line.strip_prefix(BYTES_OUT) {
-            (false, r)
+            (1, r)
+        } else if let Some(r) = line.strip_prefix(MESSAGES_IN) {
+            (2, r)
         } else {
             continue;
         };
@@ -75,6 +81,14 @@ pub fn parse_counters(text: &str, at_ms: i64) -> Sample {
             continue;
         };
         let v = v.max(0.0) as u64;
+        if family == 2 {
+            if let Some(t) = topic
+                && (s.messages_in.len() < MAX_TOPICS || s.messages_in.contains_key(t))
+            {
+                s.messages_in.insert(t.to_string(), v);
+            }
+            continue;
+        }
         let slot = match topic {
             None => &mut s.broker,
             Some(t) => {
@@ -84,7 +98,7 @@ pub fn parse_counters(text: &str, at_ms: i64) -> Sample {
                 s.topics.entry(t.to_string()).or_default()
             }
         };
-        if is_in {
+        if family == 0 {
             slot.0 = v;
         } else {
             slot.1 = v;
@@ -122,6 +136,30 @@ impl Samples {
             ring.pop_front();
         }
         ring.push_back(s);
+    }
+
+    /// Messages in per second of each topic over the last interval (empty before two samples).
+    pub fn messages_per_sec(&self) -> BTreeMap<String, f64> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let n = ring.len();
+        if n < 2 {
+            return BTreeMap::new();
+        }
+        let (a, b) = (&ring[n - 2], &ring[n - 1]);
+        let secs = ((b.at_ms - a.at_ms).max(1)) as f64 / 1000.0;
+        b.messages_in
+            .iter()
+            .map(|(t, &y)| {
+                let x = a.messages_in.get(t).copied().unwrap_or(0);
+                let d = if y >= x { y - x } else { y };
+                (t.clone(), d as f64 / secs)
+            })
+            .collect()
+    }
+
+    /// Whether two samples exist (rates can be computed).
+    pub fn has_rates(&self) -> bool {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).len() >= 2
     }
 
     /// Rates between consecutive samples, for the broker (`None`) or one topic. A topic
@@ -250,7 +288,8 @@ kafka_server_brokertopicmetrics_bytesin_total{topic=\"b\"} 200\n\
 kafka_server_brokertopicmetrics_bytesout_total 50\n\
 kafka_server_brokertopicmetrics_bytesout_total{topic=\"a\"} 50\n\
 kafka_server_brokertopicmetrics_bytesin_totalx 9\n\
-kafka_server_brokertopicmetrics_messagesin_total{topic=\"a\"} 7\n";
+kafka_server_brokertopicmetrics_messagesin_total{topic=\"a\"} 7\n\
+kafka_server_brokertopicmetrics_messagesin_total 7\n";
 
     #[test]
     fn counters_are_read_from_the_exposition() {
@@ -260,6 +299,7 @@ kafka_server_brokertopicmetrics_messagesin_total{topic=\"a\"} 7\n";
         assert_eq!(s.topics["a"], (100, 50));
         assert_eq!(s.topics["b"], (200, 0));
         assert_eq!(s.topics.len(), 2);
+        assert_eq!(s.messages_in, BTreeMap::from([("a".to_string(), 7)]));
         assert_eq!(parse_counters("garbage{\nx 1\n", 0), Sample::default());
     }
 
@@ -278,7 +318,9 @@ kafka_server_brokertopicmetrics_messagesin_total{topic=\"a\"} 7\n";
         s.at_ms = 4000;
         s.broker = (4000, 3000);
         s.topics.insert("a".into(), (10, 0)); // recreated: counts from 0
+        s.messages_in.insert("a".into(), 30);
         samples.push(s);
+        assert_eq!(samples.messages_per_sec()["a"], 15.0);
         let r = samples.rates(None);
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].bytes_in, r[0].bytes_out), (2000.0, 500.0));
