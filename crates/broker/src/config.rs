@@ -791,6 +791,15 @@ mod tests {
     }
 
     #[test]
+    fn http_read_only_defaults_off_and_takes_a_boolean() {
+        let mut c = BrokerConfig::default();
+        assert!(!c.http_read_only());
+        c.set("http.read.only", "true").expect("valid");
+        assert!(c.http_read_only());
+        assert!(c.set("http.read.only", "yes").is_err());
+    }
+
+    #[test]
     fn http_listen_defaults_and_none() {
         let mut c = BrokerConfig::default();
         assert_eq!(c.http_listen(), Some(DEFAULT_HTTP_LISTEN));
