@@ -342,6 +342,7 @@ static APIS: &[Api] = &[
     api(22, span(0, 4), 2, &INIT_PRODUCER_ID_REQUEST),
     api(23, span(2, 4), 4, &OFFSET_FOR_LEADER_EPOCH_REQUEST),
     api(32, span(1, 4), 4, &DESCRIBE_CONFIGS_REQUEST),
+    api(35, span(1, 4), 2, &DESCRIBE_LOG_DIRS_REQUEST),
     api(33, span(0, 2), 2, &ALTER_CONFIGS_REQUEST),
     api(37, span(0, 3), 2, &CREATE_PARTITIONS_REQUEST),
     api(42, span(0, 2), 2, &DELETE_GROUPS_REQUEST),
@@ -352,6 +353,10 @@ static APIS: &[Api] = &[
     api(47, span(0, 0), NEVER_FLEXIBLE, &OFFSET_DELETE_REQUEST),
     api(55, span(0, 2), 0, &DESCRIBE_QUORUM_REQUEST),
     api(60, span(0, 2), 0, &DESCRIBE_CLUSTER_REQUEST),
+    api(61, span(0, 0), 0, &DESCRIBE_PRODUCERS_REQUEST),
+    api(71, span(0, 0), 0, &GET_TELEMETRY_SUBSCRIPTIONS_REQUEST),
+    api(72, span(0, 0), 0, &PUSH_TELEMETRY_REQUEST),
+    api(74, span(0, 0), 0, &LIST_CONFIG_RESOURCES_REQUEST),
     api(80, span(0, 0), 0, &ADD_RAFT_VOTER_REQUEST),
     api(81, span(0, 0), 0, &REMOVE_RAFT_VOTER_REQUEST),
 ];
@@ -748,6 +753,41 @@ static OFFSET_DELETE_REQUEST_TOPIC: Schema = schema!("OffsetDeleteRequestTopic" 
 ]);
 static OFFSET_DELETE_REQUEST_PARTITION: Schema = schema!("OffsetDeleteRequestPartition" [
     f("partition_index", ALL, I32),
+]);
+
+// DescribeLogDirs (35): v1-4 (kafka-protocol 0.18 no longer decodes v0), flexible from v2.
+static DESCRIBE_LOG_DIRS_REQUEST: Schema = schema!("DescribeLogDirsRequest" [
+    f("topics", ALL, nullable_array(&DESCRIBABLE_LOG_DIR_TOPIC)),
+]);
+static DESCRIBABLE_LOG_DIR_TOPIC: Schema = schema!("DescribableLogDirTopic" [
+    f("topic", ALL, STR),
+    f("partitions", ALL, I32_ARRAY),
+]);
+
+// DescribeProducers (61): flexible from v0.
+static DESCRIBE_PRODUCERS_REQUEST: Schema = schema!("DescribeProducersRequest" [
+    f("topics", ALL, array(&DESCRIBE_PRODUCERS_TOPIC)),
+]);
+static DESCRIBE_PRODUCERS_TOPIC: Schema = schema!("TopicRequest" [
+    f("name", ALL, STR),
+    f("partition_indexes", ALL, I32_ARRAY),
+]);
+
+// GetTelemetrySubscriptions (71) and PushTelemetry (72), KIP-714: flexible from v0.
+static GET_TELEMETRY_SUBSCRIPTIONS_REQUEST: Schema = schema!("GetTelemetrySubscriptionsRequest" [
+    f("client_instance_id", ALL, UUID),
+]);
+static PUSH_TELEMETRY_REQUEST: Schema = schema!("PushTelemetryRequest" [
+    f("client_instance_id", ALL, UUID),
+    f("subscription_id", ALL, I32),
+    f("terminating", ALL, BOOL),
+    f("compression_type", ALL, I8),
+    f("metrics", ALL, BYTES),
+]);
+
+// ListConfigResources (74), ListClientMetricsResources before KIP-1142: v0 has no fields.
+static LIST_CONFIG_RESOURCES_REQUEST: Schema = schema!("ListConfigResourcesRequest" [
+    f("resource_types", since(1), Ty::Array(Elem::Fixed(1), false)),
 ]);
 
 // DescribeQuorum (55): flexible from v0.

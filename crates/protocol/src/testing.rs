@@ -26,6 +26,11 @@ use kafka_protocol::messages::{
     alter_partition_reassignments_request, elect_leaders_request,
     list_partition_reassignments_request,
 };
+use kafka_protocol::messages::{
+    DescribeLogDirsRequest, DescribeProducersRequest, GetTelemetrySubscriptionsRequest,
+    ListConfigResourcesRequest, PushTelemetryRequest, describe_log_dirs_request,
+    describe_producers_request,
+};
 use kafka_protocol::protocol::StrBytes;
 
 /// An unknown tag on every struct, so flexible versions carry a non-empty tagged section.
@@ -117,6 +122,27 @@ macro_rules! for_api {
             ApiKey::RemoveRaftVoter => {
                 $each!(RemoveRaftVoter, RemoveRaftVoterRequest, remove_raft_voter)
             }
+            ApiKey::DescribeLogDirs => {
+                $each!(DescribeLogDirs, DescribeLogDirsRequest, describe_log_dirs)
+            }
+            ApiKey::DescribeProducers => {
+                $each!(
+                    DescribeProducers,
+                    DescribeProducersRequest,
+                    describe_producers
+                )
+            }
+            ApiKey::GetTelemetrySubscriptions => $each!(
+                GetTelemetrySubscriptions,
+                GetTelemetrySubscriptionsRequest,
+                get_telemetry_subscriptions
+            ),
+            ApiKey::PushTelemetry => $each!(PushTelemetry, PushTelemetryRequest, push_telemetry),
+            ApiKey::ListConfigResources => $each!(
+                ListConfigResources,
+                ListConfigResourcesRequest,
+                list_config_resources
+            ),
             _ => None,
         }
     };
@@ -824,4 +850,60 @@ fn describe_quorum(_v: i16) -> DescribeQuorumRequest {
     DescribeQuorumRequest::default()
         .with_topics(vec![topic_data("__cluster_metadata"), topic_data("b")])
         .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn describe_log_dirs(v: i16) -> DescribeLogDirsRequest {
+    use describe_log_dirs_request::DescribableLogDirTopic;
+    let t = |name| {
+        let mut t = DescribableLogDirTopic::default()
+            .with_topic(topic(name))
+            .with_partitions(vec![0, 7]);
+        if v >= 2 {
+            t = t.with_unknown_tagged_field(EXTRA_TAG, extra_tag());
+        }
+        t
+    };
+    let mut req = DescribeLogDirsRequest::default().with_topics(Some(vec![t("a"), t("b")]));
+    if v >= 2 {
+        req = req.with_unknown_tagged_field(EXTRA_TAG, extra_tag());
+    }
+    req
+}
+
+fn describe_producers(_v: i16) -> DescribeProducersRequest {
+    use describe_producers_request::TopicRequest;
+    let t = |name| {
+        TopicRequest::default()
+            .with_name(topic(name))
+            .with_partition_indexes(vec![0, 1])
+            .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+    };
+    DescribeProducersRequest::default()
+        .with_topics(vec![t("a"), t("b")])
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn get_telemetry_subscriptions(_v: i16) -> GetTelemetrySubscriptionsRequest {
+    GetTelemetrySubscriptionsRequest::default()
+        .with_client_instance_id(Default::default())
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn push_telemetry(_v: i16) -> PushTelemetryRequest {
+    PushTelemetryRequest::default()
+        .with_client_instance_id(Default::default())
+        .with_subscription_id(17)
+        .with_terminating(true)
+        .with_compression_type(4)
+        .with_metrics(Bytes::from_static(b"otlp metrics stand-in"))
+        .with_unknown_tagged_field(EXTRA_TAG, extra_tag())
+}
+
+fn list_config_resources(v: i16) -> ListConfigResourcesRequest {
+    let mut req =
+        ListConfigResourcesRequest::default().with_unknown_tagged_field(EXTRA_TAG, extra_tag());
+    if v >= 1 {
+        req = req.with_resource_types(vec![2, 16]);
+    }
+    req
 }
