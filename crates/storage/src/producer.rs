@@ -109,6 +109,11 @@ impl ProducerStateManager {
         self.producers.get(&producer_id)
     }
 
+    /// Every tracked producer as `(producer id, state)`, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&pid, e)| (pid, e))
+    }
+
     /// Number of producers tracked.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -398,6 +403,20 @@ mod tests {
         let gap = header(1, 0, 5, 1);
         assert!(s.check([good, gap].iter(), 1).is_err());
         assert_eq!(s, before);
+        Ok(())
+    }
+
+    #[test]
+    fn iter_lists_every_producer() -> Result<(), StorageError> {
+        let mut s = ProducerStateManager::new();
+        append(&mut s, &header(1, 0, 0, 3), 0)?.ok();
+        append(&mut s, &header(2, 4, 10, 1), 3)?.ok();
+        let mut seen: Vec<(i64, i16, Option<i32>)> = s
+            .iter()
+            .map(|(pid, e)| (pid, e.epoch(), e.last_sequence()))
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![(1, 0, Some(2)), (2, 4, Some(10))]);
         Ok(())
     }
 
