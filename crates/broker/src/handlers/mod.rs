@@ -6,6 +6,7 @@
 //! refuses to encode a non-default value for an absent field, and leaving tagged fields at
 //! their defaults keeps them off the wire (old librdkafka cannot skip them).
 
+mod admin;
 mod configs;
 mod fetch;
 mod metadata;
@@ -36,7 +37,9 @@ use crate::replica::ReplicaManager;
 /// Produce is advertised from v0 although only v3+ is served, as Kafka 4 does (KAFKA-18659):
 /// librdkafka before 2.10 turns gzip and snappy off when Produce v0-v2 are missing. Requests at
 /// v0-v2 close the connection, as in Kafka. FindCoordinator v0 must be present for librdkafka
-/// to enable LZ4.
+/// to enable LZ4. DescribeLogDirs starts at v1, as in Kafka 4 (KIP-896; kafka-protocol 0.18
+/// no longer decodes v0). API 74 is served at v0 only, which is KIP-714's
+/// ListClientMetricsResources (KIP-1142 renamed it ListConfigResources and added v1).
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
     (ApiKey::FindCoordinator, 0, 4),
@@ -70,6 +73,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::GetTelemetrySubscriptions, 0, 0),
+    (ApiKey::PushTelemetry, 0, 0),
+    (ApiKey::ListConfigResources, 0, 0),
 ];
 
 /// Versions inside the advertised range that are nevertheless refused (see [`SUPPORTED_APIS`]).
@@ -316,6 +324,26 @@ pub async fn handle(
                 ResponseKind::OffsetDelete(gh::offset_delete(&c.groups, r))
             })
             .await;
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            // Off the workers: statvfs, and each hosted log's lock.
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::DescribeLogDirs(admin::describe_log_dirs(c, version, r))
+            })
+            .await;
+        }
+        RequestKind::DescribeProducers(r) => {
+            return respond_off_worker(ctx, move |c| {
+                ResponseKind::DescribeProducers(admin::describe_producers(c, r))
+            })
+            .await;
+        }
+        RequestKind::GetTelemetrySubscriptions(r) => {
+            ResponseKind::GetTelemetrySubscriptions(admin::get_telemetry_subscriptions(r))
+        }
+        RequestKind::PushTelemetry(r) => ResponseKind::PushTelemetry(admin::push_telemetry(r)),
+        RequestKind::ListConfigResources(_) => {
+            ResponseKind::ListConfigResources(admin::list_client_metrics_resources())
         }
         RequestKind::FindCoordinator(r) => {
             // Off the workers: the first one may create the offsets topic.
