@@ -494,7 +494,7 @@ pub fn create_topic_form(c: &Console) -> Markup {
     html! {
         form.panel #create-topic method="post" action="/topics" {
             input type="hidden" name="token" value=(c.token);
-            label { "new topic" input type="text" name="name" required maxlength="249" pattern="[a-zA-Z0-9._-]+"; }
+            label { "new topic" input type="text" name="name" required maxlength="249" pattern="[a-zA-Z0-9._\\-]+"; }
             label { "partitions" input type="number" name="partitions" min="1" max=(MAX_PARTITIONS) value="1"; }
             label { "replication factor (empty: default)" input type="number" name="replication_factor" min="1"; }
             button type="submit" { "Create topic" }

@@ -188,10 +188,17 @@ pub fn routes() -> Router<Arc<Observed>> {
         .route("/charts/throughput", get(throughput_chart))
         .route("/console/style.css", get(css))
         .route("/console/app.js", get(js))
+        .route("/favicon.svg", get(icon))
+        // What a browser asks for on its own (the chart fragment names no icon).
+        .route("/favicon.ico", get(icon))
 }
 
 async fn css() -> Response {
     asset("text/css; charset=utf-8", view::CSS)
+}
+
+async fn icon() -> Response {
+    asset("image/svg+xml", view::ICON)
 }
 
 async fn js() -> Response {

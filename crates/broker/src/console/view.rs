@@ -6,6 +6,9 @@ use maud::{DOCTYPE, Markup, html};
 
 /// The console's stylesheet, served as `/console/style.css`.
 pub const CSS: &str = include_str!("style.css");
+/// The console's icon, served as `/favicon.svg` (named by every page, so that browsers do not
+/// ask for a missing `/favicon.ico`).
+pub const ICON: &str = include_str!("favicon.svg");
 /// The console's script, served as `/console/app.js`.
 pub const JS: &str = include_str!("app.js");
 
@@ -24,6 +27,7 @@ pub fn page(node_id: i32, read_only: bool, title: &str, body: Markup) -> Markup 
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Vltava" }
+                link rel="icon" href="/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/console/style.css";
                 script src="/console/app.js" defer {}
             }
