@@ -334,6 +334,13 @@ class UncleanElection(OnPartitionLeader):
         return False, lay
 
     def start(self, cluster, rng):
+        # Every replica first holds everything acknowledged so far: whichever follower the
+        # unclean election picks then lacks only what the leader acknowledged alone, inside the
+        # window. (Right after an earlier fault a restarted follower may still be catching up;
+        # elected, it would also lose writes acknowledged before the window: seed 6102.)
+        ok, waited, why = wait_settled(cluster, [self.topic], TOPIC_SETTLE_S)
+        if not ok:
+            raise RuntimeError(f"ISR not full within {TOPIC_SETTLE_S:.0f}s before the fault: {why}")
         p, leader, note = _free_leader(cluster, self.topic, self.params["partition"], rng)
         self._mark(cluster, list(cluster.nodes))
         self.leader = leader
@@ -343,7 +350,7 @@ class UncleanElection(OnPartitionLeader):
         cluster.nft_load(leader, self.tag, [f"ip saddr {{ {peers} }} tcp dport {netns.KAFKA_PORT} drop"], [])
         t = time.monotonic()
         shrunk, _ = self._wait(cluster, f"ISR of p{p} shrunk to [{leader}]", lambda lay: lay.get(p, (0, [], []))[2] == [leader])
-        self.detail = (f"node {leader}, leader of p{p}" + (f" ({note})" if note else "")
+        self.detail = (f"ISR full after {waited:.1f}s; node {leader}, leader of p{p}" + (f" ({note})" if note else "")
                        + f": min.insync.replicas=1 + unclean election on; followers' fetches dropped, ISR "
                        + (f"[{leader}] after {time.monotonic() - t:.1f}s" if shrunk else "did not shrink") + self.detail)
         time.sleep(self.HOLD_S)
