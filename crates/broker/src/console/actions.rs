@@ -108,6 +108,17 @@ fn form(headers: &HeaderMap, body: &str, allowed: &[&str]) -> Result<Params, Pag
     Ok(Params::parse(Some(body), allowed)?)
 }
 
+/// The first failed item of an admin answer (its code and message), as [`kafka_error`].
+fn first_error<'a>(
+    what: &str,
+    items: impl IntoIterator<Item = (i16, Option<&'a str>)>,
+) -> Result<(), PageError> {
+    match items.into_iter().find(|(code, _)| *code != 0) {
+        Some((code, message)) => Err(kafka_error(what, code, message)),
+        None => Ok(()),
+    }
+}
+
 /// A Kafka error code as the console answers it.
 fn kafka_error(what: &str, code: i16, message: Option<&str>) -> PageError {
     let status = match code {
@@ -164,15 +175,12 @@ pub async fn create_topic(
     else {
         return Err(ApiError::Unexpected.into());
     };
-    for r in &resp.topics {
-        if r.error_code != 0 {
-            return Err(kafka_error(
-                &format!("create topic '{name}'"),
-                r.error_code,
-                r.error_message.as_deref(),
-            ));
-        }
-    }
+    first_error(
+        &format!("create topic '{name}'"),
+        resp.topics
+            .iter()
+            .map(|r| (r.error_code, r.error_message.as_deref())),
+    )?;
     Ok(Redirect::to(&topic_url(&name)).into_response())
 }
 
@@ -202,15 +210,12 @@ pub async fn delete_topic(
     else {
         return Err(ApiError::Unexpected.into());
     };
-    for r in &resp.responses {
-        if r.error_code != 0 {
-            return Err(kafka_error(
-                &format!("delete topic '{topic}'"),
-                r.error_code,
-                r.error_message.as_deref(),
-            ));
-        }
-    }
+    first_error(
+        &format!("delete topic '{topic}'"),
+        resp.responses
+            .iter()
+            .map(|r| (r.error_code, r.error_message.as_deref())),
+    )?;
     Ok(Redirect::to("/topics").into_response())
 }
 
@@ -243,15 +248,12 @@ pub async fn add_partitions(
     else {
         return Err(ApiError::Unexpected.into());
     };
-    for r in &resp.results {
-        if r.error_code != 0 {
-            return Err(kafka_error(
-                &format!("add partitions to '{topic}'"),
-                r.error_code,
-                r.error_message.as_deref(),
-            ));
-        }
-    }
+    first_error(
+        &format!("add partitions to '{topic}'"),
+        resp.results
+            .iter()
+            .map(|r| (r.error_code, r.error_message.as_deref())),
+    )?;
     Ok(Redirect::to(&topic_url(&topic)).into_response())
 }
 
